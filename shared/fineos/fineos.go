@@ -1,0 +1,304 @@
+// Package fineos is a client for the one FINEOS call the import needs:
+// creating (or updating) an "employer viewpoint user", the FINEOS account
+// of a leave administrator. It authenticates with OAuth2 client credentials
+// and caches the token until shortly before it expires.
+package fineos
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Namespace of the provisioning service's XML.
+const Namespace = "http://www.fineos.com/frontoffice/externaluserprovisioning/external"
+
+// ProvisioningPath is appended to the integration services URL.
+const ProvisioningPath = "rest/externalUserProvisioningService/createOrUpdateEmployerViewpointUser"
+
+// Values PFML sends for every leave administrator.
+const (
+	FullName = "Leave Administrator"
+	UserRole = "AllPermissions"
+)
+
+const maxResponseBytes = 1 << 20
+
+// Config locates FINEOS and holds the OAuth2 client credentials.
+type Config struct {
+	IntegrationServicesURL string // FINEOS_CLIENT_INTEGRATION_SERVICES_API_URL
+	OAuth2URL              string // FINEOS_CLIENT_OAUTH2_URL
+	ClientID               string // FINEOS_CLIENT_OAUTH2_CLIENT_ID
+	ClientSecret           string // FINEOS_CLIENT_OAUTH2_CLIENT_SECRET
+	UserID                 string // FINEOS_CLIENT_WSCOMPOSER_USER_ID
+}
+
+// Enabled reports whether any FINEOS setting is present.
+func (c Config) Enabled() bool { return c != Config{} }
+
+// Validate names every missing or malformed setting.
+func (c Config) Validate() error {
+	var errs []error
+	for _, f := range []struct{ env, val string }{
+		{"FINEOS_CLIENT_INTEGRATION_SERVICES_API_URL", c.IntegrationServicesURL},
+		{"FINEOS_CLIENT_OAUTH2_URL", c.OAuth2URL},
+	} {
+		if f.val == "" {
+			errs = append(errs, fmt.Errorf("%s is not set", f.env))
+		} else if u, err := url.Parse(f.val); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("%s is not an http(s) URL", f.env))
+		}
+	}
+	for _, f := range []struct{ env, val string }{
+		{"FINEOS_CLIENT_OAUTH2_CLIENT_ID", c.ClientID},
+		{"FINEOS_CLIENT_OAUTH2_CLIENT_SECRET", c.ClientSecret},
+		{"FINEOS_CLIENT_WSCOMPOSER_USER_ID", c.UserID},
+	} {
+		if f.val == "" {
+			errs = append(errs, fmt.Errorf("%s is not set", f.env))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// HTTPError is a non-success HTTP answer from FINEOS or its token endpoint.
+type HTTPError struct {
+	Op     string // "token" or "provision"
+	Status int
+	Body   string // the start of the body, for the operator
+}
+
+func (e *HTTPError) Error() string {
+	return fmt.Sprintf("fineos %s: HTTP %d: %s", e.Op, e.Status, e.Body)
+}
+
+// ResponseError is a FINEOS answer that reports an error in its body.
+type ResponseError struct {
+	Code    string
+	Message string
+}
+
+func (e *ResponseError) Error() string {
+	return fmt.Sprintf("fineos refused the user: %s: %s", e.Code, e.Message)
+}
+
+// ViewpointUser is a leave administrator to create or update.
+type ViewpointUser struct {
+	PartyReference string // the employer's fineos_employer_id
+	UserID         string // the FINEOS web id; the call is idempotent on it
+	Email          string
+}
+
+// Result is FINEOS's answer to a successful call.
+type Result struct {
+	PartyReference string
+	UserID         string
+	UserOID        string
+	AlreadyExisted bool
+}
+
+// Client calls FINEOS. It is safe for concurrent use.
+type Client struct {
+	cfg  Config
+	http *http.Client
+	now  func() time.Time
+
+	mu      sync.Mutex
+	token   string
+	expires time.Time
+}
+
+// New returns a client. httpClient may be nil for a default with a 35 s
+// time-out (FINEOS answers within 29 s or with a 504).
+func New(cfg Config, httpClient *http.Client) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("fineos configuration: %w", err)
+	}
+	if httpClient == nil {
+		httpClient = &http.Client{Timeout: 35 * time.Second}
+	}
+	if !strings.HasSuffix(cfg.IntegrationServicesURL, "/") {
+		cfg.IntegrationServicesURL += "/"
+	}
+	return &Client{cfg: cfg, http: httpClient, now: time.Now}, nil
+}
+
+// CreateOrUpdateEmployerViewpointUser provisions u. Calling it again with
+// the same UserID updates that user instead of creating another.
+func (c *Client) CreateOrUpdateEmployerViewpointUser(ctx context.Context, u ViewpointUser) (Result, error) {
+	body, err := xml.Marshal(newRequest(u))
+	if err != nil {
+		return Result{}, fmt.Errorf("fineos: encode request: %w", err)
+	}
+	body = append([]byte(xml.Header), body...)
+	for attempt := 0; ; attempt++ {
+		token, err := c.accessToken(ctx)
+		if err != nil {
+			return Result{}, err
+		}
+		res, err := c.provision(ctx, token, body)
+		var he *HTTPError
+		if attempt == 0 && errors.As(err, &he) && he.Status == http.StatusUnauthorized {
+			c.dropToken(token) // expired or revoked early: fetch a new one, once
+			continue
+		}
+		return res, err
+	}
+}
+
+func (c *Client) provision(ctx context.Context, token string, body []byte) (Result, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.IntegrationServicesURL+ProvisioningPath, bytes.NewReader(body))
+	if err != nil {
+		return Result{}, fmt.Errorf("fineos provision: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("userid", c.cfg.UserID)
+	req.Header.Set("Content-Type", "application/xml; charset=utf-8")
+	req.Header.Set("Accept", "application/xml")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return Result{}, fmt.Errorf("fineos provision: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return Result{}, fmt.Errorf("fineos provision: read response: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return Result{}, &HTTPError{Op: "provision", Status: resp.StatusCode, Body: snippet(data)}
+	}
+	var out response
+	if err := xml.Unmarshal(data, &out); err != nil || out.XMLName.Local != "CreateOrUpdateEmployerViewpointUserResponse" {
+		return Result{}, fmt.Errorf("fineos provision: unexpected response %q", snippet(data))
+	}
+	if out.ErrorCode != "" || out.Result == nil {
+		return Result{}, &ResponseError{Code: out.ErrorCode, Message: out.ErrorMessage}
+	}
+	return Result{
+		PartyReference: out.Result.PartyReference,
+		UserID:         out.Result.UserID,
+		UserOID:        out.Result.UserOID,
+		AlreadyExisted: out.Result.UserAlreadyExisted,
+	}, nil
+}
+
+// accessToken returns the cached token or fetches a new one. Concurrent
+// callers wait for a single fetch.
+func (c *Client) accessToken(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.token != "" && c.now().Before(c.expires) {
+		return c.token, nil
+	}
+	form := url.Values{"grant_type": {"client_credentials"}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.OAuth2URL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", fmt.Errorf("fineos token: %w", err)
+	}
+	req.SetBasicAuth(url.QueryEscape(c.cfg.ClientID), url.QueryEscape(c.cfg.ClientSecret))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("fineos token: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return "", fmt.Errorf("fineos token: read response: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", &HTTPError{Op: "token", Status: resp.StatusCode, Body: snippet(data)}
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+		TokenType   string `json:"token_type"`
+		ExpiresIn   int64  `json:"expires_in"`
+	}
+	if err := json.Unmarshal(data, &tok); err != nil || tok.AccessToken == "" {
+		return "", errors.New("fineos token: response holds no access_token")
+	}
+	if tok.TokenType != "" && !strings.EqualFold(tok.TokenType, "bearer") {
+		return "", fmt.Errorf("fineos token: token type %q is not bearer", tok.TokenType)
+	}
+	lifetime := time.Duration(tok.ExpiresIn) * time.Second
+	if lifetime <= 0 {
+		lifetime = 5 * time.Minute
+	}
+	// Renew a little early, so a token does not expire in flight.
+	margin := min(lifetime/10, time.Minute)
+	c.token, c.expires = tok.AccessToken, c.now().Add(lifetime-margin)
+	return c.token, nil
+}
+
+func (c *Client) dropToken(token string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.token == token {
+		c.token = ""
+	}
+}
+
+// snippet returns the start of a response body for an error message.
+func snippet(b []byte) string {
+	const n = 300
+	s := strings.ToValidUTF8(string(b), "?")
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		s = strings.ToValidUTF8(s[:n], "") + "…"
+	}
+	return s
+}
+
+// request is the XML body of the provisioning call. Element order matters.
+type request struct {
+	XMLName        xml.Name `xml:"p:CreateOrUpdateEmployerViewpointUserRequest"`
+	Namespace      string   `xml:"xmlns:p,attr"`
+	PartyReference string   `xml:"partyReference"`
+	UserID         string   `xml:"userID"`
+	FullName       string   `xml:"fullName"`
+	EmailAddress   string   `xml:"emailAddress"`
+	Phone          phone    `xml:"phone"`
+	UserRole       string   `xml:"userRole"`
+	Enabled        bool     `xml:"enabled"`
+}
+
+type phone struct {
+	ContactAreaCode          string `xml:"contactAreaCode"`
+	ContactExtensionCode     string `xml:"contactExtensionCode"`
+	ContactInternationalCode string `xml:"contactInternationalCode"`
+	ContactNumber            string `xml:"contactNumber"`
+}
+
+func newRequest(u ViewpointUser) request {
+	return request{
+		Namespace:      Namespace,
+		PartyReference: u.PartyReference,
+		UserID:         u.UserID,
+		FullName:       FullName,
+		EmailAddress:   u.Email,
+		UserRole:       UserRole,
+		Enabled:        true,
+	}
+}
+
+type response struct {
+	XMLName      xml.Name
+	ErrorCode    string `xml:"errorCode"`
+	ErrorMessage string `xml:"errorMessage"`
+	Result       *struct {
+		PartyReference     string `xml:"partyReference"`
+		UserID             string `xml:"userId"`
+		UserOID            string `xml:"userOID"`
+		UserAlreadyExisted bool   `xml:"userAlreadyExisted"`
+	} `xml:"result"`
+}
