@@ -1,0 +1,168 @@
+// Package stacktest starts, for a test, everything the import talks to: the
+// embedded AWS emulator (one per test binary, since its state is global),
+// a FINEOS stub, a throw-away PostgreSQL database with the PFML dev schema,
+// and a queue, dead-letter queue, bucket and user pool with unique names.
+package stacktest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/massgov/bulk-user-import/localstack/bootstrap"
+	"github.com/massgov/bulk-user-import/localstack/emulator"
+	"github.com/massgov/bulk-user-import/localstack/fineosstub"
+	"github.com/massgov/bulk-user-import/localstack/pgtest"
+	"github.com/massgov/bulk-user-import/shared/awsconf"
+	"github.com/massgov/bulk-user-import/shared/fineos"
+)
+
+// Region of the test stack.
+const Region = "us-east-1"
+
+var (
+	emuOnce sync.Once
+	emu     *emulator.Server
+	emuErr  error
+)
+
+// Emulator returns the test binary's emulator, starting it on first use.
+// Wrap, if the first caller gives one, sits in front of it for the whole
+// binary (used by fault-injection tests).
+func Emulator(tb testing.TB) *emulator.Server {
+	tb.Helper()
+	emuOnce.Do(func() { emu, emuErr = emulator.Start(emulator.Options{}) })
+	if emuErr != nil {
+		tb.Fatalf("stacktest: %v", emuErr)
+	}
+	return emu
+}
+
+// AWSConfig returns an SDK configuration pointing at endpoint with dummy
+// credentials.
+func AWSConfig(tb testing.TB, endpoint string) aws.Config {
+	tb.Helper()
+	cfg, err := config.LoadDefaultConfig(context.Background(),
+		config.WithRegion(Region),
+		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("test", "test", "")),
+		config.WithBaseEndpoint(endpoint),
+	)
+	if err != nil {
+		tb.Fatalf("stacktest: %v", err)
+	}
+	return cfg
+}
+
+// Stack is one test's environment.
+type Stack struct {
+	AWS          aws.Config
+	EndpointURL  string
+	Fineos       *fineosstub.Stub
+	FineosURL    string
+	FineosConfig fineos.Config
+	DatabaseURL  string
+	Pool         *pgxpool.Pool
+	Resources    bootstrap.Resources
+	Spec         bootstrap.Spec
+}
+
+// Options adjust a stack.
+type Options struct {
+	MaxReceiveCount   int           // default 3 (tests want DLQ moves quickly)
+	VisibilityTimeout time.Duration // default 30 s
+}
+
+// New starts a stack for the test; everything is cleaned up at its end.
+func New(tb testing.TB, opts Options) *Stack {
+	tb.Helper()
+	if opts.MaxReceiveCount == 0 {
+		opts.MaxReceiveCount = 3
+	}
+	if opts.VisibilityTimeout == 0 {
+		opts.VisibilityTimeout = 30 * time.Second
+	}
+	e := Emulator(tb)
+	s := &Stack{EndpointURL: e.URL, AWS: AWSConfig(tb, e.URL)}
+
+	fo := fineosstub.DefaultOptions()
+	s.Fineos = fineosstub.New(fo)
+	fsrv := httptest.NewServer(s.Fineos)
+	tb.Cleanup(fsrv.Close)
+	s.FineosURL = fsrv.URL
+	s.FineosConfig = fo.Config(fsrv.URL)
+
+	s.DatabaseURL, s.Pool = pgtest.NewPFMLDatabase(tb)
+
+	suffix := Suffix()
+	s.Spec = bootstrap.Spec{
+		Region:            Region,
+		QueueName:         "import-" + suffix,
+		DLQName:           "import-dlq-" + suffix,
+		MaxReceiveCount:   opts.MaxReceiveCount,
+		VisibilityTimeout: opts.VisibilityTimeout,
+		ResultsBucket:     "results-" + suffix,
+		SourceBucket:      "source-" + suffix,
+		UserPoolName:      "pool-" + suffix,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := bootstrap.Ensure(ctx, bootstrap.Clients{
+		SQS: awsconf.SQS(s.AWS), S3: awsconf.S3(s.AWS), Cognito: awsconf.Cognito(s.AWS),
+	}, s.Spec)
+	if err != nil {
+		tb.Fatalf("stacktest: bootstrap: %v", err)
+	}
+	s.Resources = res
+	return s
+}
+
+// Env returns the environment variables the binaries need for this stack.
+func (s *Stack) Env() map[string]string {
+	env := s.Resources.Env()
+	env["DATABASE_URL"] = s.DatabaseURL
+	env["AWS_ENDPOINT_URL"] = s.EndpointURL
+	env["AWS_REGION"] = Region
+	env["AWS_ACCESS_KEY_ID"] = "test"
+	env["AWS_SECRET_ACCESS_KEY"] = "test"
+	env["FINEOS_CLIENT_INTEGRATION_SERVICES_API_URL"] = s.FineosConfig.IntegrationServicesURL
+	env["FINEOS_CLIENT_OAUTH2_URL"] = s.FineosConfig.OAuth2URL
+	env["FINEOS_CLIENT_OAUTH2_CLIENT_ID"] = s.FineosConfig.ClientID
+	env["FINEOS_CLIENT_OAUTH2_CLIENT_SECRET"] = s.FineosConfig.ClientSecret
+	env["FINEOS_CLIENT_WSCOMPOSER_USER_ID"] = s.FineosConfig.UserID
+	return env
+}
+
+// AddEmployer inserts an employer; fineosID 0 means none.
+func (s *Stack) AddEmployer(tb testing.TB, fein string, fineosID int) string {
+	tb.Helper()
+	var fid any
+	if fineosID != 0 {
+		fid = fineosID
+	}
+	var id string
+	if err := s.Pool.QueryRow(context.Background(), `INSERT INTO employer (employer_id, employer_fein, fineos_employer_id)
+		VALUES (gen_random_uuid(), $1, $2) RETURNING employer_id::text`, fein, fid).Scan(&id); err != nil {
+		tb.Fatalf("stacktest: add employer: %v", err)
+	}
+	return id
+}
+
+// Suffix returns a short random suffix for unique resource names.
+func Suffix() string {
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// HTTPClient is a client for talking to the stack's servers in tests.
+var HTTPClient = &http.Client{Timeout: 30 * time.Second}

@@ -1,0 +1,129 @@
+// Package cognito finds or creates the Cognito user of a leave
+// administrator. The user pool uses the email as the username; every email
+// is lower-cased before it reaches Cognito.
+package cognito
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	cip "github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider"
+	"github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider/types"
+)
+
+// API lists the Cognito calls the import makes.
+type API interface {
+	AdminGetUser(ctx context.Context, in *cip.AdminGetUserInput, opts ...func(*cip.Options)) (*cip.AdminGetUserOutput, error)
+	AdminCreateUser(ctx context.Context, in *cip.AdminCreateUserInput, opts ...func(*cip.Options)) (*cip.AdminCreateUserOutput, error)
+	AdminSetUserPassword(ctx context.Context, in *cip.AdminSetUserPasswordInput, opts ...func(*cip.Options)) (*cip.AdminSetUserPasswordOutput, error)
+}
+
+var _ API = (*cip.Client)(nil)
+
+// ErrNoSub is returned when Cognito answers without the user's sub.
+var ErrNoSub = errors.New("cognito user has no sub attribute")
+
+// User is the Cognito user of an email after EnsureUser.
+type User struct {
+	Sub         string
+	Status      types.UserStatusType
+	Created     bool // this call created the user
+	PasswordSet bool // this call set the permanent password
+}
+
+// Client manages users of one pool.
+type Client struct {
+	api    API
+	poolID string
+}
+
+// New returns a client for the pool.
+func New(api API, poolID string) *Client { return &Client{api: api, poolID: poolID} }
+
+// EnsureUser returns the user with this (lower-cased) email, creating it if
+// needed with a verified email and no invitation message. A user still in
+// FORCE_CHANGE_PASSWORD gets a random permanent password, so that the person
+// can use "forgot password" to sign in. Safe to call concurrently for the
+// same email from many processes.
+func (c *Client) EnsureUser(ctx context.Context, email string) (User, error) {
+	u, err := c.get(ctx, email)
+	var notFound *types.UserNotFoundException
+	if errors.As(err, &notFound) {
+		u, err = c.create(ctx, email)
+		var exists *types.UsernameExistsException
+		if errors.As(err, &exists) {
+			// Another worker created it between our get and create.
+			u, err = c.get(ctx, email)
+			u.Created = false
+		}
+	}
+	if err != nil {
+		return User{}, err
+	}
+	if u.Status == types.UserStatusTypeForceChangePassword {
+		if err := c.setPassword(ctx, email); err != nil {
+			return User{}, err
+		}
+		u.Status, u.PasswordSet = types.UserStatusTypeConfirmed, true
+	}
+	return u, nil
+}
+
+func (c *Client) get(ctx context.Context, email string) (User, error) {
+	out, err := c.api.AdminGetUser(ctx, &cip.AdminGetUserInput{UserPoolId: &c.poolID, Username: &email})
+	if err != nil {
+		return User{}, fmt.Errorf("cognito AdminGetUser: %w", err)
+	}
+	sub := attribute(out.UserAttributes, "sub")
+	if sub == "" {
+		return User{}, fmt.Errorf("cognito AdminGetUser: %w", ErrNoSub)
+	}
+	return User{Sub: sub, Status: out.UserStatus}, nil
+}
+
+func (c *Client) create(ctx context.Context, email string) (User, error) {
+	out, err := c.api.AdminCreateUser(ctx, &cip.AdminCreateUserInput{
+		UserPoolId:    &c.poolID,
+		Username:      &email,
+		MessageAction: types.MessageActionTypeSuppress,
+		UserAttributes: []types.AttributeType{
+			{Name: aws.String("email"), Value: aws.String(email)},
+			{Name: aws.String("email_verified"), Value: aws.String("true")},
+		},
+	})
+	if err != nil {
+		return User{}, fmt.Errorf("cognito AdminCreateUser: %w", err)
+	}
+	if out.User == nil {
+		return User{}, fmt.Errorf("cognito AdminCreateUser: %w", ErrNoSub)
+	}
+	sub := attribute(out.User.Attributes, "sub")
+	if sub == "" {
+		return User{}, fmt.Errorf("cognito AdminCreateUser: %w", ErrNoSub)
+	}
+	return User{Sub: sub, Status: out.User.UserStatus, Created: true}, nil
+}
+
+func (c *Client) setPassword(ctx context.Context, email string) error {
+	pw, err := GeneratePassword()
+	if err != nil {
+		return err
+	}
+	if _, err := c.api.AdminSetUserPassword(ctx, &cip.AdminSetUserPasswordInput{
+		UserPoolId: &c.poolID, Username: &email, Password: &pw, Permanent: true,
+	}); err != nil {
+		return fmt.Errorf("cognito AdminSetUserPassword: %w", err) // the SDK error never holds the password
+	}
+	return nil
+}
+
+func attribute(attrs []types.AttributeType, name string) string {
+	for _, a := range attrs {
+		if a.Name != nil && *a.Name == name && a.Value != nil {
+			return *a.Value
+		}
+	}
+	return ""
+}

@@ -1,0 +1,228 @@
+// Package consume is the worker's side of the queue: Handler turns one SQS
+// message into one outcome (acknowledge, retry later, or release), doing the
+// registration and the row's bookkeeping; Worker receives messages, runs
+// handlers concurrently and acknowledges in batches.
+package consume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/logging"
+	"github.com/massgov/bulk-user-import/shared/message"
+	"github.com/massgov/bulk-user-import/shared/queue"
+	"github.com/massgov/bulk-user-import/shared/register"
+)
+
+// Codes of failures decided from the message itself.
+const (
+	CodeMalformedMessage = "MALFORMED_MESSAGE" // the body is not a valid message
+	CodeUnknownRow       = "UNKNOWN_ROW"       // no such job and row recorded
+	CodeMessageMismatch  = "MESSAGE_MISMATCH"  // the body disagrees with the recorded row
+)
+
+// Dead-letter message attributes.
+const (
+	AttrErrorCode    = "error_code"
+	AttrErrorMessage = "error_message"
+	AttrAttempts     = "attempts"
+	AttrFailedAt     = "failed_at"
+	AttrJob          = "job"
+	AttrRow          = "row"
+)
+
+// maxErrorMessage bounds an error message stored or sent as an attribute.
+const maxErrorMessage = 1000
+
+// Action is what to do with a message after handling.
+type Action int
+
+// Actions.
+const (
+	Ack     Action = iota // delete it: the row is final (or never will be)
+	Retry                 // leave it to reappear after Outcome.Delay
+	Release               // make it visible now: the worker is stopping
+)
+
+func (a Action) String() string {
+	switch a {
+	case Ack:
+		return "ack"
+	case Retry:
+		return "retry"
+	default:
+		return "release"
+	}
+}
+
+// Outcome of one message.
+type Outcome struct {
+	Action Action
+	Delay  time.Duration // for Retry
+	Result string        // succeeded, failed, skipped, retry, released: for counters
+}
+
+// Backoff is the schedule of retry delays across attempts: the n-th retry
+// waits a random time between half and all of min(Base * 2^(n-1), Max).
+type Backoff struct {
+	Base time.Duration
+	Max  time.Duration
+}
+
+// Delay returns the wait before the attempt after the receiveCount-th.
+func (b Backoff) Delay(receiveCount int) time.Duration {
+	d := b.Base
+	for i := 1; i < receiveCount && d < b.Max; i++ {
+		d *= 2
+	}
+	d = min(d, b.Max)
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// DeadLetterer sends a message to the dead-letter queue.
+type DeadLetterer interface {
+	Send(ctx context.Context, e queue.Entry) error
+}
+
+// Handler handles one message.
+type Handler struct {
+	Jobs            *jobs.Store
+	Registrar       *register.Registrar
+	DLQ             DeadLetterer
+	MaxReceiveCount int // the queue's; the attempt that reaches it is the last
+	Backoff         Backoff
+	Log             *slog.Logger
+	Now             func() time.Time
+}
+
+// bookkeepingTimeout bounds the writes that must happen even while the
+// worker is stopping.
+const bookkeepingTimeout = 10 * time.Second
+
+// Handle processes m and says what to do with it. It never panics on bad
+// input and never loses a row: every path ends in an acknowledged final
+// state, a dead-lettered message, or a message left for another attempt.
+func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
+	log := h.Log.With("message_id", m.ID, "attempt", m.ReceiveCount)
+	msg, err := message.Decode(m.Body)
+	if err != nil {
+		return h.deadLetter(ctx, log, m, nil, CodeMalformedMessage, err.Error())
+	}
+	log = log.With("job", msg.Job, "row", msg.Row)
+
+	row, err := h.Jobs.StartAttempt(ctx, msg.Job, msg.Row, m.ReceiveCount)
+	switch {
+	case errors.Is(err, jobs.ErrRowNotFound):
+		return h.deadLetter(ctx, log, m, &msg, CodeUnknownRow, err.Error())
+	case err != nil:
+		return h.retry(ctx, log, m, &msg, register.Classify(register.StepDatabase, err))
+	case row.State != jobs.Queued:
+		log.Info("row already final; message dropped", "state", row.State)
+		return Outcome{Action: Ack, Result: "skipped"}
+	case row.Email != msg.Email || row.FEIN != msg.FEIN || row.ForceRegistration != msg.ForceRegistration:
+		return h.deadLetter(ctx, log, m, &msg, CodeMessageMismatch, "the message's email, FEIN or force flag differ from the recorded row")
+	}
+
+	res, err := h.Registrar.Register(ctx, register.Request{Email: row.Email, FEIN: row.FEIN, ForceRegistration: row.ForceRegistration})
+	if err != nil {
+		var f *register.Failure
+		if !errors.As(err, &f) {
+			f = register.Classify("", err)
+		}
+		return h.retry(ctx, log, m, &msg, f)
+	}
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
+	defer cancel()
+	if err := h.Jobs.Succeed(bctx, msg.Job, msg.Row); err != nil {
+		// Registered, but not recorded: the next attempt finds everything
+		// in place and records it.
+		log.Warn("registered but could not mark the row succeeded; will retry", "err", err)
+		return Outcome{Action: Retry, Delay: h.Backoff.Delay(m.ReceiveCount), Result: "retry"}
+	}
+	log.Info("row succeeded", logging.Email(row.Email), logging.FEIN(row.FEIN),
+		"user_created", res.UserCreated, "fineos_registered", res.FineosRegistered)
+	return Outcome{Action: Ack, Result: "succeeded"}
+}
+
+// retry handles a failed attempt: permanent failures, and transient ones on
+// the last allowed attempt, go to the dead-letter queue; others wait.
+func (h *Handler) retry(ctx context.Context, log *slog.Logger, m queue.Message, msg *message.Row, f *register.Failure) Outcome {
+	if errors.Is(f.Err, context.Canceled) && ctx.Err() != nil {
+		// The worker is stopping: interrupted work is not a failure.
+		return Outcome{Action: Release, Result: "released"}
+	}
+	log = log.With("step", f.Step, "error_code", f.Code)
+	if f.Permanent {
+		return h.deadLetter(ctx, log, m, msg, f.Code, f.Error())
+	}
+	if h.MaxReceiveCount > 0 && m.ReceiveCount >= h.MaxReceiveCount {
+		return h.deadLetter(ctx, log, m, msg, f.Code, fmt.Sprintf("gave up after %d attempts: %v", m.ReceiveCount, f))
+	}
+	delay := h.Backoff.Delay(m.ReceiveCount)
+	log.Warn("transient failure; will retry", "err", f.Error(), "retry_in", delay.Round(time.Second).String())
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
+	defer cancel()
+	if err := h.Jobs.NoteError(bctx, msg.Job, msg.Row, f.Code, truncate(f.Error())); err != nil {
+		log.Warn("could not record the error on the row", "err", err)
+	}
+	return Outcome{Action: Retry, Delay: delay, Result: "retry"}
+}
+
+// deadLetter sends the message to the DLQ with the reason, then marks the
+// row failed. The send comes first: a crash in between leaves a message to
+// redeliver (and a duplicate in the DLQ at worst), never a lost row.
+func (h *Handler) deadLetter(ctx context.Context, log *slog.Logger, m queue.Message, msg *message.Row, code, reason string) Outcome {
+	reason = truncate(reason)
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
+	defer cancel()
+	attrs := map[string]string{
+		AttrErrorCode:    code,
+		AttrErrorMessage: reason,
+		AttrAttempts:     strconv.Itoa(m.ReceiveCount),
+		AttrFailedAt:     h.now().UTC().Format(time.RFC3339),
+	}
+	if msg != nil {
+		attrs[AttrJob], attrs[AttrRow] = msg.Job, strconv.FormatInt(msg.Row, 10)
+	}
+	if err := h.DLQ.Send(bctx, queue.Entry{Body: m.Body, Attributes: attrs}); err != nil {
+		log.Error("could not send the message to the dead-letter queue; it will be redelivered", "error_code", code, "err", err)
+		return Outcome{Action: Retry, Delay: h.Backoff.Delay(m.ReceiveCount), Result: "retry"}
+	}
+	if msg != nil && code != CodeUnknownRow && code != CodeMessageMismatch {
+		if err := h.Jobs.Fail(bctx, msg.Job, msg.Row, code, reason); err != nil {
+			// Try again later rather than leave the row queued for ever;
+			// the dead-letter queue may then hold the message twice.
+			log.Error("sent to the dead-letter queue but could not mark the row failed; will retry", "err", err)
+			return Outcome{Action: Retry, Delay: h.Backoff.Delay(m.ReceiveCount), Result: "retry"}
+		}
+	}
+	log.Warn("row failed; sent to the dead-letter queue", "error_code", code, "reason", reason)
+	return Outcome{Action: Ack, Result: "failed"}
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+func truncate(s string) string {
+	if len(s) <= maxErrorMessage {
+		return s
+	}
+	cut := maxErrorMessage
+	for cut > 0 && s[cut]&0xC0 == 0x80 {
+		cut--
+	}
+	return s[:cut] + "…"
+}

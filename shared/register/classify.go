@@ -1,0 +1,164 @@
+package register
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider/types"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/massgov/bulk-user-import/shared/fineos"
+	"github.com/massgov/bulk-user-import/shared/pfml"
+)
+
+// Error codes. Permanent ones send the row to the dead-letter queue at once;
+// transient ones are retried until the queue's maxReceiveCount.
+const (
+	CodeEmployerNotFound      = "EMPLOYER_NOT_FOUND"      // permanent
+	CodeEmployerAmbiguous     = "EMPLOYER_AMBIGUOUS"      // permanent
+	CodeFineosEmployerMissing = "FINEOS_EMPLOYER_MISSING" // permanent
+	CodeFineosNotConfigured   = "FINEOS_NOT_CONFIGURED"   // permanent
+	CodeEmailConflict         = "EMAIL_CONFLICT"          // permanent
+	CodeCognitoRejected       = "COGNITO_REJECTED"        // permanent: a 4xx such as InvalidParameterException
+	CodeCognitoUserMissing    = "COGNITO_USER_MISSING"    // permanent: UserNotFoundException after create
+	CodeCognitoThrottled      = "COGNITO_THROTTLED"       // transient
+	CodeCognitoUnavailable    = "COGNITO_UNAVAILABLE"     // transient: 5xx, network
+	CodeFineosRejected        = "FINEOS_REJECTED"         // permanent: 4xx or an error in the answer
+	CodeFineosAuthFailed      = "FINEOS_AUTH_FAILED"      // permanent: credentials refused
+	CodeFineosUnavailable     = "FINEOS_UNAVAILABLE"      // transient: 429, 5xx, time-outs, network
+	CodeDatabaseUnavailable   = "DATABASE_UNAVAILABLE"    // transient: connection loss, restart, deadlock, serialization
+	CodeDatabaseError         = "DATABASE_ERROR"          // permanent: an SQL error retrying cannot fix
+	CodeTimeout               = "TIMEOUT"                 // transient: the row's time ran out
+	CodeInternal              = "INTERNAL_ERROR"          // transient: unexpected
+)
+
+// Failure is a classified registration error.
+type Failure struct {
+	Step      string
+	Code      string
+	Permanent bool
+	Err       error
+}
+
+func (f *Failure) Error() string { return fmt.Sprintf("%s: %v", f.Step, f.Err) }
+func (f *Failure) Unwrap() error { return f.Err }
+
+func permanent(step, code string, err error) *Failure {
+	return &Failure{Step: step, Code: code, Permanent: true, Err: err}
+}
+
+func transient(step, code string, err error) *Failure {
+	return &Failure{Step: step, Code: code, Err: err}
+}
+
+// Classify decides whether err, met in step, is permanent and which code
+// names it. This is the one place where errors get their meaning.
+func Classify(step string, err error) *Failure {
+	var f *Failure
+	if errors.As(err, &f) {
+		return f
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return transient(step, CodeTimeout, err)
+	}
+	switch step {
+	case StepEmployer:
+		switch {
+		case errors.Is(err, pfml.ErrEmployerNotFound):
+			return permanent(step, CodeEmployerNotFound, err)
+		case errors.Is(err, pfml.ErrEmployerAmbiguous):
+			return permanent(step, CodeEmployerAmbiguous, err)
+		}
+		return classifyDatabase(step, err)
+	case StepDatabase:
+		var conflict *pfml.EmailConflictError
+		if errors.As(err, &conflict) {
+			return permanent(step, CodeEmailConflict, err)
+		}
+		return classifyDatabase(step, err)
+	case StepCognito:
+		return classifyCognito(err)
+	case StepFineos:
+		return classifyFineos(err)
+	}
+	return transient(step, CodeInternal, err)
+}
+
+func classifyCognito(err error) *Failure {
+	const step = StepCognito
+	var (
+		tooMany   *types.TooManyRequestsException
+		limit     *types.LimitExceededException
+		internal  *types.InternalErrorException
+		notFound  *types.UserNotFoundException
+		invalid   *types.InvalidParameterException
+		quota     ratelimit.QuotaExceededError
+		respErr   *awshttp.ResponseError
+		isRespErr = errors.As(err, &respErr)
+	)
+	switch {
+	case errors.As(err, &tooMany), errors.As(err, &limit), errors.As(err, &quota):
+		return transient(step, CodeCognitoThrottled, err)
+	case errors.As(err, &internal):
+		return transient(step, CodeCognitoUnavailable, err)
+	case errors.As(err, &notFound):
+		return permanent(step, CodeCognitoUserMissing, err)
+	case errors.As(err, &invalid):
+		return permanent(step, CodeCognitoRejected, err)
+	case isRespErr && respErr.HTTPStatusCode() == 429:
+		return transient(step, CodeCognitoThrottled, err)
+	case isRespErr && respErr.HTTPStatusCode() >= 500:
+		return transient(step, CodeCognitoUnavailable, err)
+	case isRespErr && respErr.HTTPStatusCode() >= 400:
+		return permanent(step, CodeCognitoRejected, err)
+	}
+	// No HTTP answer at all: connection refused or reset, DNS, time-out.
+	return transient(step, CodeCognitoUnavailable, err)
+}
+
+func classifyFineos(err error) *Failure {
+	const step = StepFineos
+	var he *fineos.HTTPError
+	var re *fineos.ResponseError
+	switch {
+	case errors.As(err, &re):
+		return permanent(step, CodeFineosRejected, err)
+	case errors.As(err, &he):
+		switch {
+		case he.Status == 429 || he.Status >= 500:
+			return transient(step, CodeFineosUnavailable, err)
+		case he.Op == "token" || he.Status == 401 || he.Status == 403:
+			return permanent(step, CodeFineosAuthFailed, err)
+		default:
+			return permanent(step, CodeFineosRejected, err)
+		}
+	}
+	// Time-outs, refused or reset connections, garbled answers.
+	return transient(step, CodeFineosUnavailable, err)
+}
+
+// classifyDatabase: connection problems, restarts, deadlocks and
+// serialization failures are transient; other SQL errors are permanent.
+func classifyDatabase(step string, err error) *Failure {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case strings.HasPrefix(pe.Code, "08"), // connection exception
+			strings.HasPrefix(pe.Code, "53"), // insufficient resources
+			pe.Code == "40001",               // serialization failure
+			pe.Code == "40P01",               // deadlock detected
+			pe.Code == "55P03",               // lock not available
+			pe.Code == "57P01",               // admin shutdown
+			pe.Code == "57P02",               // crash shutdown
+			pe.Code == "57P03":               // cannot connect now (starting up)
+			return transient(step, CodeDatabaseUnavailable, err)
+		}
+		return permanent(step, CodeDatabaseError, err)
+	}
+	// No answer from the server: connection refused, reset, pool closed.
+	return transient(step, CodeDatabaseUnavailable, err)
+}
