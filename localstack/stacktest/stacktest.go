@@ -8,7 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"net/http"
+	"maps"
 	"net/http/httptest"
 	"sync"
 	"testing"
@@ -134,11 +134,7 @@ func (s *Stack) Env() map[string]string {
 	env["AWS_REGION"] = Region
 	env["AWS_ACCESS_KEY_ID"] = "test"
 	env["AWS_SECRET_ACCESS_KEY"] = "test"
-	env["FINEOS_CLIENT_INTEGRATION_SERVICES_API_URL"] = s.FineosConfig.IntegrationServicesURL
-	env["FINEOS_CLIENT_OAUTH2_URL"] = s.FineosConfig.OAuth2URL
-	env["FINEOS_CLIENT_OAUTH2_CLIENT_ID"] = s.FineosConfig.ClientID
-	env["FINEOS_CLIENT_OAUTH2_CLIENT_SECRET"] = s.FineosConfig.ClientSecret
-	env["FINEOS_CLIENT_WSCOMPOSER_USER_ID"] = s.FineosConfig.UserID
+	maps.Copy(env, s.FineosConfig.Env())
 	return env
 }
 
@@ -163,6 +159,3 @@ func Suffix() string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
-
-// HTTPClient is a client for talking to the stack's servers in tests.
-var HTTPClient = &http.Client{Timeout: 30 * time.Second}

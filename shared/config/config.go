@@ -29,7 +29,8 @@ type Config struct {
 	LogFormat     string
 	LogLevel      string
 
-	errs []error // problems found while reading, reported by Require
+	dbErrs     []error // problems with the DB_* variables
+	fineosErrs []error // a partial FINEOS configuration
 }
 
 // Need names a part of the configuration a binary cannot run without.
@@ -70,23 +71,26 @@ func FromEnv(getenv func(string) string) Config {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
-	c.DatabaseURL, c.errs = databaseURL(getenv)
-	if err := c.Fineos.Validate(); err != nil && c.Fineos != (fineos.Config{}) {
+	c.DatabaseURL, c.dbErrs = databaseURL(getenv)
+	if err := c.Fineos.Validate(); err != nil && c.Fineos.Enabled() {
 		// Partly configured FINEOS is always an error; fully absent is
 		// allowed and makes force-registration rows fail with a clear code.
-		c.errs = append(c.errs, err)
+		c.fineosErrs = append(c.fineosErrs, err)
 	}
 	return c
 }
 
 // Require returns an error naming every missing or invalid variable of the
-// given needs, and any problem found while reading, all at once.
+// given needs, and a partial FINEOS configuration, all at once.
 func (c Config) Require(needs ...Need) error {
-	errs := append([]error(nil), c.errs...)
+	errs := append([]error(nil), c.fineosErrs...)
 	for _, n := range needs {
 		switch n {
 		case Database:
-			if c.DatabaseURL == "" && len(c.errs) == 0 {
+			switch {
+			case len(c.dbErrs) > 0:
+				errs = append(errs, c.dbErrs...)
+			case c.DatabaseURL == "":
 				errs = append(errs, errors.New("DATABASE_URL (or DB_HOST, DB_USER and DB_NAME) is not set"))
 			}
 		case Queue:

@@ -42,6 +42,17 @@ type Config struct {
 	UserID                 string // FINEOS_CLIENT_WSCOMPOSER_USER_ID
 }
 
+// Env returns the configuration as the environment variables that hold it.
+func (c Config) Env() map[string]string {
+	return map[string]string{
+		"FINEOS_CLIENT_INTEGRATION_SERVICES_API_URL": c.IntegrationServicesURL,
+		"FINEOS_CLIENT_OAUTH2_URL":                   c.OAuth2URL,
+		"FINEOS_CLIENT_OAUTH2_CLIENT_ID":             c.ClientID,
+		"FINEOS_CLIENT_OAUTH2_CLIENT_SECRET":         c.ClientSecret,
+		"FINEOS_CLIENT_WSCOMPOSER_USER_ID":           c.UserID,
+	}
+}
+
 // Enabled reports whether any FINEOS setting is present.
 func (c Config) Enabled() bool { return c != Config{} }
 

@@ -79,9 +79,12 @@ type Result struct {
 }
 
 // Refused returns the sources that were refused.
-func (r Result) Refused() []SourceResult {
+func (r Result) Refused() []SourceResult { return Refused(r.Sources) }
+
+// Refused returns the refused sources among results.
+func Refused(results []SourceResult) []SourceResult {
 	var out []SourceResult
-	for _, s := range r.Sources {
+	for _, s := range results {
 		if s.Err != nil {
 			out = append(out, s)
 		}

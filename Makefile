@@ -1,0 +1,36 @@
+# bulk-user-import. `make help` lists the targets.
+GO      ?= go
+BIN     := bin
+GOFLAGS ?=
+export GOFLAGS
+
+.PHONY: help build demo test test-short lint vet staticcheck fmt clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/splitter, bin/worker and bin/devstack
+	$(GO) build -o $(BIN)/splitter ./splitter
+	$(GO) build -o $(BIN)/worker ./worker
+	$(GO) build -o $(BIN)/devstack ./localstack/devstack
+
+demo: build ## run the whole pipeline on the embedded local stack with the sample CSV
+	./localstack/demo.sh
+
+test: vet staticcheck ## vet, staticcheck and every test (needs PostgreSQL; see README)
+	$(GO) test -count=1 -timeout 15m ./...
+
+test-short: ## the tests without vet and staticcheck
+	$(GO) test -count=1 -timeout 15m ./...
+
+vet: ## go vet
+	$(GO) vet ./...
+
+staticcheck: ## staticcheck (pinned in go.mod as a tool)
+	$(GO) tool staticcheck ./...
+
+fmt: ## gofmt the tree
+	gofmt -w $$(git ls-files '*.go')
+
+clean: ## remove build output
+	rm -rf $(BIN)

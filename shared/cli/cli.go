@@ -1,0 +1,81 @@
+// Package cli holds what the two command-line programs share: flags that
+// may come before or after positional arguments, exit codes, logger set-up
+// and signal handling.
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/massgov/bulk-user-import/shared/logging"
+)
+
+// Exit codes.
+const (
+	ExitOK       = 0
+	ExitError    = 1 // the run failed or a source was refused
+	ExitUsage    = 2 // bad flags or arguments
+	ExitProblems = 3 // --wait: some rows failed or were rejected
+)
+
+// Parse parses args with fs, accepting flags anywhere among the positional
+// arguments ("status JOB --json" as well as "--json status JOB"). After
+// "--" everything is positional. It returns the positional arguments.
+func Parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		// Parse stopped at a positional argument or after "--" (which it
+		// drops). An argument that looks like a flag can only be left
+		// over because of "--": the rest is positional.
+		if len(args[0]) > 1 && args[0][0] == '-' {
+			return append(positional, args...), nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+}
+
+// Logger builds the logger of a program. Format "auto" means text on a
+// terminal and JSON otherwise (as under ECS).
+func Logger(w *os.File, format, level string) (*slog.Logger, error) {
+	if format == "auto" || format == "" {
+		format = string(logging.JSON)
+		if fi, err := w.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			format = string(logging.Text)
+		}
+	}
+	return logging.New(w, logging.Format(format), level)
+}
+
+// SignalContext returns a context cancelled at the first SIGINT or SIGTERM.
+// A second signal exits the process at once with status 130.
+func SignalContext(stderr io.Writer) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		fmt.Fprintf(stderr, "received %s: stopping (send it again to exit at once)\n", sig)
+		cancel()
+		<-sigs
+		fmt.Fprintln(stderr, "second signal: exiting now")
+		os.Exit(130)
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		cancel()
+	}
+}

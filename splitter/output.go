@@ -1,0 +1,85 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/split"
+)
+
+func printSources(w io.Writer, sources []split.SourceResult) {
+	for _, s := range sources {
+		switch {
+		case s.Err != nil:
+			fmt.Fprintf(w, "  REFUSED %v\n", s.Err)
+		case s.Skipped:
+			fmt.Fprintf(w, "  %s: already recorded, not read again\n", s.Source)
+		default:
+			c := s.Counts
+			fmt.Fprintf(w, "  %s: %d rows: %d accepted, %d rejected, %d duplicate\n", s.Source, c.Rows, c.Accepted, c.Rejected, c.Duplicates)
+		}
+	}
+}
+
+func printDryRun(w io.Writer, res split.DryRunResult) {
+	fmt.Fprintln(w, "dry run: nothing recorded, nothing sent")
+	printSources(w, res.Sources)
+	if len(res.Rejects) > 0 {
+		fmt.Fprintln(w, "rejected rows:")
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		for _, r := range res.Rejects {
+			fmt.Fprintf(tw, "  %s:%d\t%s\t%s\n", r.Source, r.Line, r.Code, r.Reason)
+		}
+		tw.Flush()
+	}
+}
+
+func printRun(w io.Writer, res split.Result) {
+	if res.Created {
+		fmt.Fprintln(w, "new job")
+	} else if len(res.Sources) > 0 {
+		fmt.Fprintln(w, "existing job: resuming")
+	}
+	printSources(w, res.Sources)
+	fmt.Fprintf(w, "sent %d messages\n", res.Sent)
+}
+
+func printProgress(w io.Writer, st jobs.Status) {
+	fmt.Fprintf(w, "  %d/%d rows final: %d succeeded, %d failed, %d rejected, %d duplicate; %d queued\n",
+		st.Total-st.Queued, st.Total, st.Succeeded, st.Failed, st.Rejected, st.Duplicate, st.Queued)
+}
+
+func printSummary(w io.Writer, st jobs.Status, probs []jobs.Problem) {
+	fmt.Fprintf(w, "job %s done: %d rows: %d succeeded, %d failed, %d rejected, %d duplicate\n",
+		st.Job, st.Total, st.Succeeded, st.Failed, st.Rejected, st.Duplicate)
+	if len(probs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "failed and rejected rows:")
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, p := range probs {
+		fmt.Fprintf(tw, "  %s:%d\t%s\t%s\t%s\n", p.Source, p.Line, p.State, p.Code, p.Message)
+	}
+	tw.Flush()
+	if more := st.Failed + st.Rejected - int64(len(probs)); more > 0 {
+		fmt.Fprintf(w, "  … and %d more\n", more)
+	}
+}
+
+func printStatus(w io.Writer, st jobs.Status) {
+	force := "no"
+	if st.ForceRegistration {
+		force = "yes"
+	}
+	fmt.Fprintf(w, "job %s (created %s, force registration: %s)\n", st.Job, st.CreatedAt.UTC().Format("2006-01-02 15:04:05Z"), force)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "  total\t%d\t\n", st.Total)
+	fmt.Fprintf(tw, "  queued\t%d\t(%d not yet sent)\n", st.Queued, st.Unsent)
+	fmt.Fprintf(tw, "  succeeded\t%d\t\n", st.Succeeded)
+	fmt.Fprintf(tw, "  failed\t%d\t\n", st.Failed)
+	fmt.Fprintf(tw, "  rejected\t%d\t\n", st.Rejected)
+	fmt.Fprintf(tw, "  duplicate\t%d\t\n", st.Duplicate)
+	tw.Flush()
+}
