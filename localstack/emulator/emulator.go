@@ -58,6 +58,12 @@ func Start(opts Options) (*Server, error) {
 			MaxIdleConnsPerHost: 1024,
 			IdleConnTimeout:     90 * time.Second,
 		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				return // the client went away (a cancelled long poll): nothing to say
+			}
+			http.Error(w, "emulator proxy: "+err.Error(), http.StatusBadGateway)
+		},
 	}
 	var h http.Handler = proxy
 	if opts.Wrap != nil {

@@ -285,3 +285,36 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkReadAndNormalise(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString("fein,email,first_name,last_name\n")
+	for i := range 10000 {
+		sb.WriteString(strings.Join([]string{"12-345678" + string(rune('0'+i%10)), "User.Name" + strings.Repeat("x", i%7) + "@Example.com", "First", "Last"}, ","))
+		sb.WriteString("\n")
+	}
+	content := sb.String()
+	b.SetBytes(int64(len(content)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := NewReader("bench.csv", strings.NewReader(content))
+		if err != nil {
+			b.Fatal(err)
+		}
+		n := 0
+		for {
+			row, err := r.Next()
+			if err != nil {
+				break
+			}
+			if row.Reject != nil {
+				b.Fatalf("rejected: %v", row.Reject)
+			}
+			n++
+		}
+		if n != 10000 {
+			b.Fatalf("%d rows", n)
+		}
+	}
+	b.ReportMetric(float64(b.N*10000)/b.Elapsed().Seconds(), "rows/s")
+}

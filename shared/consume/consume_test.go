@@ -1,0 +1,418 @@
+package consume_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	cip "github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider"
+
+	"github.com/massgov/bulk-user-import/localstack/fineosstub"
+	"github.com/massgov/bulk-user-import/localstack/stacktest"
+	"github.com/massgov/bulk-user-import/shared/awsconf"
+	"github.com/massgov/bulk-user-import/shared/cognito"
+	"github.com/massgov/bulk-user-import/shared/consume"
+	"github.com/massgov/bulk-user-import/shared/fineos"
+	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/logging"
+	"github.com/massgov/bulk-user-import/shared/message"
+	"github.com/massgov/bulk-user-import/shared/pfml"
+	"github.com/massgov/bulk-user-import/shared/queue"
+	"github.com/massgov/bulk-user-import/shared/register"
+	"github.com/massgov/bulk-user-import/shared/source"
+	"github.com/massgov/bulk-user-import/shared/split"
+)
+
+type fixture struct {
+	stack   *stacktest.Stack
+	jobs    *jobs.Store
+	queue   *queue.Queue
+	dlq     *queue.Queue
+	handler *consume.Handler
+}
+
+func setup(t *testing.T, maxReceive int) fixture {
+	t.Helper()
+	s := stacktest.New(t, stacktest.Options{MaxReceiveCount: maxReceive})
+	ctx := context.Background()
+	store, err := pfml.NewStore(ctx, s.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc, err := fineos.New(s.FineosConfig, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.AddEmployer(t, "123456789", 1001)
+	s.AddEmployer(t, "987654321", 1002)
+	sqsClient := awsconf.SQS(s.AWS)
+	f := fixture{
+		stack: s,
+		jobs:  jobs.NewStore(s.Pool),
+		queue: queue.New(sqsClient, s.Resources.QueueURL),
+		dlq:   queue.New(sqsClient, s.Resources.DLQURL),
+	}
+	f.handler = &consume.Handler{
+		Jobs: f.jobs,
+		Registrar: &register.Registrar{
+			PFML: store, Cognito: cognito.New(awsconf.Cognito(s.AWS), s.Resources.UserPoolID), Fineos: fc, Log: logging.Discard(),
+		},
+		DLQ:             f.dlq,
+		MaxReceiveCount: maxReceive,
+		Backoff:         consume.Backoff{Base: time.Second, Max: time.Second},
+		Log:             logging.Discard(),
+	}
+	return f
+}
+
+// split records and enqueues a CSV as job.
+func (f fixture) split(t *testing.T, job string, force bool, csv string) {
+	t.Helper()
+	path := t.TempDir() + "/rows.csv"
+	if err := os.WriteFile(path, []byte(csv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sp := &split.Splitter{Jobs: f.jobs, Queue: f.queue, Opener: source.Opener{}, Log: logging.Discard()}
+	if _, err := sp.Run(context.Background(), split.Options{Job: job, ForceRegistration: force, Sources: []string{path}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run runs n workers until the job is done, then stops them.
+func (f fixture) run(t *testing.T, job string, n int) []*consume.Worker {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	workers := make([]*consume.Worker, n)
+	for i := range n {
+		workers[i] = &consume.Worker{
+			Queue: f.queue, Handler: f.handler, Log: logging.Discard(),
+			Config: consume.Config{Concurrency: 4, WaitTime: time.Second, VisibilityTimeout: 5 * time.Second, MessageTimeout: 4 * time.Second},
+		}
+		wg.Go(func() {
+			if err := workers[i].Run(ctx); err != nil {
+				t.Errorf("worker %d: %v", i, err)
+			}
+		})
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer wcancel()
+	if _, err := split.Wait(wctx, f.jobs, job, 100*time.Millisecond, nil); err != nil {
+		t.Errorf("wait: %v", err)
+	}
+	cancel()
+	wg.Wait()
+	return workers
+}
+
+// drainDLQ returns the DLQ's messages, deleting them.
+func (f fixture) drainDLQ(t *testing.T) []queue.Message {
+	t.Helper()
+	var out []queue.Message
+	for {
+		msgs, err := f.dlq.Receive(context.Background(), 10, 0, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) == 0 {
+			return out
+		}
+		out = append(out, msgs...)
+	}
+}
+
+func (f fixture) count(t *testing.T, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := f.stack.Pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestWorkersRegisterRowsAndDeadLetterFailures(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 3)
+	f.split(t, "job1", true, "fein,email\n123456789,a@b.co\n987654321,a@b.co\n123456789,c@d.co\n000000001,x@y.co\n")
+	f.run(t, "job1", 2)
+
+	st, err := f.jobs.Status(context.Background(), "job1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Succeeded != 3 || st.Failed != 1 || st.Queued != 0 {
+		t.Fatalf("status %+v", st)
+	}
+	dl := f.drainDLQ(t)
+	if len(dl) != 1 {
+		t.Fatalf("%d DLQ messages, want 1", len(dl))
+	}
+	a := dl[0].Attributes
+	if a[consume.AttrErrorCode] != register.CodeEmployerNotFound || a[consume.AttrJob] != "job1" || a[consume.AttrRow] != "4" ||
+		a[consume.AttrAttempts] != "1" || a[consume.AttrErrorMessage] == "" || a[consume.AttrFailedAt] == "" {
+		t.Fatalf("DLQ attributes %v", a)
+	}
+	if m, err := message.Decode(dl[0].Body); err != nil || m.Row != 4 {
+		t.Fatalf("DLQ body %q: %v", dl[0].Body, err)
+	}
+	if n := f.count(t, `SELECT count(*) FROM link_user_leave_administrator WHERE fineos_web_id IS NOT NULL`); n != 3 {
+		t.Fatalf("%d registered links", n)
+	}
+	if n := len(f.stack.Fineos.Users()); n != 3 {
+		t.Fatalf("%d FINEOS users", n)
+	}
+}
+
+func TestEveryMessageDeliveredTwiceConcurrentlyGivesTheSameState(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 3)
+	f.split(t, "job1", true, "fein,email\n123456789,a@b.co\n987654321,a@b.co\n123456789,c@d.co\n")
+	// Send every message a second time, as SQS may.
+	rows := []int64{1, 2, 3}
+	entries := make([]queue.Entry, 0, len(rows))
+	for _, r := range rows {
+		ri, err := f.jobs.StartAttempt(context.Background(), "job1", r, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := message.Encode(message.Row{Job: "job1", Row: r, Email: ri.Email, FEIN: ri.FEIN, ForceRegistration: true})
+		entries = append(entries, queue.Entry{ID: fmt.Sprint(r), Body: body})
+	}
+	if failed, err := f.queue.SendBatch(context.Background(), entries); err != nil || len(failed) > 0 {
+		t.Fatal(err, failed)
+	}
+	f.run(t, "job1", 3)
+
+	if n := f.count(t, `SELECT count(*) FROM "user"`); n != 2 {
+		t.Fatalf("%d users, want 2", n)
+	}
+	if n := f.count(t, `SELECT count(*) FROM link_user_leave_administrator`); n != 3 {
+		t.Fatalf("%d links, want 3", n)
+	}
+	if n := f.count(t, `SELECT count(*) FROM link_user_role`); n != 2 {
+		t.Fatalf("%d role links, want 2", n)
+	}
+	perPair := map[string]int{}
+	for _, u := range f.stack.Fineos.Users() {
+		perPair[u.PartyReference+"/"+u.Email]++
+	}
+	if len(perPair) != 3 {
+		t.Fatalf("FINEOS users per pair: %v", perPair)
+	}
+	for pair, n := range perPair {
+		if n != 1 {
+			t.Fatalf("pair %s has %d FINEOS users", pair, n)
+		}
+	}
+	if dl := f.drainDLQ(t); len(dl) != 0 {
+		t.Fatalf("%d DLQ messages", len(dl))
+	}
+	api := awsconf.Cognito(f.stack.AWS)
+	for _, e := range []string{"a@b.co", "c@d.co"} {
+		u, err := api.AdminGetUser(context.Background(), &cip.AdminGetUserInput{UserPoolId: &f.stack.Resources.UserPoolID, Username: aws.String(e)})
+		if err != nil || u.UserStatus != "CONFIRMED" {
+			t.Fatalf("cognito %s: %v %v", e, u, err)
+		}
+	}
+}
+
+func TestHandleSameMessageConcurrently(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 3)
+	f.split(t, "job1", true, "fein,email\n123456789,a@b.co\n")
+	msgs, err := f.queue.Receive(context.Background(), 1, time.Second, time.Minute)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("receive: %v %d", err, len(msgs))
+	}
+	var wg sync.WaitGroup
+	outs := make([]consume.Outcome, 8)
+	for i := range outs {
+		wg.Go(func() { outs[i] = f.handler.Handle(context.Background(), msgs[0]) })
+	}
+	wg.Wait()
+	for i, o := range outs {
+		if o.Action != consume.Ack {
+			t.Fatalf("handler %d: %+v", i, o)
+		}
+	}
+	if n := len(f.stack.Fineos.Users()); n != 1 {
+		t.Fatalf("%d FINEOS users", n)
+	}
+	if n := f.count(t, `SELECT count(*) FROM link_user_leave_administrator`); n != 1 {
+		t.Fatalf("%d links", n)
+	}
+}
+
+func TestBadMessagesGoToTheDLQ(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 3)
+	ctx := context.Background()
+	unknown, _ := message.Encode(message.Row{Job: "nojob", Row: 7, Email: "a@b.co", FEIN: "123456789"})
+	for _, body := range []string{"not json", `{"v":9}`, unknown} {
+		if err := f.queue.Send(ctx, queue.Entry{Body: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for handled := 0; handled < 3; {
+		msgs, err := f.queue.Receive(ctx, 10, time.Second, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if out := f.handler.Handle(ctx, m); out.Action != consume.Ack {
+				t.Fatalf("outcome %+v", out)
+			}
+		}
+		handled += len(msgs)
+	}
+	var codes []string
+	for _, m := range f.drainDLQ(t) {
+		codes = append(codes, m.Attributes[consume.AttrErrorCode])
+	}
+	sort.Strings(codes)
+	if strings.Join(codes, ",") != "MALFORMED_MESSAGE,MALFORMED_MESSAGE,UNKNOWN_ROW" {
+		t.Fatalf("DLQ codes %v", codes)
+	}
+}
+
+func TestTransientFailureIsRetriedThenSucceeds(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 3)
+	f.split(t, "job1", true, "fein,email\n123456789,a@b.co\n")
+	f.stack.Fineos.InjectFaults(fineosstub.Fault{Status: http.StatusServiceUnavailable})
+	f.handler.Backoff = consume.Backoff{Base: time.Second, Max: time.Second}
+	f.run(t, "job1", 1)
+	var attempts int
+	var state string
+	if err := f.stack.Pool.QueryRow(context.Background(), `SELECT state, attempts FROM bulk_import_row WHERE job_id = 'job1'`).Scan(&state, &attempts); err != nil {
+		t.Fatal(err)
+	}
+	if state != jobs.Succeeded || attempts != 2 {
+		t.Fatalf("state %s after %d attempts", state, attempts)
+	}
+	if dl := f.drainDLQ(t); len(dl) != 0 {
+		t.Fatalf("%d DLQ messages", len(dl))
+	}
+}
+
+func TestTransientFailureOnTheLastAttemptFailsTheRow(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 2)
+	f.split(t, "job1", true, "fein,email\n123456789,a@b.co\n")
+	f.stack.Fineos.SetFaultRate(1, fineosstub.Fault{Status: http.StatusServiceUnavailable})
+	f.run(t, "job1", 1)
+	st, _ := f.jobs.Status(context.Background(), "job1")
+	if st.Failed != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	dl := f.drainDLQ(t)
+	if len(dl) != 1 || dl[0].Attributes[consume.AttrErrorCode] != register.CodeFineosUnavailable || dl[0].Attributes[consume.AttrAttempts] != "2" {
+		t.Fatalf("DLQ %+v", dl)
+	}
+	probs, _ := f.jobs.Problems(context.Background(), "job1", 10)
+	if len(probs) != 1 || !strings.Contains(probs[0].Message, "gave up after 2 attempts") {
+		t.Fatalf("problems %+v", probs)
+	}
+}
+
+func TestShutdownReleasesUnfinishedMessagesAndLosesNothing(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 3)
+	f.split(t, "job1", true, "fein,email\n123456789,a@b.co\n987654321,b@b.co\n")
+	f.stack.Fineos.SetLatency(5 * time.Second)
+	w := &consume.Worker{
+		Queue: f.queue, Handler: f.handler, Log: logging.Discard(),
+		Config: consume.Config{Concurrency: 4, WaitTime: time.Second, VisibilityTimeout: 30 * time.Second,
+			MessageTimeout: 20 * time.Second, ShutdownTimeout: 500 * time.Millisecond},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for w.Stats().InFlight < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("worker did not stop")
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("stopping took %s", took)
+	}
+	if st := w.Stats(); st.Released != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	st, _ := f.jobs.Status(context.Background(), "job1")
+	if st.Queued != 2 {
+		t.Fatalf("rows not left queued: %+v", st)
+	}
+	// Released messages are visible again at once, for another worker.
+	f.stack.Fineos.SetLatency(0)
+	msgs, err := f.queue.Receive(context.Background(), 10, time.Second, time.Minute)
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("after release: %d messages, %v", len(msgs), err)
+	}
+}
+
+// panicky is a handler that panics.
+type panicky struct{ calls chan struct{} }
+
+func (p panicky) Handle(context.Context, queue.Message) consume.Outcome {
+	p.calls <- struct{}{}
+	panic("boom")
+}
+
+func TestAPanickingHandlerDoesNotStopTheWorker(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 3)
+	if err := f.queue.Send(context.Background(), queue.Entry{Body: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	p := panicky{calls: make(chan struct{}, 10)}
+	w := &consume.Worker{Queue: f.queue, Handler: p, Log: logging.Discard(),
+		Config: consume.Config{Concurrency: 1, WaitTime: time.Second, VisibilityTimeout: 5 * time.Second, MessageTimeout: time.Second}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	select {
+	case <-p.calls:
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler not called")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := w.Stats(); st.Retried != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestBackoffGrowsAndIsBounded(t *testing.T) {
+	t.Parallel()
+	b := consume.Backoff{Base: 10 * time.Second, Max: time.Minute}
+	for attempt, want := range map[int]time.Duration{1: 10 * time.Second, 2: 20 * time.Second, 3: 40 * time.Second, 4: time.Minute, 9: time.Minute} {
+		for range 50 {
+			d := b.Delay(attempt)
+			if d < want/2 || d > want {
+				t.Fatalf("attempt %d: delay %s outside [%s, %s]", attempt, d, want/2, want)
+			}
+		}
+	}
+	if d := (consume.Backoff{}).Delay(3); d != 0 {
+		t.Fatalf("zero backoff gave %s", d)
+	}
+}
