@@ -134,21 +134,22 @@ func startWorker(t *testing.T, envv []string, args ...string) *worker {
 	return w
 }
 
-// stop sends SIGTERM and returns the exit error and how long it took.
-func (w *worker) stop(t *testing.T) (error, time.Duration) {
+// stop sends SIGTERM and returns how long the worker took to exit, and
+// its exit error. Stopping a stopped worker does nothing.
+func (w *worker) stop(t *testing.T) (time.Duration, error) {
 	t.Helper()
 	if w.cmd.ProcessState != nil {
-		return nil, 0
+		return 0, nil
 	}
 	start := time.Now()
 	_ = w.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-w.done:
-		return err, time.Since(start)
+		return time.Since(start), err
 	case <-time.After(40 * time.Second):
 		_ = w.cmd.Process.Kill()
 		t.Errorf("worker did not stop within 40s of SIGTERM")
-		return <-w.done, time.Since(start)
+		return time.Since(start), <-w.done
 	}
 }
 
@@ -355,7 +356,7 @@ func TestWorkerStopsCleanlyOnSIGTERM(t *testing.T) {
 	s := stacktest.New(t, stacktest.Options{})
 	w := startWorker(t, env(s), "--shutdown-timeout", "2s")
 	time.Sleep(500 * time.Millisecond) // let it reach its receive loop
-	err, took := w.stop(t)
+	took, err := w.stop(t)
 	if err != nil {
 		t.Fatalf("exit: %v\n%s", err, w.stderr.String())
 	}
