@@ -66,10 +66,10 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 		fs.Usage()
 		return f, fmt.Errorf("unexpected argument %q", pos[0])
 	}
-	if err := f.loop.Validate(); err != nil {
-		return f, err
+	if f.maxReceiveCount < 0 {
+		return f, fmt.Errorf("--max-receive-count %d: want 0 (the queue's) or more", f.maxReceiveCount)
 	}
-	return f, nil
+	return f, errors.Join(f.loop.Validate(), f.backoff.Validate())
 }
 
 func run(args []string, getenv func(string) string, stderr *os.File) int {

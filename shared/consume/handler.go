@@ -75,6 +75,15 @@ type Backoff struct {
 	Max  time.Duration
 }
 
+// Validate names bad fields. Delays are visibility timeouts, which SQS
+// bounds to 12 hours.
+func (b Backoff) Validate() error {
+	if b.Base < 0 || b.Max < b.Base || b.Max > 12*time.Hour {
+		return fmt.Errorf("retry schedule base %s, max %s: want 0 <= base <= max <= 12h", b.Base, b.Max)
+	}
+	return nil
+}
+
 // Delay returns the wait before the attempt after the receiveCount-th.
 func (b Backoff) Delay(receiveCount int) time.Duration {
 	d := b.Base

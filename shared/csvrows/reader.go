@@ -96,7 +96,7 @@ func NewReader(name string, r io.Reader) (*Reader, error) {
 	if bom, err := br.Peek(3); err == nil && bytes.Equal(bom, []byte("\xEF\xBB\xBF")) {
 		_, _ = br.Discard(3)
 	}
-	bounded := &boundedReader{r: br, max: MaxRecordBytes, line: 1, start: 1}
+	bounded := &boundedReader{r: br, max: MaxRecordBytes, line: 1, start: 1, fieldStart: true}
 	cr := csv.NewReader(bounded)
 	cr.FieldsPerRecord = -1 // rows are checked one by one, not refused
 	cr.ReuseRecord = true
@@ -287,32 +287,51 @@ func sanitize(s string) string {
 	return truncate(s, MaxFieldBytes)
 }
 
-// boundedReader fails once a CSV record grows beyond max bytes. It tracks
-// quotes to know where records end: a newline ends a record only outside
-// quotes. An escaped quote ("") toggles twice, which keeps the state right.
-// It also counts lines, to say where an oversized record starts.
+// boundedReader fails once a CSV record grows beyond max bytes. To know
+// where records end it follows RFC 4180 quoting as encoding/csv does: a
+// quote opens a quoted field only at the start of a field, "" inside one is
+// an escaped quote, and a newline ends a record only outside quotes. (A
+// stray quote inside an unquoted field is a per-row parse error, not the
+// start of a quoted field.) It also counts lines, to say where an oversized
+// record starts.
 type boundedReader struct {
-	r       io.Reader
-	max     int
-	n       int  // bytes of the current record so far
-	inQuote bool // inside a quoted field
-	line    int  // current line number
-	start   int  // line where the current record started
+	r          io.Reader
+	max        int
+	n          int  // bytes of the current record so far
+	inQuote    bool // inside a quoted field
+	quoteSeen  bool // inside a quoted field, just after a quote: closes it unless another quote follows
+	fieldStart bool // at the start of a field (outside quotes)
+	line       int  // current line number
+	start      int  // line where the current record started
 }
 
 func (b *boundedReader) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	for i, c := range p[:n] {
-		switch {
-		case c == '"':
-			b.inQuote = !b.inQuote
-		case c == '\n':
+		if c == '\n' {
 			b.line++
-			if !b.inQuote {
-				b.n = 0
-				b.start = b.line
+		}
+		if b.quoteSeen {
+			b.quoteSeen = false
+			if c == '"' {
+				b.n++ // an escaped quote: still inside the field
 				continue
 			}
+			b.inQuote = false // the quote closed the field; c is outside it
+		}
+		switch {
+		case b.inQuote:
+			if c == '"' {
+				b.quoteSeen = true
+			}
+		case c == '"' && b.fieldStart:
+			b.inQuote = true
+			b.fieldStart = false
+		case c == '\n':
+			b.n, b.start, b.fieldStart = 0, b.line, true
+			continue
+		default:
+			b.fieldStart = c == ','
 		}
 		b.n++
 		if b.n > b.max {

@@ -318,3 +318,24 @@ func BenchmarkReadAndNormalise(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*10000)/b.Elapsed().Seconds(), "rows/s")
 }
+
+func TestStrayQuoteDoesNotRefuseTheRestOfALargeFile(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	b.WriteString("fein,email,note\n123456789,a@b.co,say \"hi\n")
+	for i := 0; b.Len() < 2*MaxRecordBytes; i++ {
+		b.WriteString("123456789,a@b.co,\"quoted, \"\"fine\"\"\"\n")
+	}
+	rows, err := readAll(t, b.String())
+	if err != nil {
+		t.Fatalf("file refused: %v", err)
+	}
+	if rows[0].Reject == nil || rows[0].Reject.Code != CodeParseError || rows[0].Line != 2 {
+		t.Fatalf("first row %+v", rows[0])
+	}
+	for _, r := range rows[1:] {
+		if r.Reject != nil || r.Fields[2] != `quoted, "fine"` {
+			t.Fatalf("row %d: %+v", r.Line, r)
+		}
+	}
+}

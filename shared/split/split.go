@@ -42,17 +42,6 @@ type Splitter struct {
 	// at a time for sending (default 1000).
 	SendConcurrency int
 	PageSize        int
-	// Progress, when set, is called after each source is recorded and
-	// after each page of rows is sent.
-	Progress func(Progress)
-}
-
-// Progress reports what a run has done so far.
-type Progress struct {
-	Source   string // the source just recorded, if any
-	Recorded int64  // rows recorded by this run
-	Sent     int64  // messages sent by this run
-	ToSend   int64  // messages this run has to send
 }
 
 // Options of a run.
@@ -111,7 +100,6 @@ func (s *Splitter) Run(ctx context.Context, opts Options) (Result, error) {
 	}
 	log := s.Log.With("job", opts.Job)
 
-	var recorded int64
 	seen := map[string]bool{}
 	for _, src := range opts.Sources {
 		sr, err := s.recordSource(ctx, opts.Job, src, seen)
@@ -125,10 +113,8 @@ func (s *Splitter) Run(ctx context.Context, opts Options) (Result, error) {
 		case sr.Skipped:
 			log.Info("source already recorded by an earlier run; not read again", "source", sr.Source)
 		default:
-			recorded += sr.Counts.Rows
 			log.Info("source recorded", "source", sr.Source, "rows", sr.Counts.Rows, "accepted", sr.Counts.Accepted,
 				"rejected", sr.Counts.Rejected, "duplicates", sr.Counts.Duplicates)
-			s.progress(Progress{Source: sr.Source, Recorded: recorded})
 		}
 	}
 	if err := s.Jobs.MarkRecorded(ctx, opts.Job); err != nil {
@@ -193,11 +179,6 @@ func (s *Splitter) send(ctx context.Context, opts Options) (int64, error) {
 	if conc <= 0 {
 		conc = 8
 	}
-	st, err := s.Jobs.Status(ctx, opts.Job)
-	if err != nil {
-		return 0, err
-	}
-	toSend := st.Unsent
 	var sent int64
 	var after int64
 	for {
@@ -223,12 +204,11 @@ func (s *Splitter) send(ctx context.Context, opts Options) (int64, error) {
 			return sent, merr
 		}
 		sent += int64(len(ok))
-		s.progress(Progress{Sent: sent, ToSend: toSend})
 		if err != nil {
 			return sent, err
 		}
 	}
-	st, err = s.Jobs.Status(ctx, opts.Job)
+	st, err := s.Jobs.Status(ctx, opts.Job)
 	if err != nil {
 		return sent, err
 	}
@@ -296,10 +276,4 @@ func (s *Splitter) sendBatch(ctx context.Context, batch []queue.Entry) ([]int64,
 		return nil
 	}, bo)
 	return ok, err
-}
-
-func (s *Splitter) progress(p Progress) {
-	if s.Progress != nil {
-		s.Progress(p)
-	}
 }
