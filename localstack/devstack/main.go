@@ -113,7 +113,10 @@ func serve(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer closeStub()
 
-	cfg := staticConfig(emu.URL, spec.Region)
+	cfg, err := staticConfig(ctx, emu.URL, spec.Region)
+	if err != nil {
+		return err
+	}
 	res, err := bootstrap.Ensure(ctx, bootstrap.Clients{SQS: awsconf.SQS(cfg), S3: awsconf.S3(cfg), Cognito: awsconf.Cognito(cfg)}, *spec)
 	if err != nil {
 		return err
@@ -247,12 +250,10 @@ func listen(addr string, h http.Handler) (string, func(), error) {
 }
 
 // staticConfig is an SDK configuration for the embedded emulator.
-func staticConfig(endpoint, region string) aws.Config {
-	cfg, _ := config.LoadDefaultConfig(context.Background(),
-		config.WithRegion(region),
+func staticConfig(ctx context.Context, endpoint, region string) (aws.Config, error) {
+	return awsconf.Load(ctx, region,
 		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("test", "test", "")),
 		config.WithBaseEndpoint(endpoint))
-	return cfg
 }
 
 func writeAtomic(path, content string) error {

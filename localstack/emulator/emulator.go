@@ -5,8 +5,10 @@
 package emulator
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -65,7 +67,7 @@ func Start(opts Options) (*Server, error) {
 			http.Error(w, "emulator proxy: "+err.Error(), http.StatusBadGateway)
 		},
 	}
-	var h http.Handler = proxy
+	var h http.Handler = bufferBody(proxy)
 	if opts.Wrap != nil {
 		h = opts.Wrap(h)
 	}
@@ -80,6 +82,26 @@ func Start(opts Options) (*Server, error) {
 		_ = s.http.Serve(ln) // returns when Close shuts the server down
 	}()
 	return s, nil
+}
+
+// bufferBody reads each request body into memory before proxying it. The
+// proxy's transport may still be reading the body when the answer arrives
+// and ReverseProxy closes it; with the server's body that read fails and
+// the transport drops the upstream connection mid-answer. A private copy
+// cannot fail. Bodies are bounded at 64 MiB.
+func bufferBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			buf, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
+			if err != nil {
+				http.Error(w, "emulator proxy: read request: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(buf))
+			r.ContentLength = int64(len(buf))
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Close stops the proxy and the emulator.

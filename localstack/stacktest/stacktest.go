@@ -52,8 +52,7 @@ func Emulator(tb testing.TB) *emulator.Server {
 // credentials.
 func AWSConfig(tb testing.TB, endpoint string) aws.Config {
 	tb.Helper()
-	cfg, err := config.LoadDefaultConfig(context.Background(),
-		config.WithRegion(Region),
+	cfg, err := awsconf.Load(context.Background(), Region,
 		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("test", "test", "")),
 		config.WithBaseEndpoint(endpoint),
 	)

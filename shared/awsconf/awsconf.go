@@ -9,18 +9,28 @@ import (
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	cip "github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 )
 
-// Load reads the shared AWS configuration for region.
-func Load(ctx context.Context, region string) (aws.Config, error) {
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(region))
+// Load reads the shared AWS configuration for region. Extra options (tests
+// use them for static credentials and an endpoint) come last.
+func Load(ctx context.Context, region string, opts ...func(*config.LoadOptions) error) (aws.Config, error) {
+	opts = append([]func(*config.LoadOptions) error{config.WithRegion(region)}, opts...)
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return aws.Config{}, fmt.Errorf("load AWS configuration: %w", err)
 	}
+	// Wrapped after loading, so that settings the loader applies to the
+	// client (a custom CA bundle) are kept.
+	inner := cfg.HTTPClient
+	if inner == nil {
+		inner = awshttp.NewBuildableClient()
+	}
+	cfg.HTTPClient = bufferedBodyClient{inner: inner}
 	return cfg, nil
 }
 
