@@ -96,6 +96,9 @@ func NewReader(name string, r io.Reader) (*Reader, error) {
 	if bom, err := br.Peek(3); err == nil && bytes.Equal(bom, []byte("\xEF\xBB\xBF")) {
 		_, _ = br.Discard(3)
 	}
+	if bom, err := br.Peek(2); err == nil && (bytes.Equal(bom, []byte("\xFF\xFE")) || bytes.Equal(bom, []byte("\xFE\xFF"))) {
+		return nil, &Error{File: name, Err: errors.New("file is UTF-16 text, not UTF-8: save it as \"CSV UTF-8\"")}
+	}
 	bounded := &boundedReader{r: br, max: MaxRecordBytes, line: 1, start: 1, fieldStart: true}
 	cr := csv.NewReader(bounded)
 	cr.FieldsPerRecord = -1 // rows are checked one by one, not refused

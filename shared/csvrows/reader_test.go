@@ -103,6 +103,7 @@ func TestReaderRefusesFiles(t *testing.T) {
 		{"missing email", "fein,name\n1,x\n", "lacks the column(s) email"},
 		{"missing both", "a,b\n1,2\n", "lacks the column(s) fein, email"},
 		{"duplicate column", "fein,email,Email\n", "column email twice"},
+		{"utf-16", "\xFF\xFEf\x00e\x00i\x00n\x00", "UTF-16"},
 		{"binary", "\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not valid UTF-8"},
 		{"json", `{"fein": 1, "email": "a@b.co"}`, "not a CSV file"},
 		{"not csv quotes", "fe\"in,email\n", "not a CSV file"},
