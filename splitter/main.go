@@ -125,22 +125,17 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	if f.job == "" {
 		f.job = newJobID()
 	}
-	pool, err := dbpool.Open(ctx, cfg.DatabaseURL, int32(4+f.sendConcurrency))
+	store, closeDB, err := openStore(ctx, cfg.DatabaseURL, int32(4+f.sendConcurrency))
 	if err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitError
 	}
-	defer pool.Close()
-	if err := jobs.Migrate(ctx, pool); err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
-		return cli.ExitError
-	}
+	defer closeDB()
 	awsCfg, err := awsconf.Load(ctx, cfg.Region)
 	if err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitError
 	}
-	store := jobs.NewStore(pool)
 	sp := &split.Splitter{
 		Jobs:            store,
 		Queue:           queue.New(awsconf.SQS(awsCfg), cfg.QueueURL),
@@ -210,17 +205,13 @@ func runStatus(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		return cli.ExitUsage
 	}
 	ctx := context.Background()
-	pool, err := dbpool.Open(ctx, cfg.DatabaseURL, 2)
+	store, closeDB, err := openStore(ctx, cfg.DatabaseURL, 2)
 	if err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitError
 	}
-	defer pool.Close()
-	if err := jobs.Migrate(ctx, pool); err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
-		return cli.ExitError
-	}
-	st, err := jobs.NewStore(pool).Status(ctx, pos[0])
+	defer closeDB()
+	st, err := store.Status(ctx, pos[0])
 	if err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitError
@@ -234,6 +225,19 @@ func runStatus(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	}
 	printStatus(stdout, st)
 	return cli.ExitOK
+}
+
+// openStore connects to the database and brings the tool's tables up to date.
+func openStore(ctx context.Context, url string, conns int32) (*jobs.Store, func(), error) {
+	pool, err := dbpool.Open(ctx, url, conns)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := jobs.Migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return jobs.NewStore(pool), pool.Close, nil
 }
 
 func needsS3(sources []string) bool {

@@ -24,7 +24,11 @@ import (
 	"github.com/massgov/bulk-user-import/localstack/fineosstub"
 	"github.com/massgov/bulk-user-import/localstack/pgtest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
+	"github.com/massgov/bulk-user-import/shared/cognito"
 	"github.com/massgov/bulk-user-import/shared/fineos"
+	"github.com/massgov/bulk-user-import/shared/logging"
+	"github.com/massgov/bulk-user-import/shared/pfml"
+	"github.com/massgov/bulk-user-import/shared/register"
 )
 
 // Region of the test stack.
@@ -150,6 +154,26 @@ func (s *Stack) AddEmployer(tb testing.TB, fein string, fineosID int) string {
 		tb.Fatalf("stacktest: add employer: %v", err)
 	}
 	return id
+}
+
+// Registrar returns a registrar on the stack: its database, user pool and
+// FINEOS stub.
+func (s *Stack) Registrar(tb testing.TB) *register.Registrar {
+	tb.Helper()
+	store, err := pfml.NewStore(context.Background(), s.Pool)
+	if err != nil {
+		tb.Fatalf("stacktest: %v", err)
+	}
+	fc, err := fineos.New(s.FineosConfig, nil)
+	if err != nil {
+		tb.Fatalf("stacktest: %v", err)
+	}
+	return &register.Registrar{
+		PFML:    store,
+		Cognito: cognito.New(awsconf.Cognito(s.AWS), s.Resources.UserPoolID),
+		Fineos:  fc,
+		Log:     logging.Discard(),
+	}
 }
 
 // Suffix returns a short random suffix for unique resource names.

@@ -17,13 +17,10 @@ import (
 	"github.com/massgov/bulk-user-import/localstack/fineosstub"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
-	"github.com/massgov/bulk-user-import/shared/cognito"
 	"github.com/massgov/bulk-user-import/shared/consume"
-	"github.com/massgov/bulk-user-import/shared/fineos"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/message"
-	"github.com/massgov/bulk-user-import/shared/pfml"
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/register"
 	"github.com/massgov/bulk-user-import/shared/source"
@@ -41,15 +38,6 @@ type fixture struct {
 func setup(t *testing.T, maxReceive int) fixture {
 	t.Helper()
 	s := stacktest.New(t, stacktest.Options{MaxReceiveCount: maxReceive})
-	ctx := context.Background()
-	store, err := pfml.NewStore(ctx, s.Pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fc, err := fineos.New(s.FineosConfig, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	s.AddEmployer(t, "123456789", 1001)
 	s.AddEmployer(t, "987654321", 1002)
 	sqsClient := awsconf.SQS(s.AWS)
@@ -60,10 +48,8 @@ func setup(t *testing.T, maxReceive int) fixture {
 		dlq:   queue.New(sqsClient, s.Resources.DLQURL),
 	}
 	f.handler = &consume.Handler{
-		Jobs: f.jobs,
-		Registrar: &register.Registrar{
-			PFML: store, Cognito: cognito.New(awsconf.Cognito(s.AWS), s.Resources.UserPoolID), Fineos: fc, Log: logging.Discard(),
-		},
+		Jobs:            f.jobs,
+		Registrar:       s.Registrar(t),
 		DLQ:             f.dlq,
 		MaxReceiveCount: maxReceive,
 		Backoff:         consume.Backoff{Base: time.Second, Max: time.Second},

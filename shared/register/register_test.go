@@ -14,10 +14,6 @@ import (
 	"github.com/massgov/bulk-user-import/localstack/fineosstub"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
-	"github.com/massgov/bulk-user-import/shared/cognito"
-	"github.com/massgov/bulk-user-import/shared/fineos"
-	"github.com/massgov/bulk-user-import/shared/logging"
-	"github.com/massgov/bulk-user-import/shared/pfml"
 	"github.com/massgov/bulk-user-import/shared/register"
 )
 
@@ -30,22 +26,10 @@ type fixture struct {
 func setup(t *testing.T) fixture {
 	t.Helper()
 	s := stacktest.New(t, stacktest.Options{})
-	ctx := context.Background()
-	store, err := pfml.NewStore(ctx, s.Pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fc, err := fineos.New(s.FineosConfig, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := awsconf.Cognito(s.AWS)
 	s.AddEmployer(t, "123456789", 1001)
 	s.AddEmployer(t, "987654321", 1002)
 	s.AddEmployer(t, "111222333", 0)
-	return fixture{stack: s, cip: api, reg: &register.Registrar{
-		PFML: store, Cognito: cognito.New(api, s.Resources.UserPoolID), Fineos: fc, Log: logging.Discard(),
-	}}
+	return fixture{stack: s, cip: awsconf.Cognito(s.AWS), reg: s.Registrar(t)}
 }
 
 func (f fixture) count(t *testing.T, sql string, args ...any) int {
