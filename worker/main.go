@@ -12,8 +12,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/massgov/bulk-user-import/shared/awsconf"
 	"github.com/massgov/bulk-user-import/shared/cli"
@@ -23,21 +27,29 @@ import (
 	"github.com/massgov/bulk-user-import/shared/dbpool"
 	"github.com/massgov/bulk-user-import/shared/fineos"
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/metrics"
 	"github.com/massgov/bulk-user-import/shared/pfml"
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/register"
+	"github.com/massgov/bulk-user-import/shared/retry"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
 type flags struct {
-	loop            consume.Config
-	backoff         consume.Backoff
-	maxReceiveCount int
-	logFormat       string
-	logLevel        string
+	loop             consume.Config
+	backoff          consume.Backoff
+	callRetry        retry.Policy
+	cognitoLimits    cognito.Limits
+	fineosRate       float64
+	maxReceiveCount  int
+	dbConnectTimeout time.Duration
+	metricsAddr      string
+	emf              bool
+	logFormat        string
+	logLevel         string
 }
 
 func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, error) {
@@ -50,12 +62,24 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	}
 	fs.IntVar(&f.loop.Concurrency, "concurrency", 16, "messages handled at once")
 	fs.DurationVar(&f.loop.WaitTime, "wait-time", 20*time.Second, "long-poll wait of each receive (at most 20s)")
-	fs.DurationVar(&f.loop.VisibilityTimeout, "visibility-timeout", 2*time.Minute, "how long a received message stays hidden from other workers")
-	fs.DurationVar(&f.loop.MessageTimeout, "message-timeout", 90*time.Second, "time allowed per message (below the visibility timeout)")
-	fs.DurationVar(&f.loop.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "on SIGTERM, time in-flight messages get to finish")
-	fs.DurationVar(&f.backoff.Base, "retry-base", 10*time.Second, "delay before the first retry of a transient failure (doubles each attempt)")
-	fs.DurationVar(&f.backoff.Max, "retry-max", 5*time.Minute, "longest delay between retries")
+	fs.DurationVar(&f.loop.VisibilityTimeout, "visibility-timeout", time.Minute, "how long a received message stays hidden; extended while it is handled")
+	fs.DurationVar(&f.loop.HeartbeatInterval, "heartbeat-interval", 0, "how often the visibility of messages in flight is extended (default: a third of --visibility-timeout)")
+	fs.DurationVar(&f.loop.MessageTimeout, "message-timeout", 5*time.Minute, "total time allowed per message, retries within the attempt included")
+	fs.DurationVar(&f.loop.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "on SIGTERM, time in-flight messages get to finish (keep it below the ECS stop timeout)")
+	fs.DurationVar(&f.loop.SummaryInterval, "summary-interval", 30*time.Second, "how often the summary line (and EMF metrics) is written")
+	fs.DurationVar(&f.backoff.Base, "retry-base", 10*time.Second, "delay before the next attempt after a transient failure (doubles each attempt)")
+	fs.DurationVar(&f.backoff.Max, "retry-max", 5*time.Minute, "longest delay between attempts")
+	fs.DurationVar(&f.callRetry.Initial, "call-retry-initial", retry.DefaultPolicy.Initial, "within an attempt, first wait before retrying a failed call")
+	fs.DurationVar(&f.callRetry.Max, "call-retry-max", retry.DefaultPolicy.Max, "within an attempt, longest wait between retries of a call")
+	fs.DurationVar(&f.callRetry.MaxElapsed, "call-retry-time", retry.DefaultPolicy.MaxElapsed, "within an attempt, how long one call is retried (negative: not at all)")
+	fs.Float64Var(&f.cognitoLimits.Get, "cognito-get-rate", 20, "AdminGetUser requests per second, this worker (0: no limit)")
+	fs.Float64Var(&f.cognitoLimits.Create, "cognito-create-rate", 10, "AdminCreateUser requests per second, this worker (0: no limit)")
+	fs.Float64Var(&f.cognitoLimits.SetPassword, "cognito-password-rate", 10, "AdminSetUserPassword requests per second, this worker (0: no limit)")
+	fs.Float64Var(&f.fineosRate, "fineos-rate", 10, "FINEOS provisioning calls per second, this worker (0: no limit)")
 	fs.IntVar(&f.maxReceiveCount, "max-receive-count", 0, "attempts before a row fails (default: the queue's RedrivePolicy maxReceiveCount)")
+	fs.DurationVar(&f.dbConnectTimeout, "db-connect-timeout", time.Minute, "at start, how long to keep trying to reach the database")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9090; empty: off)")
+	fs.BoolVar(&f.emf, "emf", false, "write CloudWatch embedded-metric-format lines to stdout every --summary-interval")
 	fs.StringVar(&f.logFormat, "log-format", or(cfg.LogFormat, "json"), "log format: json, text or auto (env LOG_FORMAT)")
 	fs.StringVar(&f.logLevel, "log-level", or(cfg.LogLevel, "info"), "log level: debug, info, warn, error (env LOG_LEVEL)")
 	pos, err := cli.Parse(fs, args)
@@ -66,13 +90,20 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 		fs.Usage()
 		return f, fmt.Errorf("unexpected argument %q", pos[0])
 	}
+	var errs []error
 	if f.maxReceiveCount < 0 {
-		return f, fmt.Errorf("--max-receive-count %d: want 0 (the queue's) or more", f.maxReceiveCount)
+		errs = append(errs, fmt.Errorf("--max-receive-count %d: want 0 (the queue's) or more", f.maxReceiveCount))
 	}
-	return f, errors.Join(f.loop.Validate(), f.backoff.Validate())
+	if f.cognitoLimits.Get < 0 || f.cognitoLimits.Create < 0 || f.cognitoLimits.SetPassword < 0 || f.fineosRate < 0 {
+		errs = append(errs, errors.New("rates must be 0 (no limit) or positive"))
+	}
+	if f.emf && f.loop.SummaryInterval <= 0 {
+		errs = append(errs, errors.New("--emf needs a positive --summary-interval"))
+	}
+	return f, errors.Join(append(errs, f.loop.Validate(), f.backoff.Validate())...)
 }
 
-func run(args []string, getenv func(string) string, stderr *os.File) int {
+func run(args []string, getenv func(string) string, stdout io.Writer, stderr *os.File) int {
 	cfg := config.FromEnv(getenv)
 	f, err := parseFlags(args, cfg, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -93,7 +124,7 @@ func run(args []string, getenv func(string) string, stderr *os.File) int {
 	}
 	ctx, stop := cli.SignalContext(stderr)
 	defer stop()
-	if err := work(ctx, cfg, f, log); err != nil {
+	if err := work(ctx, cfg, f, log, stdout); err != nil {
 		log.Error("worker failed", "err", err)
 		return cli.ExitError
 	}
@@ -101,8 +132,8 @@ func run(args []string, getenv func(string) string, stderr *os.File) int {
 }
 
 // work wires the adapters and runs the loop until ctx is cancelled.
-func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger) error {
-	pool, err := dbpool.Open(ctx, cfg.DatabaseURL, int32(f.loop.Concurrency+4))
+func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, stdout io.Writer) error {
+	pool, err := connect(ctx, cfg.DatabaseURL, int32(f.loop.Concurrency+4), f.dbConnectTimeout, log)
 	if err != nil {
 		return err
 	}
@@ -134,31 +165,118 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger) err
 		if err != nil {
 			return err
 		}
+		c.SetRateLimit(f.fineosRate)
 		fc = c
 	} else {
 		log.Warn("FINEOS is not configured: rows of force-registration jobs will fail with " + register.CodeFineosNotConfigured)
 	}
+
+	m := &metrics.Worker{}
+	if f.metricsAddr != "" {
+		stopMetrics, err := serveMetrics(f.metricsAddr, m, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+	if f.emf {
+		stopEMF := writeEMF(m, f.loop.SummaryInterval, stdout, log)
+		defer stopEMF()
+	}
+
+	loop := f.loop
+	loop.MaxReceiveCount = maxReceive
 	w := &consume.Worker{
-		Queue:  importQueue,
-		Config: f.loop,
-		Log:    log,
+		Queue:   importQueue,
+		Config:  loop,
+		Log:     log,
+		Metrics: m,
 		Handler: &consume.Handler{
 			Jobs: jobs.NewStore(pool),
 			Registrar: &register.Registrar{
 				PFML:    store,
-				Cognito: cognito.New(awsconf.Cognito(awsCfg), cfg.UserPoolID),
+				Cognito: cognito.New(cognito.Limit(awsconf.Cognito(awsCfg), f.cognitoLimits), cfg.UserPoolID),
 				Fineos:  fc,
 				Log:     log,
+				Retry:   f.callRetry,
+				Observe: m.Step,
 			},
 			DLQ:             queue.New(sqsClient, cfg.DLQURL),
 			MaxReceiveCount: maxReceive,
 			Backoff:         f.backoff,
 			Log:             log,
+			Metrics:         m,
 		},
 	}
-	log.Info("worker started", "concurrency", f.loop.Concurrency, "max_receive_count", maxReceive,
-		"visibility_timeout", f.loop.VisibilityTimeout.String(), "fineos", cfg.Fineos.Enabled())
+	log.Info("worker started", "concurrency", loop.Concurrency, "max_receive_count", maxReceive,
+		"visibility_timeout", loop.VisibilityTimeout.String(), "message_timeout", loop.MessageTimeout.String(),
+		"cognito_create_rate", f.cognitoLimits.Create, "fineos", cfg.Fineos.Enabled(), "fineos_rate", f.fineosRate)
 	return w.Run(ctx)
+}
+
+// connect opens the database, trying again for up to timeout: a worker
+// started while PostgreSQL restarts waits for it rather than exit.
+func connect(ctx context.Context, url string, conns int32, timeout time.Duration, log *slog.Logger) (*pgxpool.Pool, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var pool *pgxpool.Pool
+	err := retry.Do(ctx, retry.Policy{Initial: 500 * time.Millisecond, Max: 5 * time.Second, MaxElapsed: timeout, Margin: time.Millisecond},
+		func(err error) bool { return !retry.IsContextError(err) },
+		func() (err error) {
+			pool, err = dbpool.Open(ctx, url, conns)
+			return err
+		},
+		func(err error, wait time.Duration) {
+			log.Warn("database not reachable yet; retrying", "err", err, "retry_in", wait.Round(time.Millisecond).String())
+		})
+	return pool, err
+}
+
+// serveMetrics serves the Prometheus endpoint until the returned stop.
+func serveMetrics(addr string, m *metrics.Worker, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: listen on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	return func() { _ = srv.Close() }, nil
+}
+
+// writeEMF writes CloudWatch embedded-metric-format lines every interval,
+// and a last one at stop.
+func writeEMF(m *metrics.Worker, interval time.Duration, w io.Writer, log *slog.Logger) func() {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		prev := m.Snapshot(time.Now())
+		for {
+			stop := false
+			select {
+			case <-t.C:
+			case <-done:
+				stop = true
+			}
+			cur := m.Snapshot(time.Now())
+			if err := metrics.WriteEMF(w, "worker", prev, cur); err != nil {
+				log.Warn("could not write metrics", "err", err)
+			}
+			prev = cur
+			if stop {
+				return
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
 }
 
 func or(v, def string) string {

@@ -9,6 +9,8 @@ import (
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	awsretry "github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	cip "github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider"
@@ -18,8 +20,16 @@ import (
 
 // Load reads the shared AWS configuration for region. Extra options (tests
 // use them for static credentials and an endpoint) come last.
+//
+// Every client retries with the SDK's standard retryer, but without its
+// retry quota: many goroutines sharing one client under faults would drain
+// the quota's token bucket and fail with "retry quota exceeded", although
+// the worker's own rate limits and backoff already govern the pace.
 func Load(ctx context.Context, region string, opts ...func(*config.LoadOptions) error) (aws.Config, error) {
-	opts = append([]func(*config.LoadOptions) error{config.WithRegion(region)}, opts...)
+	opts = append([]func(*config.LoadOptions) error{
+		config.WithRegion(region),
+		config.WithRetryer(func() aws.Retryer { return awsretry.NewStandard(noRetryQuota) }),
+	}, opts...)
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return aws.Config{}, fmt.Errorf("load AWS configuration: %w", err)
@@ -37,8 +47,17 @@ func Load(ctx context.Context, region string, opts ...func(*config.LoadOptions) 
 // SQS returns an SQS client.
 func SQS(cfg aws.Config) *sqs.Client { return sqs.NewFromConfig(cfg) }
 
-// Cognito returns a Cognito user pools client.
-func Cognito(cfg aws.Config) *cip.Client { return cip.NewFromConfig(cfg) }
+// Cognito returns a Cognito user pools client. It retries in the SDK's
+// adaptive mode, which slows the client down when Cognito throttles.
+func Cognito(cfg aws.Config) *cip.Client {
+	return cip.NewFromConfig(cfg, func(o *cip.Options) {
+		o.Retryer = awsretry.NewAdaptiveMode(func(ao *awsretry.AdaptiveModeOptions) {
+			ao.StandardOptions = append(ao.StandardOptions, noRetryQuota)
+		})
+	})
+}
+
+func noRetryQuota(o *awsretry.StandardOptions) { o.RateLimiter = ratelimit.None }
 
 // S3 returns an S3 client. With a custom endpoint (an emulator) it uses
 // path-style addressing, which emulators need and AWS still serves.

@@ -23,6 +23,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/message"
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/register"
+	"github.com/massgov/bulk-user-import/shared/retry"
 	"github.com/massgov/bulk-user-import/shared/source"
 	"github.com/massgov/bulk-user-import/shared/split"
 )
@@ -271,6 +272,7 @@ func TestBadMessagesGoToTheDLQ(t *testing.T) {
 func TestTransientFailureIsRetriedThenSucceeds(t *testing.T) {
 	t.Parallel()
 	f := setup(t, 3)
+	f.handler.Registrar.Retry = retry.Policy{MaxElapsed: -1} // no retry within the attempt: the next attempt must do it
 	f.split(t, "job1", true, "fein,email\n123456789,a@b.co\n")
 	f.stack.Fineos.InjectFaults(fineosstub.Fault{Status: http.StatusServiceUnavailable})
 	f.handler.Backoff = consume.Backoff{Base: time.Second, Max: time.Second}
@@ -291,6 +293,7 @@ func TestTransientFailureIsRetriedThenSucceeds(t *testing.T) {
 func TestTransientFailureOnTheLastAttemptFailsTheRow(t *testing.T) {
 	t.Parallel()
 	f := setup(t, 2)
+	f.handler.Registrar.Retry = retry.Policy{MaxElapsed: -1}
 	f.split(t, "job1", true, "fein,email\n123456789,a@b.co\n")
 	f.stack.Fineos.SetFaultRate(1, fineosstub.Fault{Status: http.StatusServiceUnavailable})
 	f.run(t, "job1", 1)
@@ -400,5 +403,76 @@ func TestBackoffGrowsAndIsBounded(t *testing.T) {
 	}
 	if d := (consume.Backoff{}).Delay(3); d != 0 {
 		t.Fatalf("zero backoff gave %s", d)
+	}
+}
+
+func TestHeartbeatKeepsASlowMessageFromASecondWorker(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 5)
+	f.split(t, "job1", true, "fein,email\n123456789,a@b.co\n")
+	f.stack.Fineos.SetLatency(7 * time.Second) // more than twice the visibility timeout
+	cfg := consume.Config{Concurrency: 2, WaitTime: time.Second, VisibilityTimeout: 3 * time.Second,
+		HeartbeatInterval: time.Second, MessageTimeout: 30 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var workers []*consume.Worker
+	var wg sync.WaitGroup
+	for range 2 {
+		w := &consume.Worker{Queue: f.queue, Handler: f.handler, Log: logging.Discard(), Config: cfg}
+		workers = append(workers, w)
+		wg.Go(func() { _ = w.Run(ctx) })
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer wcancel()
+	if _, err := split.Wait(wctx, f.jobs, "job1", 100*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	wg.Wait()
+	var received, beats int64
+	for _, w := range workers {
+		received += w.Stats().Received
+		beats += w.Stats().Heartbeats
+	}
+	if received != 1 || beats < 3 {
+		t.Fatalf("message received %d times, %d heartbeats; want 1 and at least 3", received, beats)
+	}
+	if calls := len(f.stack.Fineos.Calls()); calls != 1 {
+		t.Fatalf("%d FINEOS calls, want 1", calls)
+	}
+}
+
+func TestReleaseNearTheLastAttemptSendsAFreshMessage(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 2)
+	f.split(t, "job1", true, "fein,email\n123456789,a@b.co\n")
+	f.stack.Fineos.SetLatency(5 * time.Second)
+	w := &consume.Worker{Queue: f.queue, Handler: f.handler, Log: logging.Discard(),
+		Config: consume.Config{Concurrency: 1, WaitTime: time.Second, VisibilityTimeout: 30 * time.Second,
+			MessageTimeout: 20 * time.Second, ShutdownTimeout: 200 * time.Millisecond, MaxReceiveCount: 2}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	for deadline := time.Now().Add(20 * time.Second); w.Stats().InFlight == 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	f.stack.Fineos.SetLatency(0)
+	var msgs []queue.Message
+	for deadline := time.Now().Add(10 * time.Second); len(msgs) == 0 && time.Now().Before(deadline); {
+		got, err := f.queue.Receive(context.Background(), 10, time.Second, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, got...)
+	}
+	if len(msgs) != 1 || msgs[0].ReceiveCount != 1 {
+		t.Fatalf("after release: %+v", msgs)
+	}
+	if more, _ := f.queue.Receive(context.Background(), 10, 0, time.Minute); len(more) != 0 {
+		t.Fatalf("the original message is still there: %+v", more)
 	}
 }

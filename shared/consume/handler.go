@@ -16,8 +16,10 @@ import (
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/message"
+	"github.com/massgov/bulk-user-import/shared/metrics"
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/register"
+	"github.com/massgov/bulk-user-import/shared/retry"
 )
 
 // Codes of failures decided from the message itself.
@@ -111,6 +113,13 @@ type Handler struct {
 	Backoff         Backoff
 	Log             *slog.Logger
 	Now             func() time.Time
+	Metrics         *metrics.Worker // optional: counts failures by code
+}
+
+func (h *Handler) countError(code string) {
+	if h.Metrics != nil {
+		h.Metrics.Error(code)
+	}
 }
 
 // bookkeepingTimeout bounds the writes that must happen even while the
@@ -128,7 +137,11 @@ func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 	}
 	log = log.With("job", msg.Job, "row", msg.Row)
 
-	row, err := h.Jobs.StartAttempt(ctx, msg.Job, msg.Row, m.ReceiveCount)
+	var row jobs.RowInfo
+	err = h.db(ctx, log, func(ctx context.Context) (err error) {
+		row, err = h.Jobs.StartAttempt(ctx, msg.Job, msg.Row, m.ReceiveCount)
+		return err
+	})
 	switch {
 	case errors.Is(err, jobs.ErrRowNotFound):
 		return h.deadLetter(ctx, log, m, &msg, CodeUnknownRow, err.Error())
@@ -141,7 +154,7 @@ func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 		return h.deadLetter(ctx, log, m, &msg, CodeMessageMismatch, "the message's email, FEIN or force flag differ from the recorded row")
 	}
 
-	res, err := h.Registrar.Register(ctx, register.Request{Email: row.Email, FEIN: row.FEIN, ForceRegistration: row.ForceRegistration})
+	res, err := h.Registrar.Register(ctx, log, register.Request{Email: row.Email, FEIN: row.FEIN, ForceRegistration: row.ForceRegistration})
 	if err != nil {
 		var f *register.Failure
 		if !errors.As(err, &f) {
@@ -149,9 +162,7 @@ func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 		}
 		return h.retry(ctx, log, m, &msg, f)
 	}
-	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
-	defer cancel()
-	if err := h.Jobs.Succeed(bctx, msg.Job, msg.Row); err != nil {
+	if err := h.bookkeep(ctx, log, func(ctx context.Context) error { return h.Jobs.Succeed(ctx, msg.Job, msg.Row) }); err != nil {
 		// Registered, but not recorded: the next attempt finds everything
 		// in place and records it.
 		log.Warn("registered but could not mark the row succeeded; will retry", "err", err)
@@ -176,11 +187,12 @@ func (h *Handler) retry(ctx context.Context, log *slog.Logger, m queue.Message, 
 	if h.MaxReceiveCount > 0 && m.ReceiveCount >= h.MaxReceiveCount {
 		return h.deadLetter(ctx, log, m, msg, f.Code, fmt.Sprintf("gave up after %d attempts: %v", m.ReceiveCount, f))
 	}
+	h.countError(f.Code)
 	delay := h.Backoff.Delay(m.ReceiveCount)
 	log.Warn("transient failure; will retry", "err", f.Error(), "retry_in", delay.Round(time.Second).String())
-	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
-	defer cancel()
-	if err := h.Jobs.NoteError(bctx, msg.Job, msg.Row, f.Code, truncate(f.Error())); err != nil {
+	if err := h.bookkeep(ctx, log, func(ctx context.Context) error {
+		return h.Jobs.NoteError(ctx, msg.Job, msg.Row, f.Code, truncate(f.Error()))
+	}); err != nil {
 		log.Warn("could not record the error on the row", "err", err)
 	}
 	return Outcome{Action: Retry, Delay: delay, Result: "retry"}
@@ -191,6 +203,7 @@ func (h *Handler) retry(ctx context.Context, log *slog.Logger, m queue.Message, 
 // redeliver (and a duplicate in the DLQ at worst), never a lost row.
 func (h *Handler) deadLetter(ctx context.Context, log *slog.Logger, m queue.Message, msg *message.Row, code, reason string) Outcome {
 	reason = truncate(reason)
+	h.countError(code)
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
 	defer cancel()
 	attrs := map[string]string{
@@ -202,12 +215,13 @@ func (h *Handler) deadLetter(ctx context.Context, log *slog.Logger, m queue.Mess
 	if msg != nil {
 		attrs[AttrJob], attrs[AttrRow] = msg.Job, strconv.FormatInt(msg.Row, 10)
 	}
-	if err := h.DLQ.Send(bctx, queue.Entry{Body: m.Body, Attributes: attrs}); err != nil {
+	send := func() error { return h.DLQ.Send(bctx, queue.Entry{Body: m.Body, Attributes: attrs}) }
+	if err := retry.Do(bctx, h.Registrar.Retry, func(err error) bool { return !retry.IsContextError(err) }, send, nil); err != nil {
 		log.Error("could not send the message to the dead-letter queue; it will be redelivered", "error_code", code, "err", err)
 		return Outcome{Action: Retry, Delay: h.Backoff.Delay(m.ReceiveCount), Result: "retry"}
 	}
 	if msg != nil && code != CodeUnknownRow && code != CodeMessageMismatch {
-		if err := h.Jobs.Fail(bctx, msg.Job, msg.Row, code, reason); err != nil {
+		if err := h.bookkeep(ctx, log, func(ctx context.Context) error { return h.Jobs.Fail(ctx, msg.Job, msg.Row, code, reason) }); err != nil {
 			// Try again later rather than leave the row queued for ever;
 			// the dead-letter queue may then hold the message twice.
 			log.Error("sent to the dead-letter queue but could not mark the row failed; will retry", "err", err)
@@ -216,6 +230,24 @@ func (h *Handler) deadLetter(ctx context.Context, log *slog.Logger, m queue.Mess
 	}
 	log.Warn("row failed; sent to the dead-letter queue", "error_code", code, "reason", reason)
 	return Outcome{Action: Ack, Result: "failed"}
+}
+
+// db runs a bookkeeping call within the attempt, retrying transient
+// database errors (a restart, a lost connection) on the registrar's schedule.
+func (h *Handler) db(ctx context.Context, log *slog.Logger, fn func(context.Context) error) error {
+	return retry.Do(ctx, h.Registrar.Retry, func(err error) bool {
+		return !retry.IsContextError(err) && !errors.Is(err, jobs.ErrRowNotFound) && !register.Classify(register.StepDatabase, err).Permanent
+	}, func() error { return fn(ctx) }, func(err error, wait time.Duration) {
+		log.Warn("database error; retrying", "step", register.StepDatabase, "retry_in", wait.Round(time.Millisecond).String(), "err", err.Error())
+	})
+}
+
+// bookkeep is db for the writes that must happen even while the worker is
+// stopping: it runs on a context that outlives ctx, for a bounded time.
+func (h *Handler) bookkeep(ctx context.Context, log *slog.Logger, fn func(context.Context) error) error {
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
+	defer cancel()
+	return h.db(bctx, log, fn)
 }
 
 func (h *Handler) now() time.Time {

@@ -7,20 +7,29 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/massgov/bulk-user-import/shared/metrics"
 	"github.com/massgov/bulk-user-import/shared/queue"
 )
 
 // Config tunes the worker loop. Zero values take the defaults.
 type Config struct {
-	Concurrency       int           // messages handled at once (default 16)
-	WaitTime          time.Duration // long-poll wait (default and maximum 20 s)
-	VisibilityTimeout time.Duration // how long a received message stays hidden (default 2 min)
-	MessageTimeout    time.Duration // time allowed per message (default 90 s, below the visibility timeout)
+	Concurrency int           // messages handled at once (default 16)
+	WaitTime    time.Duration // long-poll wait (default and maximum 20 s)
+	// VisibilityTimeout is how long a received message stays hidden; while
+	// it is handled, the worker extends it every HeartbeatInterval, so it
+	// only matters when a worker dies (default 60 s).
+	VisibilityTimeout time.Duration
+	HeartbeatInterval time.Duration // default a third of the visibility timeout
+	MessageTimeout    time.Duration // total time allowed per message (default 5 min)
 	ShutdownTimeout   time.Duration // time in-flight messages get to finish on stop (default 20 s)
 	AckInterval       time.Duration // longest wait before a partial delete batch is sent (default 100 ms)
+	SummaryInterval   time.Duration // how often the summary line is logged (default 30 s; negative: never)
+	// MaxReceiveCount is the queue's: a message released at shutdown that
+	// would come back for its last attempt or later is sent again as a new
+	// message instead, so that interrupted work does not use up attempts.
+	MaxReceiveCount int
 }
 
 // SetDefaults fills zero fields.
@@ -32,16 +41,22 @@ func (c *Config) SetDefaults() {
 		c.WaitTime = queue.MaxWait
 	}
 	if c.VisibilityTimeout == 0 {
-		c.VisibilityTimeout = 2 * time.Minute
+		c.VisibilityTimeout = time.Minute
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = c.VisibilityTimeout / 3
 	}
 	if c.MessageTimeout == 0 {
-		c.MessageTimeout = 90 * time.Second
+		c.MessageTimeout = 5 * time.Minute
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 20 * time.Second
 	}
 	if c.AckInterval == 0 {
 		c.AckInterval = 100 * time.Millisecond
+	}
+	if c.SummaryInterval == 0 {
+		c.SummaryInterval = 30 * time.Second
 	}
 }
 
@@ -54,14 +69,17 @@ func (c Config) Validate() error {
 	if c.WaitTime < 0 || c.WaitTime > queue.MaxWait {
 		errs = append(errs, fmt.Errorf("wait time %s: want 0 to %s", c.WaitTime, queue.MaxWait))
 	}
-	if c.VisibilityTimeout < time.Second || c.VisibilityTimeout > 12*time.Hour {
-		errs = append(errs, fmt.Errorf("visibility timeout %s: want 1s to 12h", c.VisibilityTimeout))
+	if c.VisibilityTimeout < 3*time.Second || c.VisibilityTimeout > 12*time.Hour {
+		errs = append(errs, fmt.Errorf("visibility timeout %s: want 3s to 12h", c.VisibilityTimeout))
 	}
-	if c.MessageTimeout <= 0 || c.MessageTimeout >= c.VisibilityTimeout {
-		errs = append(errs, fmt.Errorf("message timeout %s: want more than 0 and less than the visibility timeout %s", c.MessageTimeout, c.VisibilityTimeout))
+	if c.HeartbeatInterval < 0 || (c.HeartbeatInterval > 0 && c.HeartbeatInterval > c.VisibilityTimeout*2/3) {
+		errs = append(errs, fmt.Errorf("heartbeat interval %s: want at most two thirds of the visibility timeout %s", c.HeartbeatInterval, c.VisibilityTimeout))
 	}
-	if c.ShutdownTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("shutdown timeout %s: want more than 0", c.ShutdownTimeout))
+	if c.MessageTimeout < 0 || c.MessageTimeout > 12*time.Hour {
+		errs = append(errs, fmt.Errorf("message timeout %s: want up to 12h", c.MessageTimeout))
+	}
+	if c.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("shutdown timeout %s: want 0 or more", c.ShutdownTimeout))
 	}
 	return errors.Join(errs...)
 }
@@ -71,6 +89,8 @@ type Receiver interface {
 	Receive(ctx context.Context, n int, wait, visibility time.Duration) ([]queue.Message, error)
 	DeleteBatch(ctx context.Context, receiptHandles []string) ([]queue.EntryError, error)
 	ChangeVisibility(ctx context.Context, receiptHandle string, d time.Duration) error
+	ChangeVisibilityBatch(ctx context.Context, receiptHandles []string, d time.Duration) ([]queue.EntryError, error)
+	Send(ctx context.Context, e queue.Entry) error
 }
 
 var _ Receiver = (*queue.Queue)(nil)
@@ -82,33 +102,41 @@ type MessageHandler interface {
 
 var _ MessageHandler = (*Handler)(nil)
 
-// Stats counts what a worker did.
-type Stats struct {
-	Received  int64
-	Succeeded int64
-	Failed    int64
-	Skipped   int64
-	Retried   int64
-	Released  int64
-	InFlight  int64
-}
-
 // Worker receives messages and hands them to the handler.
 type Worker struct {
 	Queue   Receiver
 	Handler MessageHandler
 	Config  Config
 	Log     *slog.Logger
+	Metrics *metrics.Worker // counters; created by Run when nil
 
-	received, succeeded, failed, skipped, retried, released, inFlight atomic.Int64
+	mu       sync.Mutex
+	inflight map[string]*tracked // by receipt handle
+
+	acks    chan string   // receipt handles to delete
+	ackStop chan struct{} // closed when the acknowledger must flush and stop
+}
+
+// tracked is a message being handled. Its mutex orders the heartbeat's
+// extension against the final delete or release, so a released message is
+// never hidden again by a late heartbeat.
+type tracked struct {
+	msg        queue.Message
+	mu         sync.Mutex
+	done       bool
+	extendedAt time.Time
 }
 
 // Stats returns the counters so far.
-func (w *Worker) Stats() Stats {
-	return Stats{
-		Received: w.received.Load(), Succeeded: w.succeeded.Load(), Failed: w.failed.Load(),
-		Skipped: w.skipped.Load(), Retried: w.retried.Load(), Released: w.released.Load(), InFlight: w.inFlight.Load(),
+func (w *Worker) Stats() metrics.Snapshot { return w.metrics().Snapshot(time.Now()) }
+
+func (w *Worker) metrics() *metrics.Worker {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.Metrics == nil {
+		w.Metrics = &metrics.Worker{}
 	}
+	return w.Metrics
 }
 
 // Run receives and handles messages until ctx is cancelled, then stops
@@ -121,31 +149,39 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.Config.Validate(); err != nil {
 		return fmt.Errorf("worker configuration: %w", err)
 	}
+	m := w.metrics()
+	w.mu.Lock()
+	w.inflight = map[string]*tracked{}
+	w.mu.Unlock()
+
 	// In-flight work outlives ctx until the shutdown deadline.
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
+	var background sync.WaitGroup
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	defer stopBackground()
 
-	acks := make(chan string, 4*queue.MaxBatchEntries)
-	acked := make(chan struct{})
-	go func() {
-		defer close(acked)
-		w.acknowledge(acks)
-	}()
+	w.acks, w.ackStop = make(chan string, 4*queue.MaxBatchEntries), make(chan struct{})
+	background.Go(w.acknowledge)
+	background.Go(func() { w.heartbeat(bgCtx) })
+	if w.Config.SummaryInterval > 0 {
+		background.Go(func() { w.summarize(bgCtx) })
+	}
 
 	slots := make(chan struct{}, w.Config.Concurrency)
-	var wg sync.WaitGroup
-	runErr := w.receiveLoop(ctx, workCtx, slots, acks, &wg)
+	var handlers sync.WaitGroup
+	runErr := w.receiveLoop(ctx, workCtx, slots, &handlers)
 
-	w.Log.Info("stopping: waiting for messages in flight", "in_flight", w.inFlight.Load(), "deadline", w.Config.ShutdownTimeout.String())
+	w.Log.Info("stopping: waiting for messages in flight", "in_flight", m.InFlight.Load(), "deadline", w.Config.ShutdownTimeout.String())
 	done := make(chan struct{})
 	go func() {
-		wg.Wait()
+		handlers.Wait()
 		close(done)
 	}()
 	select {
 	case <-done:
 	case <-time.After(w.Config.ShutdownTimeout):
-		w.Log.Warn("shutdown deadline reached: releasing unfinished messages", "in_flight", w.inFlight.Load())
+		w.Log.Warn("shutdown deadline reached: releasing unfinished messages", "in_flight", m.InFlight.Load())
 		stopWork()
 		select {
 		case <-done:
@@ -153,15 +189,17 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.Log.Error("some handlers did not stop; their messages reappear after the visibility timeout")
 		}
 	}
-	close(acks)
-	<-acked
-	st := w.Stats()
+	close(w.ackStop)
+	stopBackground()
+	background.Wait()
+	st := m.Snapshot(time.Now())
 	w.Log.Info("stopped", "received", st.Received, "succeeded", st.Succeeded, "failed", st.Failed,
 		"skipped", st.Skipped, "retried", st.Retried, "released", st.Released)
 	return runErr
 }
 
-func (w *Worker) receiveLoop(ctx, workCtx context.Context, slots chan struct{}, acks chan<- string, wg *sync.WaitGroup) error {
+func (w *Worker) receiveLoop(ctx, workCtx context.Context, slots chan struct{}, handlers *sync.WaitGroup) error {
+	m := w.metrics()
 	batch := min(queue.MaxBatchEntries, w.Config.Concurrency)
 	errDelay := time.Second
 	for {
@@ -203,16 +241,19 @@ func (w *Worker) receiveLoop(ctx, workCtx context.Context, slots chan struct{}, 
 			continue
 		}
 		errDelay = time.Second
-		for _, m := range msgs {
-			w.received.Add(1)
-			w.inFlight.Add(1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+		now := time.Now()
+		for _, msg := range msgs {
+			t := &tracked{msg: msg, extendedAt: now}
+			w.mu.Lock()
+			w.inflight[msg.ReceiptHandle] = t
+			w.mu.Unlock()
+			m.Received.Add(1)
+			m.InFlight.Add(1)
+			handlers.Go(func() {
 				defer func() { <-slots }()
-				defer w.inFlight.Add(-1)
-				w.settle(m, w.handle(workCtx, m), acks)
-			}()
+				defer m.InFlight.Add(-1)
+				w.settle(t, w.handle(workCtx, msg))
+			})
 		}
 	}
 }
@@ -231,38 +272,165 @@ func (w *Worker) handle(ctx context.Context, m queue.Message) (out Outcome) {
 	return w.Handler.Handle(ctx, m)
 }
 
-func (w *Worker) settle(m queue.Message, out Outcome, acks chan<- string) {
+// ack queues a message for deletion. After the acknowledger has stopped (a
+// handler that outlived the shutdown deadline) the message is left: it
+// reappears and is skipped as already final.
+func (w *Worker) ack(receiptHandle string) {
+	select {
+	case w.acks <- receiptHandle:
+	case <-w.ackStop:
+	}
+}
+
+func (w *Worker) settle(t *tracked, out Outcome) {
+	t.mu.Lock()
+	t.done = true // no heartbeat touches it from now on
+	t.mu.Unlock()
+	w.mu.Lock()
+	delete(w.inflight, t.msg.ReceiptHandle)
+	w.mu.Unlock()
+
+	m := w.metrics()
 	switch out.Result {
 	case "succeeded":
-		w.succeeded.Add(1)
+		m.Succeeded.Add(1)
 	case "failed":
-		w.failed.Add(1)
+		m.Failed.Add(1)
 	case "skipped":
-		w.skipped.Add(1)
+		m.Skipped.Add(1)
 	case "released":
-		w.released.Add(1)
+		m.Released.Add(1)
 	default:
-		w.retried.Add(1)
+		m.Retried.Add(1)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), bookkeepingTimeout)
+	defer cancel()
 	switch out.Action {
 	case Ack:
-		acks <- m.ReceiptHandle
-	case Retry, Release:
-		delay := out.Delay
-		if out.Action == Release {
-			delay = 0
+		w.ack(t.msg.ReceiptHandle)
+	case Retry:
+		if err := w.Queue.ChangeVisibility(ctx, t.msg.ReceiptHandle, out.Delay); err != nil {
+			w.Log.Warn("could not delay the message's retry; it reappears after the visibility timeout", "message_id", t.msg.ID, "err", err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), bookkeepingTimeout)
-		defer cancel()
-		if err := w.Queue.ChangeVisibility(ctx, m.ReceiptHandle, delay); err != nil {
-			w.Log.Warn("could not change the message's visibility; it reappears after the visibility timeout", "message_id", m.ID, "err", err)
+	case Release:
+		w.release(ctx, t.msg)
+	}
+}
+
+// release hands an unfinished message back. Each receive counts towards
+// the queue's maxReceiveCount, so a message whose next receive would be its
+// last attempt (or past it) is sent again as a new message and the old one
+// deleted: an interruption must not use up a row's attempts. Otherwise its
+// visibility is set to zero, for another worker to take at once.
+func (w *Worker) release(ctx context.Context, msg queue.Message) {
+	if w.Config.MaxReceiveCount > 0 && msg.ReceiveCount+1 >= w.Config.MaxReceiveCount {
+		err := w.Queue.Send(ctx, queue.Entry{Body: msg.Body, Attributes: msg.Attributes})
+		if err == nil {
+			w.ack(msg.ReceiptHandle)
+			return
+		}
+		w.Log.Warn("could not send the released message again; releasing it as it is", "message_id", msg.ID, "err", err)
+	}
+	if err := w.Queue.ChangeVisibility(ctx, msg.ReceiptHandle, 0); err != nil {
+		w.Log.Warn("could not release the message; it reappears after the visibility timeout", "message_id", msg.ID, "err", err)
+	}
+}
+
+// heartbeat extends the visibility of messages in flight, in batches, every
+// HeartbeatInterval, so that a slow message is never handed to a second
+// worker while this one works on it.
+func (w *Worker) heartbeat(ctx context.Context) {
+	tick := time.NewTicker(w.Config.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		due := time.Now().Add(-w.Config.HeartbeatInterval / 2)
+		w.mu.Lock()
+		var batch []*tracked
+		for _, t := range w.inflight {
+			if t.extendedAt.Before(due) {
+				batch = append(batch, t)
+			}
+		}
+		w.mu.Unlock()
+		for len(batch) > 0 {
+			n := min(len(batch), queue.MaxBatchEntries)
+			w.extend(ctx, batch[:n])
+			batch = batch[n:]
 		}
 	}
 }
 
+func (w *Worker) extend(ctx context.Context, batch []*tracked) {
+	var live []*tracked
+	for _, t := range batch {
+		t.mu.Lock()
+		if t.done {
+			t.mu.Unlock()
+			continue
+		}
+		live = append(live, t) // stays locked until its extension is sent
+	}
+	defer func() {
+		for _, t := range live {
+			t.mu.Unlock()
+		}
+	}()
+	if len(live) == 0 {
+		return
+	}
+	handles := make([]string, len(live))
+	for i, t := range live {
+		handles[i] = t.msg.ReceiptHandle
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	failed, err := w.Queue.ChangeVisibilityBatch(cctx, handles, w.Config.VisibilityTimeout)
+	if err != nil {
+		w.Log.Warn("could not extend the visibility of messages in flight; another worker may take them (harmless: every step is idempotent)", "count", len(live), "err", err)
+		return
+	}
+	bad := map[string]bool{}
+	for _, f := range failed {
+		bad[f.ID] = true
+		w.Log.Warn("could not extend a message's visibility", "code", f.Code, "err", f.Message)
+	}
+	now := time.Now()
+	for i, t := range live {
+		if !bad[fmt.Sprint(i)] {
+			t.extendedAt = now
+			w.metrics().Heartbeats.Add(1)
+		}
+	}
+}
+
+// summarize logs a summary line every SummaryInterval.
+func (w *Worker) summarize(ctx context.Context) {
+	tick := time.NewTicker(w.Config.SummaryInterval)
+	defer tick.Stop()
+	prev := w.metrics().Snapshot(time.Now())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		cur := w.metrics().Snapshot(time.Now())
+		rate := float64(cur.Finished()-prev.Finished()) / cur.At.Sub(prev.At).Seconds()
+		w.Log.Info("summary", "processed", cur.Received, "succeeded", cur.Succeeded, "failed", cur.Failed,
+			"retried", cur.Retried, "skipped", cur.Skipped, "released", cur.Released, "in_flight", cur.InFlight,
+			"rows_per_s", fmt.Sprintf("%.1f", rate))
+		prev = cur
+	}
+}
+
 // acknowledge deletes acknowledged messages in batches of up to ten, sent
-// when full or after Config.AckInterval.
-func (w *Worker) acknowledge(acks <-chan string) {
+// when full or after Config.AckInterval, until ackStop is closed.
+func (w *Worker) acknowledge() {
 	var pending []string
 	timer := time.NewTimer(w.Config.AckInterval)
 	defer timer.Stop()
@@ -281,16 +449,25 @@ func (w *Worker) acknowledge(acks <-chan string) {
 		}
 		pending = pending[:0]
 	}
+	add := func(h string) {
+		pending = append(pending, h)
+		if len(pending) == queue.MaxBatchEntries {
+			flush()
+		}
+	}
 	for {
 		select {
-		case h, ok := <-acks:
-			if !ok {
-				flush()
-				return
-			}
-			pending = append(pending, h)
-			if len(pending) == queue.MaxBatchEntries {
-				flush()
+		case h := <-w.acks:
+			add(h)
+		case <-w.ackStop:
+			for {
+				select {
+				case h := <-w.acks:
+					add(h)
+				default:
+					flush()
+					return
+				}
 			}
 		case <-timer.C:
 			flush()

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Namespace of the provisioning service's XML.
@@ -119,9 +121,10 @@ type Result struct {
 
 // Client calls FINEOS. It is safe for concurrent use.
 type Client struct {
-	cfg  Config
-	http *http.Client
-	now  func() time.Time
+	cfg     Config
+	http    *http.Client
+	now     func() time.Time
+	limiter *rate.Limiter // nil: no limit
 
 	mu      sync.Mutex
 	token   string
@@ -143,6 +146,15 @@ func New(cfg Config, httpClient *http.Client) (*Client, error) {
 	return &Client{cfg: cfg, http: httpClient, now: time.Now}, nil
 }
 
+// SetRateLimit makes provisioning calls wait so that at most perSecond are
+// sent (evenly, a burst of one); 0 removes the limit. Call it before use.
+func (c *Client) SetRateLimit(perSecond float64) {
+	c.limiter = nil
+	if perSecond > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(perSecond), 1)
+	}
+}
+
 // CreateOrUpdateEmployerViewpointUser provisions u. Calling it again with
 // the same UserID updates that user instead of creating another.
 func (c *Client) CreateOrUpdateEmployerViewpointUser(ctx context.Context, u ViewpointUser) (Result, error) {
@@ -152,6 +164,11 @@ func (c *Client) CreateOrUpdateEmployerViewpointUser(ctx context.Context, u View
 	}
 	body = append([]byte(xml.Header), body...)
 	for attempt := 0; ; attempt++ {
+		if c.limiter != nil {
+			if err := c.limiter.Wait(ctx); err != nil {
+				return Result{}, fmt.Errorf("fineos provision: %w", err)
+			}
+		}
 		token, err := c.accessToken(ctx)
 		if err != nil {
 			return Result{}, err

@@ -3,6 +3,7 @@ package fineos_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -156,5 +157,23 @@ func TestValidateNamesEveryMissingVariable(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to mention %s", err, want)
 		}
+	}
+}
+
+func TestRateLimitPacesProvisioningCalls(t *testing.T) {
+	t.Parallel()
+	stub, _, c := setup(t)
+	c.SetRateLimit(20)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	for i := 0; ctx.Err() == nil; i++ {
+		u := alice
+		u.UserID = fmt.Sprintf("pfml_leave_admin_%d", i)
+		if _, err := c.CreateOrUpdateEmployerViewpointUser(ctx, u); err != nil {
+			break
+		}
+	}
+	if n := stub.Stats().Calls; n > 11 || n < 3 {
+		t.Fatalf("%d calls in 500ms at 20/s", n)
 	}
 }

@@ -35,6 +35,7 @@ type API interface {
 	ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, opts ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error)
 	DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessageBatchInput, opts ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error)
 	ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMessageVisibilityInput, opts ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
+	ChangeMessageVisibilityBatch(ctx context.Context, in *sqs.ChangeMessageVisibilityBatchInput, opts ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityBatchOutput, error)
 	GetQueueAttributes(ctx context.Context, in *sqs.GetQueueAttributesInput, opts ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error)
 }
 
@@ -222,6 +223,27 @@ func (q *Queue) ChangeVisibility(ctx context.Context, receiptHandle string, d ti
 		return fmt.Errorf("sqs ChangeMessageVisibility: %w", err)
 	}
 	return nil
+}
+
+// ChangeVisibilityBatch sets the visibility of up to ten messages to d.
+// Entries SQS refused come back in failed, with their index in the input
+// as ID.
+func (q *Queue) ChangeVisibilityBatch(ctx context.Context, receiptHandles []string, d time.Duration) (failed []EntryError, err error) {
+	if len(receiptHandles) == 0 {
+		return nil, nil
+	}
+	if len(receiptHandles) > MaxBatchEntries {
+		return nil, fmt.Errorf("sqs ChangeMessageVisibilityBatch: %d entries, at most %d", len(receiptHandles), MaxBatchEntries)
+	}
+	in := &sqs.ChangeMessageVisibilityBatchInput{QueueUrl: &q.url, Entries: make([]types.ChangeMessageVisibilityBatchRequestEntry, len(receiptHandles))}
+	for i, h := range receiptHandles {
+		in.Entries[i] = types.ChangeMessageVisibilityBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: aws.String(h), VisibilityTimeout: int32(d / time.Second)}
+	}
+	out, err := q.api.ChangeMessageVisibilityBatch(ctx, in)
+	if err != nil {
+		return nil, fmt.Errorf("sqs ChangeMessageVisibilityBatch: %w", err)
+	}
+	return batchErrors(out.Failed), nil
 }
 
 // RedrivePolicy is the queue's dead-letter configuration.

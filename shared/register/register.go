@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/massgov/bulk-user-import/shared/cognito"
 	"github.com/massgov/bulk-user-import/shared/fineos"
 	"github.com/massgov/bulk-user-import/shared/pfml"
+	"github.com/massgov/bulk-user-import/shared/retry"
 )
 
 // Steps, as they appear in logs and failures.
@@ -54,16 +56,49 @@ type Registrar struct {
 	Cognito *cognito.Client
 	Fineos  FineosAPI
 	Log     *slog.Logger
+	// Retry paces the retries of a step's transient errors within one
+	// attempt; the zero value is retry.DefaultPolicy.
+	Retry retry.Policy
+	// Observe, if set, hears of every step call: how long it took and its
+	// error (nil on success).
+	Observe func(step string, took time.Duration, err error)
 }
 
-// Register runs every step for req. Preconditions (the employer exists and,
-// for force registration, is known to FINEOS) are checked before any side
-// effect.
-func (r *Registrar) Register(ctx context.Context, req Request) (Result, error) {
-	var res Result
-	emp, err := r.PFML.EmployerByFEIN(ctx, req.FEIN)
+// do runs one step, retrying its transient errors within the attempt's
+// time, and returns a classified *Failure.
+func (r *Registrar) do(ctx context.Context, log *slog.Logger, step string, fn func() error) error {
+	tries := 0
+	err := retry.Do(ctx, r.Retry, func(err error) bool { return !Classify(step, err).Permanent && !retry.IsContextError(err) },
+		func() error {
+			tries++
+			start := time.Now()
+			err := fn()
+			if r.Observe != nil {
+				r.Observe(step, time.Since(start), err)
+			}
+			return err
+		},
+		func(err error, wait time.Duration) {
+			f := Classify(step, err)
+			log.Warn("transient error; retrying the step", "step", step, "error_code", f.Code, "try", tries, "retry_in", wait.Round(time.Millisecond).String(), "err", err.Error())
+		})
 	if err != nil {
-		return res, Classify(StepEmployer, err)
+		return Classify(step, err)
+	}
+	return nil
+}
+
+// Register runs every step for req, logging with log (which carries the
+// row's attributes). Preconditions (the employer exists and, for force
+// registration, is known to FINEOS) are checked before any side effect.
+func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request) (Result, error) {
+	var res Result
+	var emp pfml.Employer
+	if err := r.do(ctx, log, StepEmployer, func() (err error) {
+		emp, err = r.PFML.EmployerByFEIN(ctx, req.FEIN)
+		return err
+	}); err != nil {
+		return res, err
 	}
 	var party string
 	if req.ForceRegistration {
@@ -76,15 +111,21 @@ func (r *Registrar) Register(ctx context.Context, req Request) (Result, error) {
 		party = strconv.FormatInt(*emp.FineosEmployerID, 10)
 	}
 
-	user, err := r.Cognito.EnsureUser(ctx, req.Email)
-	if err != nil {
-		return res, Classify(StepCognito, err)
+	var user cognito.User
+	if err := r.do(ctx, log, StepCognito, func() (err error) {
+		user, err = r.Cognito.EnsureUser(ctx, req.Email)
+		return err
+	}); err != nil {
+		return res, err
 	}
 	res.Sub, res.UserCreated = user.Sub, user.Created
 
-	la, err := r.PFML.EnsureLeaveAdmin(ctx, user.Sub, req.Email, emp.ID, req.ForceRegistration)
-	if err != nil {
-		return res, Classify(StepDatabase, err)
+	var la pfml.LeaveAdmin
+	if err := r.do(ctx, log, StepDatabase, func() (err error) {
+		la, err = r.PFML.EnsureLeaveAdmin(ctx, user.Sub, req.Email, emp.ID, req.ForceRegistration)
+		return err
+	}); err != nil {
+		return res, err
 	}
 	if !req.ForceRegistration {
 		return res, nil
@@ -96,13 +137,21 @@ func (r *Registrar) Register(ctx context.Context, req Request) (Result, error) {
 	if la.PlannedID == "" {
 		return res, Classify(StepDatabase, errors.New("no FINEOS web id was planned for the link"))
 	}
-	if _, err := r.Fineos.CreateOrUpdateEmployerViewpointUser(ctx, fineos.ViewpointUser{
-		PartyReference: party, UserID: la.PlannedID, Email: req.Email,
+	if err := r.do(ctx, log, StepFineos, func() error {
+		_, err := r.Fineos.CreateOrUpdateEmployerViewpointUser(ctx, fineos.ViewpointUser{
+			PartyReference: party, UserID: la.PlannedID, Email: req.Email,
+		})
+		return err
 	}); err != nil {
-		return res, Classify(StepFineos, err)
+		return res, err
 	}
-	if err := r.PFML.RecordFineosWebID(ctx, la.UserID, emp.ID, la.PlannedID); err != nil {
-		return res, Classify(StepDatabase, fmt.Errorf("after FINEOS accepted web id %s: %w", la.PlannedID, err))
+	if err := r.do(ctx, log, StepDatabase, func() error {
+		if err := r.PFML.RecordFineosWebID(ctx, la.UserID, emp.ID, la.PlannedID); err != nil {
+			return fmt.Errorf("after FINEOS accepted web id %s: %w", la.PlannedID, err)
+		}
+		return nil
+	}); err != nil {
+		return res, err
 	}
 	res.FineosWebID, res.FineosRegistered = la.PlannedID, true
 	return res, nil

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	cip "github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider"
@@ -14,7 +15,9 @@ import (
 	"github.com/massgov/bulk-user-import/localstack/fineosstub"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
+	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/register"
+	"github.com/massgov/bulk-user-import/shared/retry"
 )
 
 type fixture struct {
@@ -65,7 +68,7 @@ func wantFailure(t *testing.T, err error, code string, permanent bool) {
 func TestRegisterWithoutFineos(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	res, err := f.reg.Register(context.Background(), register.Request{Email: "a@b.co", FEIN: "123456789"})
+	res, err := f.reg.Register(context.Background(), logging.Discard(), register.Request{Email: "a@b.co", FEIN: "123456789"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +91,7 @@ func TestRegisterWithoutFineos(t *testing.T) {
 func TestRegisterWithFineosRecordsTheWebID(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	res, err := f.reg.Register(context.Background(), register.Request{Email: "a@b.co", FEIN: "123456789", ForceRegistration: true})
+	res, err := f.reg.Register(context.Background(), logging.Discard(), register.Request{Email: "a@b.co", FEIN: "123456789", ForceRegistration: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +102,7 @@ func TestRegisterWithFineosRecordsTheWebID(t *testing.T) {
 	if n := f.count(t, `SELECT count(*) FROM link_user_leave_administrator WHERE fineos_web_id = $1`, res.FineosWebID); n != 1 {
 		t.Fatal("web id not on the link")
 	}
-	again, err := f.reg.Register(context.Background(), register.Request{Email: "a@b.co", FEIN: "123456789", ForceRegistration: true})
+	again, err := f.reg.Register(context.Background(), logging.Discard(), register.Request{Email: "a@b.co", FEIN: "123456789", ForceRegistration: true})
 	if err != nil || again.FineosRegistered || again.FineosWebID != res.FineosWebID {
 		t.Fatalf("second registration: %+v %v", again, err)
 	}
@@ -112,13 +115,13 @@ func TestPreconditionsFailBeforeAnySideEffect(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	ctx := context.Background()
-	_, err := f.reg.Register(ctx, register.Request{Email: "x@b.co", FEIN: "000000001"})
+	_, err := f.reg.Register(ctx, logging.Discard(), register.Request{Email: "x@b.co", FEIN: "000000001"})
 	wantFailure(t, err, register.CodeEmployerNotFound, true)
-	_, err = f.reg.Register(ctx, register.Request{Email: "y@b.co", FEIN: "111222333", ForceRegistration: true})
+	_, err = f.reg.Register(ctx, logging.Discard(), register.Request{Email: "y@b.co", FEIN: "111222333", ForceRegistration: true})
 	wantFailure(t, err, register.CodeFineosEmployerMissing, true)
 	noFineos := *f.reg
 	noFineos.Fineos = nil
-	_, err = noFineos.Register(ctx, register.Request{Email: "z@b.co", FEIN: "123456789", ForceRegistration: true})
+	_, err = noFineos.Register(ctx, logging.Discard(), register.Request{Email: "z@b.co", FEIN: "123456789", ForceRegistration: true})
 	wantFailure(t, err, register.CodeFineosNotConfigured, true)
 	for _, e := range []string{"x@b.co", "y@b.co", "z@b.co"} {
 		if f.cognitoUser(t, e) != nil {
@@ -133,18 +136,19 @@ func TestPreconditionsFailBeforeAnySideEffect(t *testing.T) {
 func TestFineosFailuresAreClassifiedAndRetriesKeepTheWebID(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
+	f.reg.Retry = retry.Policy{MaxElapsed: -1} // one call per attempt: see each failure
 	ctx := context.Background()
 	req := register.Request{Email: "a@b.co", FEIN: "987654321", ForceRegistration: true}
 
 	f.stack.Fineos.InjectFaults(fineosstub.Fault{Status: http.StatusServiceUnavailable})
-	_, err := f.reg.Register(ctx, req)
+	_, err := f.reg.Register(ctx, logging.Discard(), req)
 	wantFailure(t, err, register.CodeFineosUnavailable, false)
 
 	f.stack.Fineos.InjectFaults(fineosstub.Fault{Status: http.StatusGatewayTimeout, AfterApply: true})
-	_, err = f.reg.Register(ctx, req)
+	_, err = f.reg.Register(ctx, logging.Discard(), req)
 	wantFailure(t, err, register.CodeFineosUnavailable, false)
 
-	res, err := f.reg.Register(ctx, req)
+	res, err := f.reg.Register(ctx, logging.Discard(), req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +163,7 @@ func TestFineosFailuresAreClassifiedAndRetriesKeepTheWebID(t *testing.T) {
 	}
 
 	f.stack.Fineos.InjectFaults(fineosstub.Fault{Status: http.StatusUnprocessableEntity})
-	_, err = f.reg.Register(ctx, register.Request{Email: "b@b.co", FEIN: "987654321", ForceRegistration: true})
+	_, err = f.reg.Register(ctx, logging.Discard(), register.Request{Email: "b@b.co", FEIN: "987654321", ForceRegistration: true})
 	wantFailure(t, err, register.CodeFineosRejected, true)
 }
 
@@ -174,7 +178,7 @@ func TestConcurrentRegistrationsOfOneEmailCreateEverythingOnce(t *testing.T) {
 	errs := make(chan error, 16)
 	for i := range 16 {
 		wg.Go(func() {
-			_, err := f.reg.Register(context.Background(), reqs[i%2])
+			_, err := f.reg.Register(context.Background(), logging.Discard(), reqs[i%2])
 			errs <- err
 		})
 	}
@@ -209,6 +213,37 @@ func TestEmailConflictIsPermanent(t *testing.T) {
 	if _, err := f.stack.Pool.Exec(context.Background(), `INSERT INTO "user" (user_id, sub_id, email_address) VALUES (gen_random_uuid(), 'legacy', 'old@b.co')`); err != nil {
 		t.Fatal(err)
 	}
-	_, err := f.reg.Register(context.Background(), register.Request{Email: "old@b.co", FEIN: "123456789"})
+	_, err := f.reg.Register(context.Background(), logging.Discard(), register.Request{Email: "old@b.co", FEIN: "123456789"})
 	wantFailure(t, err, register.CodeEmailConflict, true)
+}
+
+func TestTransientErrorsAreRetriedWithinTheAttempt(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.reg.Retry = retry.Policy{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, MaxElapsed: 10 * time.Second}
+	var mu sync.Mutex
+	calls := map[string]int{}
+	f.reg.Observe = func(step string, _ time.Duration, _ error) {
+		mu.Lock()
+		calls[step]++
+		mu.Unlock()
+	}
+	f.stack.Fineos.InjectFaults(fineosstub.Fault{Status: http.StatusServiceUnavailable}, fineosstub.Fault{Status: http.StatusGatewayTimeout, AfterApply: true})
+	res, err := f.reg.Register(context.Background(), logging.Discard(), register.Request{Email: "a@b.co", FEIN: "123456789", ForceRegistration: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls[register.StepFineos] != 3 {
+		t.Fatalf("FINEOS step called %d times, want 3", calls[register.StepFineos])
+	}
+	if users := f.stack.Fineos.Users(); len(users) != 1 || users[0].UserID != res.FineosWebID {
+		t.Fatalf("FINEOS users %+v", users)
+	}
+	// A permanent error is not retried.
+	f.stack.Fineos.InjectFaults(fineosstub.Fault{Status: http.StatusUnprocessableEntity})
+	_, err = f.reg.Register(context.Background(), logging.Discard(), register.Request{Email: "b@b.co", FEIN: "123456789", ForceRegistration: true})
+	wantFailure(t, err, register.CodeFineosRejected, true)
+	if calls[register.StepFineos] != 4 {
+		t.Fatalf("FINEOS step called %d times in all, want 4", calls[register.StepFineos])
+	}
 }

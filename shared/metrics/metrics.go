@@ -1,0 +1,184 @@
+// Package metrics counts what a worker does and exposes the counts for
+// graphing: in the Prometheus text format over HTTP, and as CloudWatch
+// embedded metric format (EMF) lines, which CloudWatch Logs turns into
+// metrics when the worker's output goes there (as under ECS).
+package metrics
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Namespace of the CloudWatch metrics.
+const Namespace = "BulkUserImport"
+
+// Worker holds one worker process's counters. The zero value is ready.
+type Worker struct {
+	Received   atomic.Int64 // messages received
+	Succeeded  atomic.Int64 // rows registered
+	Failed     atomic.Int64 // rows failed for good (sent to the DLQ)
+	Skipped    atomic.Int64 // messages of rows already final
+	Retried    atomic.Int64 // attempts that will be retried
+	Released   atomic.Int64 // messages handed back unfinished at shutdown
+	Heartbeats atomic.Int64 // visibility extensions
+	InFlight   atomic.Int64 // messages being handled now
+
+	mu     sync.Mutex
+	errors map[string]int64 // failures (final or not) by error code
+	steps  map[string]*step
+}
+
+type step struct {
+	count, errors int64
+	seconds       float64
+}
+
+// Error counts a failure with its code.
+func (m *Worker) Error(code string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.errors == nil {
+		m.errors = map[string]int64{}
+	}
+	m.errors[code]++
+}
+
+// Step records one call of a registration step.
+func (m *Worker) Step(name string, took time.Duration, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.steps == nil {
+		m.steps = map[string]*step{}
+	}
+	s := m.steps[name]
+	if s == nil {
+		s = &step{}
+		m.steps[name] = s
+	}
+	s.count++
+	s.seconds += took.Seconds()
+	if err != nil {
+		s.errors++
+	}
+}
+
+// Snapshot is the counters at one moment.
+type Snapshot struct {
+	At                                                                       time.Time
+	Received, Succeeded, Failed, Skipped, Retried, Released, Heartbeats, InFlight int64
+	Errors                                                                   map[string]int64
+	StepCalls, StepErrors                                                    map[string]int64
+	StepSeconds                                                              map[string]float64
+}
+
+// Snapshot reads every counter.
+func (m *Worker) Snapshot(now time.Time) Snapshot {
+	s := Snapshot{
+		At: now, Received: m.Received.Load(), Succeeded: m.Succeeded.Load(), Failed: m.Failed.Load(),
+		Skipped: m.Skipped.Load(), Retried: m.Retried.Load(), Released: m.Released.Load(),
+		Heartbeats: m.Heartbeats.Load(), InFlight: m.InFlight.Load(),
+		Errors: map[string]int64{}, StepCalls: map[string]int64{}, StepErrors: map[string]int64{}, StepSeconds: map[string]float64{},
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	maps.Copy(s.Errors, m.errors)
+	for name, st := range m.steps {
+		s.StepCalls[name], s.StepErrors[name], s.StepSeconds[name] = st.count, st.errors, st.seconds
+	}
+	return s
+}
+
+// Finished is the number of rows that reached a final outcome.
+func (s Snapshot) Finished() int64 { return s.Succeeded + s.Failed }
+
+// ServeHTTP writes the counters in the Prometheus text format.
+func (m *Worker) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	_ = m.Snapshot(time.Now()).WritePrometheus(w)
+}
+
+// WritePrometheus writes s in the Prometheus text exposition format.
+func (s Snapshot) WritePrometheus(w io.Writer) error {
+	var b []byte
+	metric := func(name, typ, help string) {
+		b = fmt.Appendf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+	}
+	metric("bulk_import_messages_received_total", "counter", "Messages received from the import queue.")
+	b = fmt.Appendf(b, "bulk_import_messages_received_total %d\n", s.Received)
+	metric("bulk_import_rows_total", "counter", "Messages handled, by outcome.")
+	for _, o := range []struct {
+		name string
+		n    int64
+	}{{"succeeded", s.Succeeded}, {"failed", s.Failed}, {"skipped", s.Skipped}, {"retried", s.Retried}, {"released", s.Released}} {
+		b = fmt.Appendf(b, "bulk_import_rows_total{outcome=%q} %d\n", o.name, o.n)
+	}
+	metric("bulk_import_in_flight", "gauge", "Messages being handled now.")
+	b = fmt.Appendf(b, "bulk_import_in_flight %d\n", s.InFlight)
+	metric("bulk_import_visibility_extensions_total", "counter", "Visibility timeout extensions (heartbeats).")
+	b = fmt.Appendf(b, "bulk_import_visibility_extensions_total %d\n", s.Heartbeats)
+	metric("bulk_import_errors_total", "counter", "Failed attempts, by error code.")
+	for _, code := range slices.Sorted(maps.Keys(s.Errors)) {
+		b = fmt.Appendf(b, "bulk_import_errors_total{code=%q} %d\n", code, s.Errors[code])
+	}
+	metric("bulk_import_step_duration_seconds", "summary", "Time spent in registration step calls.")
+	for _, st := range slices.Sorted(maps.Keys(s.StepCalls)) {
+		b = fmt.Appendf(b, "bulk_import_step_duration_seconds_sum{step=%q} %g\nbulk_import_step_duration_seconds_count{step=%q} %d\n",
+			st, s.StepSeconds[st], st, s.StepCalls[st])
+	}
+	metric("bulk_import_step_errors_total", "counter", "Registration step calls that failed.")
+	for _, st := range slices.Sorted(maps.Keys(s.StepErrors)) {
+		b = fmt.Appendf(b, "bulk_import_step_errors_total{step=%q} %d\n", st, s.StepErrors[st])
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+// WriteEMF writes what happened between prev and cur as CloudWatch
+// embedded metric format lines: one with the row counters and the
+// in-flight gauge, and one per error code seen in the interval.
+func WriteEMF(w io.Writer, service string, prev, cur Snapshot) error {
+	ts := cur.At.UnixMilli()
+	record := map[string]any{
+		"Service":         service,
+		"MessagesReceived": cur.Received - prev.Received,
+		"RowsSucceeded":   cur.Succeeded - prev.Succeeded,
+		"RowsFailed":      cur.Failed - prev.Failed,
+		"RowsRetried":     cur.Retried - prev.Retried,
+		"RowsReleased":    cur.Released - prev.Released,
+		"InFlight":        cur.InFlight,
+	}
+	var defs []map[string]string
+	for _, name := range []string{"MessagesReceived", "RowsSucceeded", "RowsFailed", "RowsRetried", "RowsReleased", "InFlight"} {
+		defs = append(defs, map[string]string{"Name": name, "Unit": "Count"})
+	}
+	record["_aws"] = map[string]any{"Timestamp": ts, "CloudWatchMetrics": []any{map[string]any{
+		"Namespace": Namespace, "Dimensions": [][]string{{"Service"}}, "Metrics": defs,
+	}}}
+	enc := json.NewEncoder(w)
+	if err := enc.Encode(record); err != nil {
+		return err
+	}
+	for _, code := range slices.Sorted(maps.Keys(cur.Errors)) {
+		n := cur.Errors[code] - prev.Errors[code]
+		if n == 0 {
+			continue
+		}
+		if err := enc.Encode(map[string]any{
+			"Service": service, "ErrorCode": code, "Errors": n,
+			"_aws": map[string]any{"Timestamp": ts, "CloudWatchMetrics": []any{map[string]any{
+				"Namespace": Namespace, "Dimensions": [][]string{{"Service", "ErrorCode"}},
+				"Metrics": []map[string]string{{"Name": "Errors", "Unit": "Count"}},
+			}}},
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
