@@ -71,11 +71,11 @@ func (m *Worker) Step(name string, took time.Duration, err error) {
 
 // Snapshot is the counters at one moment.
 type Snapshot struct {
-	At                                                                       time.Time
+	At                                                                            time.Time
 	Received, Succeeded, Failed, Skipped, Retried, Released, Heartbeats, InFlight int64
-	Errors                                                                   map[string]int64
-	StepCalls, StepErrors                                                    map[string]int64
-	StepSeconds                                                              map[string]float64
+	Errors                                                                        map[string]int64
+	StepCalls, StepErrors                                                         map[string]int64
+	StepSeconds                                                                   map[string]float64
 }
 
 // Snapshot reads every counter.
@@ -146,13 +146,13 @@ func (s Snapshot) WritePrometheus(w io.Writer) error {
 func WriteEMF(w io.Writer, service string, prev, cur Snapshot) error {
 	ts := cur.At.UnixMilli()
 	record := map[string]any{
-		"Service":         service,
+		"Service":          service,
 		"MessagesReceived": cur.Received - prev.Received,
-		"RowsSucceeded":   cur.Succeeded - prev.Succeeded,
-		"RowsFailed":      cur.Failed - prev.Failed,
-		"RowsRetried":     cur.Retried - prev.Retried,
-		"RowsReleased":    cur.Released - prev.Released,
-		"InFlight":        cur.InFlight,
+		"RowsSucceeded":    cur.Succeeded - prev.Succeeded,
+		"RowsFailed":       cur.Failed - prev.Failed,
+		"RowsRetried":      cur.Retried - prev.Retried,
+		"RowsReleased":     cur.Released - prev.Released,
+		"InFlight":         cur.InFlight,
 	}
 	var defs []map[string]string
 	for _, name := range []string{"MessagesReceived", "RowsSucceeded", "RowsFailed", "RowsRetried", "RowsReleased", "InFlight"} {
