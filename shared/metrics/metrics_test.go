@@ -1,0 +1,72 @@
+package metrics
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPrometheusText(t *testing.T) {
+	t.Parallel()
+	var m Worker
+	m.Received.Add(3)
+	m.Succeeded.Add(2)
+	m.InFlight.Add(1)
+	m.Error("EMPLOYER_NOT_FOUND")
+	m.Step("cognito", 1500*time.Millisecond, nil)
+	m.Step("cognito", 500*time.Millisecond, errors.New("x"))
+	rec := httptest.NewRecorder()
+	m.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		"bulk_import_messages_received_total 3\n",
+		`bulk_import_rows_total{outcome="succeeded"} 2` + "\n",
+		"bulk_import_in_flight 1\n",
+		`bulk_import_errors_total{code="EMPLOYER_NOT_FOUND"} 1` + "\n",
+		`bulk_import_step_duration_seconds_sum{step="cognito"} 2` + "\n",
+		`bulk_import_step_duration_seconds_count{step="cognito"} 2` + "\n",
+		`bulk_import_step_errors_total{step="cognito"} 1` + "\n",
+		"# TYPE bulk_import_in_flight gauge\n",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("missing %q in:\n%s", want, body)
+		}
+	}
+}
+
+func TestEMFLinesCarryDeltas(t *testing.T) {
+	t.Parallel()
+	var m Worker
+	m.Succeeded.Add(5)
+	m.Error("FINEOS_UNAVAILABLE")
+	prev := m.Snapshot(time.Now())
+	m.Succeeded.Add(3)
+	m.Error("FINEOS_UNAVAILABLE")
+	m.Error("FINEOS_UNAVAILABLE")
+	var buf bytes.Buffer
+	if err := WriteEMF(&buf, "worker", prev, m.Snapshot(time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines:\n%s", len(lines), buf.String())
+	}
+	var rows, errs map[string]any
+	if json.Unmarshal([]byte(lines[0]), &rows) != nil || json.Unmarshal([]byte(lines[1]), &errs) != nil {
+		t.Fatalf("not JSON:\n%s", buf.String())
+	}
+	if rows["RowsSucceeded"] != 3.0 || rows["Service"] != "worker" || rows["_aws"] == nil {
+		t.Fatalf("rows record %v", rows)
+	}
+	if errs["Errors"] != 2.0 || errs["ErrorCode"] != "FINEOS_UNAVAILABLE" {
+		t.Fatalf("errors record %v", errs)
+	}
+	aws := rows["_aws"].(map[string]any)["CloudWatchMetrics"].([]any)[0].(map[string]any)
+	if aws["Namespace"] != Namespace {
+		t.Fatalf("namespace %v", aws["Namespace"])
+	}
+}
