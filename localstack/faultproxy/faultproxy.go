@@ -1,0 +1,257 @@
+// Package faultproxy is a reverse proxy that injects latency and faults
+// between the import and what it calls: the AWS emulator (SQS, Cognito,
+// S3) or the FINEOS stub. Chaos tests and benchmarks put it in front of
+// both. Faults are chosen per request at random, per service, with shares
+// that can change while it runs; every injected fault is counted.
+package faultproxy
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Services, as told from a request.
+const (
+	SQS     = "sqs"
+	Cognito = "cognito"
+	S3      = "s3"
+	Fineos  = "fineos"
+)
+
+// Faults are the shares (0 to 1) of a service's requests that meet each
+// fault, and the latency added to all of them.
+type Faults struct {
+	Latency time.Duration // added before forwarding
+	Jitter  time.Duration // up to this much more, at random
+	// Throttle answers with the service's throttling error, not forwarded
+	// (Cognito TooManyRequestsException, SQS ThrottlingException, FINEOS 429).
+	Throttle float64
+	Error    float64 // answers 500 (FINEOS: 503), not forwarded
+	// ErrorAfter forwards the request, lets it take effect, then answers 500
+	// (FINEOS: 504): the caller retries work that was done.
+	ErrorAfter float64
+	Drop       float64 // closes the connection without an answer, not forwarded
+	DropAfter  float64 // forwards, then closes the connection without an answer
+}
+
+// Proxy forwards to one target.
+type Proxy struct {
+	target  *url.URL
+	service func(*http.Request) string
+	client  *http.Client
+
+	mu     sync.Mutex
+	faults map[string]Faults
+	counts map[string]int64 // "service.fault" and "service.requests"
+}
+
+// NewAWS returns a proxy to an AWS endpoint (the emulator); it tells SQS,
+// Cognito and S3 requests apart.
+func NewAWS(target string) (*Proxy, error) { return newProxy(target, awsService) }
+
+// NewFineos returns a proxy to the FINEOS stub.
+func NewFineos(target string) (*Proxy, error) {
+	return newProxy(target, func(*http.Request) string { return Fineos })
+}
+
+func newProxy(target string, service func(*http.Request) string) (*Proxy, error) {
+	u, err := url.Parse(target)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("faultproxy: bad target %q", target)
+	}
+	return &Proxy{
+		target:  u,
+		service: service,
+		client: &http.Client{Transport: &http.Transport{
+			MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second,
+		}},
+		faults: map[string]Faults{},
+		counts: map[string]int64{},
+	}, nil
+}
+
+func awsService(r *http.Request) string {
+	target := r.Header.Get("X-Amz-Target")
+	switch {
+	case strings.HasPrefix(target, "AmazonSQS."):
+		return SQS
+	case strings.HasPrefix(target, "AWSCognitoIdentityProviderService."):
+		return Cognito
+	default:
+		return S3
+	}
+}
+
+// Set replaces the faults of a service.
+func (p *Proxy) Set(service string, f Faults) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.faults[service] = f
+}
+
+// Counts returns how many requests each service got ("sqs.requests") and
+// how many faults of each kind were injected ("sqs.throttle", …).
+func (p *Proxy) Counts() map[string]int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.counts)
+}
+
+// fault picks the fault for one request of service, counting it.
+func (p *Proxy) fault(service string) (Faults, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f := p.faults[service]
+	p.counts[service+".requests"]++
+	x := rand.Float64()
+	for _, c := range []struct {
+		name  string
+		share float64
+	}{{"throttle", f.Throttle}, {"error", f.Error}, {"error_after", f.ErrorAfter}, {"drop", f.Drop}, {"drop_after", f.DropAfter}} {
+		if x < c.share {
+			p.counts[service+"."+c.name]++
+			return f, c.name
+		}
+		x -= c.share
+	}
+	return f, ""
+}
+
+// ServeHTTP forwards the request, with the service's latency and perhaps a fault.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	service := p.service(r)
+	f, fault := p.fault(service)
+	if d := f.Latency + randDuration(f.Jitter); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	switch fault {
+	case "throttle":
+		throttle(w, service)
+		return
+	case "error":
+		serverError(w, service, false)
+		return
+	case "drop":
+		drop(w)
+		return
+	}
+	resp, body, err := p.forward(r)
+	if err != nil {
+		if r.Context().Err() == nil {
+			http.Error(w, "faultproxy: "+err.Error(), http.StatusBadGateway)
+		}
+		return
+	}
+	switch fault {
+	case "error_after":
+		serverError(w, service, true)
+		return
+	case "drop_after":
+		drop(w)
+		return
+	}
+	for k, vs := range resp.Header {
+		w.Header()[k] = vs
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(body)
+}
+
+// forward sends r to the target and reads the whole answer.
+func (p *Proxy) forward(r *http.Request) (*http.Response, []byte, error) {
+	reqBody, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read request: %w", err)
+	}
+	u := *p.target
+	u.Path = strings.TrimSuffix(p.target.Path, "/") + r.URL.Path
+	u.RawQuery = r.URL.RawQuery
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, u.String(), bytes.NewReader(reqBody))
+	if err != nil {
+		return nil, nil, err
+	}
+	out.Header = r.Header.Clone()
+	out.Host = p.target.Host
+	resp, err := p.client.Do(out)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read answer: %w", err)
+	}
+	resp.Header.Del("Content-Length")
+	return resp, body, nil
+}
+
+func throttle(w http.ResponseWriter, service string) {
+	switch service {
+	case Fineos:
+		http.Error(w, "too many requests (injected)", http.StatusTooManyRequests)
+	case Cognito:
+		awsError(w, http.StatusBadRequest, "TooManyRequestsException", "Too many requests (injected)")
+	case S3:
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, `<Error><Code>SlowDown</Code><Message>Please reduce your request rate (injected)</Message></Error>`)
+	default:
+		awsError(w, http.StatusBadRequest, "ThrottlingException", "Rate exceeded (injected)")
+	}
+}
+
+func serverError(w http.ResponseWriter, service string, after bool) {
+	switch service {
+	case Fineos:
+		status := http.StatusServiceUnavailable
+		if after {
+			status = http.StatusGatewayTimeout
+		}
+		http.Error(w, "unavailable (injected)", status)
+	case S3:
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = io.WriteString(w, `<Error><Code>InternalError</Code><Message>injected</Message></Error>`)
+	default:
+		awsError(w, http.StatusInternalServerError, "InternalFailure", "injected")
+	}
+}
+
+func awsError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	w.Header().Set("X-Amzn-ErrorType", code)
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `{"__type":%q,"message":%q}`, code, msg)
+}
+
+// drop closes the client's connection without an answer.
+func drop(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	_ = conn.Close()
+}
+
+func randDuration(max time.Duration) time.Duration {
+	if max <= 0 {
+		return 0
+	}
+	return rand.N(max)
+}

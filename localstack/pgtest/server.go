@@ -1,0 +1,148 @@
+package pgtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Server is a private PostgreSQL server for one test: chaos tests restart
+// it without disturbing the tests that share the machine's server. It is
+// built with the installed initdb and pg_ctl (found with pg_config, in
+// PATH, or under /usr/lib/postgresql); when the test runs as root the
+// server runs as the postgres user, since PostgreSQL refuses root.
+type Server struct {
+	URL  string // postgres://postgres@127.0.0.1:PORT/postgres
+	bin  string
+	dir  string
+	port int
+	as   []string // command prefix to run as the server's user
+}
+
+// StartServer initialises and starts a server, stopped at the end of the test.
+func StartServer(tb testing.TB) *Server {
+	tb.Helper()
+	bin, err := binDir()
+	if err != nil {
+		tb.Fatalf("pgtest: %v", err)
+	}
+	s := &Server{bin: bin}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			tb.Fatalf("pgtest: running as root needs a postgres user to run the server: %v", err)
+		}
+		s.as = []string{"runuser", "-u", "postgres", "--"}
+		s.dir, err = os.MkdirTemp("", "bui-pg-")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chown(s.dir, uid, gid); err != nil {
+			tb.Fatalf("pgtest: %v", err)
+		}
+		tb.Cleanup(func() { os.RemoveAll(s.dir) })
+	} else {
+		s.dir = tb.TempDir()
+	}
+	if out, err := s.run("initdb", "-D", s.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"); err != nil {
+		tb.Fatalf("pgtest: initdb: %v\n%s", err, out)
+	}
+	s.port = freePort(tb)
+	s.URL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres", s.port)
+	if out, err := s.ctl("start"); err != nil {
+		tb.Fatalf("pgtest: start: %v\n%s", err, out)
+	}
+	tb.Cleanup(func() { _, _ = s.run("pg_ctl", "-D", s.data(), "-m", "immediate", "-w", "stop") })
+	return s
+}
+
+// Restart stops the server (closing every connection, as an operator's
+// restart does) and starts it again, waiting until it accepts connections.
+func (s *Server) Restart() error {
+	if out, err := s.run("pg_ctl", "-D", s.data(), "-m", "fast", "-w", "stop"); err != nil {
+		return fmt.Errorf("stop: %v: %s", err, out)
+	}
+	if out, err := s.ctl("start"); err != nil {
+		return fmt.Errorf("start: %v: %s", err, out)
+	}
+	return nil
+}
+
+// Database creates a database on the server and returns its URL.
+func (s *Server) Database(tb testing.TB, name string) string {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, s.URL)
+	if err != nil {
+		tb.Fatalf("pgtest: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		tb.Fatalf("pgtest: create database: %v", err)
+	}
+	return withDatabase(s.URL, name)
+}
+
+func (s *Server) data() string { return filepath.Join(s.dir, "data") }
+
+func (s *Server) ctl(action string) ([]byte, error) {
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200", s.port, s.dir)
+	return s.run("pg_ctl", "-D", s.data(), "-o", opts, "-l", filepath.Join(s.dir, "server.log"), "-w", "-t", "60", action)
+}
+
+func (s *Server) run(tool string, args ...string) ([]byte, error) {
+	argv := append(append(append([]string{}, s.as...), filepath.Join(s.bin, tool)), args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir = s.dir
+	return cmd.CombinedOutput()
+}
+
+// binDir finds the directory of initdb and pg_ctl.
+func binDir() (string, error) {
+	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+		if dir := strings.TrimSpace(string(out)); fileExists(filepath.Join(dir, "initdb")) {
+			return dir, nil
+		}
+	}
+	if p, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Strings(dirs)
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if fileExists(filepath.Join(dirs[i], "initdb")) {
+			return dirs[i], nil
+		}
+	}
+	return "", fmt.Errorf("no initdb found (install the PostgreSQL server package, or put its bin directory in PATH)")
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
