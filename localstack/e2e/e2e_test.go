@@ -3,23 +3,20 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	cip "github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider"
 
+	"github.com/massgov/bulk-user-import/localstack/proctest"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
 	"github.com/massgov/bulk-user-import/shared/consume"
@@ -29,128 +26,43 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "bui-e2e-bin-")
+	dir, err := proctest.Build("splitter", "worker")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	binDir = dir
-	for _, pkg := range []string{"splitter", "worker"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, pkg), "github.com/massgov/bulk-user-import/"+pkg)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build", pkg, err)
-			os.Exit(1)
-		}
-	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-// env returns the process environment for the binaries: the stack's
-// variables replace any of the same name in the test's environment.
 func env(s *stacktest.Stack, extra ...string) []string {
-	vars := s.Env()
-	var out []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if _, ok := vars[k]; ok || strings.HasPrefix(k, "FINEOS_") || strings.HasPrefix(k, "DB_") || k == "COGNITO_IDENTITY_POOL_ID" {
-			continue
-		}
-		out = append(out, kv)
-	}
-	for k, v := range vars {
-		out = append(out, k+"="+v)
-	}
-	out = append(out, "LOG_FORMAT=json")
-	return append(out, extra...)
+	return proctest.Env(s.Env(), append([]string{"LOG_FORMAT=json"}, extra...)...)
 }
 
-type result struct {
-	code           int
-	stdout, stderr string
-}
-
-func runBin(t *testing.T, envv []string, name string, args ...string) result {
+func runBin(t *testing.T, envv []string, name string, args ...string) proctest.Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, name), args...)
-	cmd.Env = envv
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	return r
+	return proctest.Run(t, filepath.Join(binDir, name), envv, args...)
 }
 
-// worker is a running worker process.
-type worker struct {
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-	done   chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func startWorker(t *testing.T, envv []string, args ...string) *worker {
+// startWorker starts a worker with quick timings, stopped at the end of the test.
+func startWorker(t *testing.T, envv []string, args ...string) *proctest.Proc {
 	t.Helper()
 	args = append([]string{"--wait-time", "1s", "--retry-base", "1s", "--retry-max", "2s", "--concurrency", "4"}, args...)
-	cmd := exec.Command(filepath.Join(binDir, "worker"), args...)
-	cmd.Env = envv
-	w := &worker{cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
-	cmd.Stdout, cmd.Stderr = w.stderr, w.stderr
-	if err := cmd.Start(); err != nil {
+	p, err := proctest.Start(filepath.Join(binDir, "worker"), envv, args...)
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { w.done <- cmd.Wait() }()
 	t.Cleanup(func() {
-		w.stop(t)
+		if _, stopped, _ := p.Stop(40 * time.Second); !stopped {
+			t.Errorf("worker did not stop within 40s of SIGTERM")
+		}
 		if t.Failed() {
-			t.Logf("worker log:\n%s", w.stderr.String())
+			t.Logf("worker log:\n%s", p.Output())
 		}
 	})
-	return w
-}
-
-// stop sends SIGTERM and returns how long the worker took to exit, and
-// its exit error. Stopping a stopped worker does nothing.
-func (w *worker) stop(t *testing.T) (time.Duration, error) {
-	t.Helper()
-	if w.cmd.ProcessState != nil {
-		return 0, nil
-	}
-	start := time.Now()
-	_ = w.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-w.done:
-		return time.Since(start), err
-	case <-time.After(40 * time.Second):
-		_ = w.cmd.Process.Kill()
-		t.Errorf("worker did not stop within 40s of SIGTERM")
-		return time.Since(start), <-w.done
-	}
+	return p
 }
 
 const scenario = `FEIN,Email,Name
@@ -176,21 +88,21 @@ func TestImportEndToEnd(t *testing.T) {
 	startWorker(t, envv)
 
 	r := runBin(t, envv, "splitter", csv, "--force-registration", "--wait", "--poll-interval", "200ms", "--job", "e2e-1")
-	if r.code != 3 {
-		t.Fatalf("splitter exit %d, want 3 (rows failed)\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	if r.Code != 3 {
+		t.Fatalf("splitter exit %d, want 3 (rows failed)\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 	for _, want := range []string{"job e2e-1 done: 6 rows: 3 succeeded, 1 failed, 1 rejected, 1 duplicate",
 		"admins.csv:6", "EMPLOYER_NOT_FOUND", "admins.csv:7", "INVALID_EMAIL"} {
-		if !strings.Contains(r.stdout, want) {
-			t.Errorf("summary lacks %q:\n%s", want, r.stdout)
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("summary lacks %q:\n%s", want, r.Stdout)
 		}
 	}
 
 	// status --json, with the flag after the job.
 	r = runBin(t, envv, "splitter", "status", "e2e-1", "--json")
 	var st map[string]any
-	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil {
-		t.Fatalf("status: exit %d, %s %s", r.code, r.stdout, r.stderr)
+	if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &st) != nil {
+		t.Fatalf("status: exit %d, %s %s", r.Code, r.Stdout, r.Stderr)
 	}
 	want := map[string]float64{"total": 6, "queued": 0, "succeeded": 3, "failed": 1, "rejected": 1, "duplicate": 1}
 	for k, v := range want {
@@ -294,8 +206,8 @@ func TestImportEndToEnd(t *testing.T) {
 
 	// A re-run of the same job reads nothing again and sends nothing.
 	r = runBin(t, envv, "splitter", "--job", "e2e-1", "--force-registration", csv)
-	if r.code != 0 || !strings.Contains(r.stdout, "already recorded") || !strings.Contains(r.stdout, "sent 0 messages") {
-		t.Fatalf("re-run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "already recorded") || !strings.Contains(r.Stdout, "sent 0 messages") {
+		t.Fatalf("re-run: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 }
 
@@ -314,18 +226,18 @@ func TestSplitterRefusesBadInputAndConfiguration(t *testing.T) {
 	}
 
 	r := runBin(t, envv, "splitter", "--job", "refuse-1", bad, good)
-	if r.code != 1 || !strings.Contains(r.stdout, "REFUSED "+bad) || !strings.Contains(r.stdout, "lacks the column(s) email") {
-		t.Fatalf("refused file: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	if r.Code != 1 || !strings.Contains(r.Stdout, "REFUSED "+bad) || !strings.Contains(r.Stdout, "lacks the column(s) email") {
+		t.Fatalf("refused file: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 	r = runBin(t, envv, "splitter", "status", "refuse-1", "--json")
 	var st map[string]any
-	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st["total"] != 2.0 || st["queued"] != 1.0 || st["rejected"] != 1.0 {
-		t.Fatalf("status after refusal: %s %v", r.stdout, err)
+	if err := json.Unmarshal([]byte(r.Stdout), &st); err != nil || st["total"] != 2.0 || st["queued"] != 1.0 || st["rejected"] != 1.0 {
+		t.Fatalf("status after refusal: %s %v", r.Stdout, err)
 	}
 
 	r = runBin(t, envv, "splitter", "--dry-run", good)
-	if r.code != 0 || !strings.Contains(r.stdout, "2 rows: 1 accepted, 1 rejected, 0 duplicate") || !strings.Contains(r.stdout, "INVALID_EMAIL") {
-		t.Fatalf("dry run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "2 rows: 1 accepted, 1 rejected, 0 duplicate") || !strings.Contains(r.Stdout, "INVALID_EMAIL") {
+		t.Fatalf("dry run: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 	var jobs int
 	if err := s.Pool.QueryRow(context.Background(), `SELECT count(*) FROM bulk_import_job`).Scan(&jobs); err != nil || jobs != 1 {
@@ -333,21 +245,21 @@ func TestSplitterRefusesBadInputAndConfiguration(t *testing.T) {
 	}
 
 	r = runBin(t, envv, "splitter", "status", "no-such-job")
-	if r.code != 1 || !strings.Contains(r.stderr, "job not found") {
-		t.Fatalf("unknown job: exit %d %s", r.code, r.stderr)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "job not found") {
+		t.Fatalf("unknown job: exit %d %s", r.Code, r.Stderr)
 	}
 	r = runBin(t, envv, "splitter")
-	if r.code != 2 || !strings.Contains(r.stderr, "no SOURCE") {
-		t.Fatalf("no source: exit %d %s", r.code, r.stderr)
+	if r.Code != 2 || !strings.Contains(r.Stderr, "no SOURCE") {
+		t.Fatalf("no source: exit %d %s", r.Code, r.Stderr)
 	}
 	noQueue := append(env(s), "IMPORT_QUEUE_URL=")
 	r = runBin(t, noQueue, "splitter", good)
-	if r.code != 2 || !strings.Contains(r.stderr, "IMPORT_QUEUE_URL is not set") {
-		t.Fatalf("missing variable: exit %d %s", r.code, r.stderr)
+	if r.Code != 2 || !strings.Contains(r.Stderr, "IMPORT_QUEUE_URL is not set") {
+		t.Fatalf("missing variable: exit %d %s", r.Code, r.Stderr)
 	}
 	r = runBin(t, append(env(s), "IMPORT_DLQ_URL=", "COGNITO_USER_POOL_ID="), "worker")
-	if r.code != 2 || !strings.Contains(r.stderr, "IMPORT_DLQ_URL is not set") || !strings.Contains(r.stderr, "COGNITO_USER_POOL_ID") {
-		t.Fatalf("worker missing variables: exit %d %s", r.code, r.stderr)
+	if r.Code != 2 || !strings.Contains(r.Stderr, "IMPORT_DLQ_URL is not set") || !strings.Contains(r.Stderr, "COGNITO_USER_POOL_ID") {
+		t.Fatalf("worker missing variables: exit %d %s", r.Code, r.Stderr)
 	}
 }
 
@@ -356,14 +268,71 @@ func TestWorkerStopsCleanlyOnSIGTERM(t *testing.T) {
 	s := stacktest.New(t, stacktest.Options{})
 	w := startWorker(t, env(s), "--shutdown-timeout", "2s")
 	time.Sleep(500 * time.Millisecond) // let it reach its receive loop
-	took, err := w.stop(t)
-	if err != nil {
-		t.Fatalf("exit: %v\n%s", err, w.stderr.String())
+	took, stopped, err := w.Stop(40 * time.Second)
+	if err != nil || !stopped {
+		t.Fatalf("exit: %v\n%s", err, w.Output())
 	}
 	if took > 5*time.Second {
 		t.Fatalf("stopping took %s", took)
 	}
-	if !strings.Contains(w.stderr.String(), `"msg":"stopped"`) {
-		t.Fatalf("no stop log:\n%s", w.stderr.String())
+	if !strings.Contains(w.Output(), `"msg":"stopped"`) {
+		t.Fatalf("no stop log:\n%s", w.Output())
 	}
 }
+
+func TestSIGTERMDuringWorkLosesNothingAndExitsInTime(t *testing.T) {
+	t.Parallel()
+	s := stacktest.New(t, stacktest.Options{MaxReceiveCount: 2})
+	s.AddEmployer(t, "123456789", 1001)
+	envv := env(s)
+	csv := filepath.Join(t.TempDir(), "admins.csv")
+	var b strings.Builder
+	b.WriteString("fein,email\n")
+	for i := range 8 {
+		fmt.Fprintf(&b, "123456789,user%d@example.com\n", i)
+	}
+	if err := os.WriteFile(csv, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.Fineos.SetLatency(4 * time.Second) // every row is in FINEOS when the signal comes
+	first := startWorker(t, envv, "--shutdown-timeout", "1s", "--concurrency", "8")
+	if r := runBin(t, envv, "splitter", "--force-registration", "--job", "term-1", csv); r.Code != 0 {
+		t.Fatalf("splitter: %d %s", r.Code, r.Stderr)
+	}
+	// Wait until the worker has started on every row; FINEOS then holds them.
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var started int
+		if err := s.Pool.QueryRow(context.Background(), `SELECT count(*) FROM bulk_import_row WHERE job_id = 'term-1' AND attempts > 0`).Scan(&started); err != nil {
+			t.Fatal(err)
+		}
+		if started == 8 {
+			break
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	took, stopped, err := first.Stop(30 * time.Second)
+	if err != nil || !stopped {
+		t.Fatalf("SIGTERM: exit %v after %s\n%s", err, took, first.Output())
+	}
+	if took > 1*time.Second+bookkeepingSlack {
+		t.Fatalf("stopping took %s with --shutdown-timeout 1s", took)
+	}
+	if !strings.Contains(first.Output(), `"released":8`) {
+		t.Fatalf("not every row was released:\n%s", first.Output())
+	}
+	// A second worker finishes everything; nothing was lost or failed,
+	// although the queue allows two receives only.
+	s.Fineos.SetLatency(0)
+	startWorker(t, envv)
+	r := runBin(t, envv, "splitter", "--job", "term-1", "--force-registration", "--wait", "--poll-interval", "200ms", csv)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "8 rows: 8 succeeded, 0 failed") {
+		t.Fatalf("after restart: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if n := len(s.Fineos.Users()); n != 8 {
+		t.Fatalf("%d FINEOS users, want 8", n)
+	}
+}
+
+// bookkeepingSlack is the time a stopping worker may take beyond its
+// shutdown deadline: releasing messages and flushing deletes.
+const bookkeepingSlack = 3 * time.Second
