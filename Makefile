@@ -4,7 +4,7 @@ BIN     := bin
 GOFLAGS ?=
 export GOFLAGS
 
-.PHONY: help build demo test test-short lint vet staticcheck fmt clean
+.PHONY: help build demo test test-short chaos vet staticcheck fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ demo: build ## run the whole pipeline on the embedded local stack with the sampl
 
 test: vet staticcheck ## vet, staticcheck and every test (needs PostgreSQL; see README)
 	$(GO) test -count=1 -timeout 15m ./...
+
+chaos: ## the chaos test at full size: 2,500 rows through 4 workers under faults, kills and a database restart
+	BUI_CHAOS_ROWS=2500 BUI_CHAOS_TIMEOUT_SECONDS=900 $(GO) test -count=1 -v -timeout 20m -run TestChaos ./localstack/chaos
 
 test-short: ## the tests without vet and staticcheck
 	$(GO) test -count=1 -timeout 15m ./...

@@ -125,6 +125,10 @@ func run(args []string, getenv func(string) string, stdout io.Writer, stderr *os
 	ctx, stop := cli.SignalContext(stderr)
 	defer stop()
 	if err := work(ctx, cfg, f, log, stdout); err != nil {
+		if ctx.Err() != nil && retry.IsContextError(err) {
+			log.Info("stopped while starting", "err", err)
+			return cli.ExitOK // a stop during start-up is a stop, not a failure
+		}
 		log.Error("worker failed", "err", err)
 		return cli.ExitError
 	}
@@ -138,26 +142,41 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 		return err
 	}
 	defer pool.Close()
-	if err := jobs.Migrate(ctx, pool); err != nil {
-		return err
-	}
-	store, err := pfml.NewStore(ctx, pool)
-	if err != nil {
-		return err
-	}
 	awsCfg, err := awsconf.Load(ctx, cfg.Region)
 	if err != nil {
 		return err
 	}
 	sqsClient := awsconf.SQS(awsCfg)
 	importQueue := queue.New(sqsClient, cfg.QueueURL)
+
+	// Start-up checks, retried while their errors may pass (a database
+	// restarting, a throttled call); wrong configuration stops at once.
+	var store *pfml.Store
 	maxReceive := f.maxReceiveCount
-	if maxReceive == 0 {
-		p, err := importQueue.Redrive(ctx)
-		if err != nil {
-			return fmt.Errorf("read the import queue's redrive policy (or pass --max-receive-count): %w", err)
-		}
-		maxReceive = p.MaxReceiveCount
+	err = retry.Do(ctx, retry.Policy{Initial: 500 * time.Millisecond, Max: 5 * time.Second, MaxElapsed: f.dbConnectTimeout, Margin: time.Millisecond},
+		startupTransient,
+		func() error {
+			if err := jobs.Migrate(ctx, pool); err != nil {
+				return err
+			}
+			var err error
+			if store, err = pfml.NewStore(ctx, pool); err != nil {
+				return err
+			}
+			if f.maxReceiveCount == 0 {
+				p, err := importQueue.Redrive(ctx)
+				if err != nil {
+					return fmt.Errorf("read the import queue's redrive policy (or pass --max-receive-count): %w", err)
+				}
+				maxReceive = p.MaxReceiveCount
+			}
+			return nil
+		},
+		func(err error, wait time.Duration) {
+			log.Warn("start-up check failed; retrying", "err", err, "retry_in", wait.Round(time.Millisecond).String())
+		})
+	if err != nil {
+		return err
 	}
 	var fc register.FineosAPI
 	if cfg.Fineos.Enabled() {
@@ -230,6 +249,17 @@ func connect(ctx context.Context, url string, conns int32, timeout time.Duration
 			log.Warn("database not reachable yet; retrying", "err", err, "retry_in", wait.Round(time.Millisecond).String())
 		})
 	return pool, err
+}
+
+// startupTransient tells start-up errors that may pass from wrong
+// configuration: a missing queue or redrive policy, PFML tables without the
+// expected columns, SQL errors of the migration.
+func startupTransient(err error) bool {
+	switch {
+	case retry.IsContextError(err), queue.IsQueueMissing(err), errors.Is(err, queue.ErrNoRedrivePolicy), errors.Is(err, pfml.ErrSchema):
+		return false
+	}
+	return !register.Classify(register.StepDatabase, err).Permanent
 }
 
 // serveMetrics serves the Prometheus endpoint until the returned stop.

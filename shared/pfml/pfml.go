@@ -30,6 +30,7 @@ const FineosWebIDPrefix = "pfml_leave_admin_"
 var (
 	ErrEmployerNotFound  = errors.New("no employer has this FEIN")
 	ErrEmployerAmbiguous = errors.New("several employers have this FEIN")
+	ErrSchema            = errors.New("the PFML tables lack columns the import writes")
 )
 
 // EmailConflictError says that another PFML user already holds the email.
@@ -106,7 +107,7 @@ func NewStore(ctx context.Context, pool *pgxpool.Pool) (*Store, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("the database lacks PFML columns %s (is this the PFML database? for development run the dev schema)", strings.Join(missing, ", "))
+		return nil, fmt.Errorf("%w: %s (is this the PFML database? for development run the dev schema)", ErrSchema, strings.Join(missing, ", "))
 	}
 	ts := map[string]bool{}
 	for t := range required {
