@@ -5,11 +5,14 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -330,6 +333,39 @@ func TestSIGTERMDuringWorkLosesNothingAndExitsInTime(t *testing.T) {
 	}
 	if n := len(s.Fineos.Users()); n != 8 {
 		t.Fatalf("%d FINEOS users, want 8", n)
+	}
+}
+
+func TestASecondSignalExitsAtOnce(t *testing.T) {
+	t.Parallel()
+	s := stacktest.New(t, stacktest.Options{})
+	s.AddEmployer(t, "123456789", 1001)
+	envv := env(s)
+	csv := filepath.Join(t.TempDir(), "admins.csv")
+	if err := os.WriteFile(csv, []byte("fein,email\n123456789,slow@example.com\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.Fineos.SetLatency(30 * time.Second)
+	w := startWorker(t, envv, "--shutdown-timeout", "25s")
+	if r := runBin(t, envv, "splitter", "--force-registration", "--job", "second-1", csv); r.Code != 0 {
+		t.Fatalf("splitter: %d %s", r.Code, r.Stderr)
+	}
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var started int
+		_ = s.Pool.QueryRow(context.Background(), `SELECT count(*) FROM bulk_import_row WHERE job_id = 'second-1' AND attempts > 0`).Scan(&started)
+		if started == 1 {
+			break
+		}
+	}
+	_ = w.Signal(syscall.SIGTERM)
+	if exited, _ := w.Wait(500 * time.Millisecond); exited {
+		t.Fatal("the worker exited before its work was done or its deadline passed")
+	}
+	_ = w.Signal(syscall.SIGTERM)
+	exited, err := w.Wait(3 * time.Second)
+	var ee *exec.ExitError
+	if !exited || !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("after the second signal: exited %v, %v", exited, err)
 	}
 }
 

@@ -127,6 +127,13 @@ func (p *Proxy) fault(service string) (Faults, string) {
 
 // ServeHTTP forwards the request, with the service's latency and perhaps a fault.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Read the body first: only then does the server notice a client that
+	// goes away during the latency, and cancel the request.
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
+	if err != nil {
+		http.Error(w, "faultproxy: read request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
 	service := p.service(r)
 	f, fault := p.fault(service)
 	if d := f.Latency + randDuration(f.Jitter); d > 0 {
@@ -147,7 +154,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		drop(w)
 		return
 	}
-	resp, body, err := p.forward(r)
+	resp, answer, err := p.forward(r, body)
 	if err != nil {
 		if r.Context().Err() == nil {
 			http.Error(w, "faultproxy: "+err.Error(), http.StatusBadGateway)
@@ -166,15 +173,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header()[k] = vs
 	}
 	w.WriteHeader(resp.StatusCode)
-	_, _ = w.Write(body)
+	_, _ = w.Write(answer)
 }
 
-// forward sends r to the target and reads the whole answer.
-func (p *Proxy) forward(r *http.Request) (*http.Response, []byte, error) {
-	reqBody, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
-	if err != nil {
-		return nil, nil, fmt.Errorf("read request: %w", err)
-	}
+// forward sends r, with its body already read, to the target and reads
+// the whole answer.
+func (p *Proxy) forward(r *http.Request, reqBody []byte) (*http.Response, []byte, error) {
 	u := *p.target
 	u.Path = strings.TrimSuffix(p.target.Path, "/") + r.URL.Path
 	u.RawQuery = r.URL.RawQuery

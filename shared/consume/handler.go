@@ -29,6 +29,12 @@ const (
 	CodeMessageMismatch  = "MESSAGE_MISMATCH"  // the body disagrees with the recorded row
 )
 
+// Steps of a message that are not registration steps, as they appear in logs.
+const (
+	StepCheck = "check" // decoding the message and checking it against its row
+	StepDone  = "done"  // recording the row's success
+)
+
 // Dead-letter message attributes.
 const (
 	AttrErrorCode    = "error_code"
@@ -148,7 +154,7 @@ func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 	case err != nil:
 		return h.retry(ctx, log, m, &msg, register.Classify(register.StepDatabase, err))
 	case row.State != jobs.Queued:
-		log.Info("row already final; message dropped", "state", row.State)
+		log.Info("row already final; message dropped", "step", StepCheck, "state", row.State)
 		return Outcome{Action: Ack, Result: "skipped"}
 	case row.Email != msg.Email || row.FEIN != msg.FEIN || row.ForceRegistration != msg.ForceRegistration:
 		return h.deadLetter(ctx, log, m, &msg, CodeMessageMismatch, "the message's email, FEIN or force flag differ from the recorded row")
@@ -165,10 +171,10 @@ func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 	if err := h.bookkeep(ctx, log, func(ctx context.Context) error { return h.Jobs.Succeed(ctx, msg.Job, msg.Row) }); err != nil {
 		// Registered, but not recorded: the next attempt finds everything
 		// in place and records it.
-		log.Warn("registered but could not mark the row succeeded; will retry", "err", err)
+		log.Warn("registered but could not mark the row succeeded; will retry", "step", StepDone, "err", err)
 		return Outcome{Action: Retry, Delay: h.Backoff.Delay(m.ReceiveCount), Result: "retry"}
 	}
-	log.Info("row succeeded", logging.Email(row.Email), logging.FEIN(row.FEIN),
+	log.Info("row succeeded", "step", StepDone, logging.Email(row.Email), logging.FEIN(row.FEIN),
 		"user_created", res.UserCreated, "fineos_registered", res.FineosRegistered)
 	return Outcome{Action: Ack, Result: "succeeded"}
 }
@@ -204,6 +210,9 @@ func (h *Handler) retry(ctx context.Context, log *slog.Logger, m queue.Message, 
 func (h *Handler) deadLetter(ctx context.Context, log *slog.Logger, m queue.Message, msg *message.Row, code, reason string) Outcome {
 	reason = truncate(reason)
 	h.countError(code)
+	if msg == nil || code == CodeUnknownRow || code == CodeMessageMismatch {
+		log = log.With("step", StepCheck) // failures of registration steps carry their step already
+	}
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
 	defer cancel()
 	attrs := map[string]string{
