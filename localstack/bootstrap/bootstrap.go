@@ -29,7 +29,7 @@ type Spec struct {
 	QueueName         string
 	DLQName           string
 	MaxReceiveCount   int           // default 5
-	VisibilityTimeout time.Duration // of the import queue; default 2 min (the worker's default)
+	VisibilityTimeout time.Duration // of the import queue; default 1 min (the worker's default)
 	ResultsBucket     string
 	SourceBucket      string // optional
 	UserPoolName      string
@@ -43,7 +43,7 @@ func DefaultSpec() Spec {
 		QueueName:         "bulk-user-import",
 		DLQName:           "bulk-user-import-dlq",
 		MaxReceiveCount:   5,
-		VisibilityTimeout: 2 * time.Minute,
+		VisibilityTimeout: time.Minute,
 		ResultsBucket:     "bulk-user-import-results",
 		SourceBucket:      "bulk-user-import-source",
 		UserPoolName:      "pfml-leave-admins-local",
@@ -101,7 +101,7 @@ func Ensure(ctx context.Context, c Clients, spec Spec) (Resources, error) {
 		spec.MaxReceiveCount = 5
 	}
 	if spec.VisibilityTimeout <= 0 {
-		spec.VisibilityTimeout = 2 * time.Minute
+		spec.VisibilityTimeout = time.Minute
 	}
 	var r Resources
 	var err error
