@@ -1,10 +1,14 @@
 // Command splitter records the rows of one or more CSV files as an import
-// job and sends one SQS message per row for the workers.
+// job and sends one SQS message per row for the workers; it also reports
+// on jobs and cancels them.
 //
 // Usage:
 //
-//	splitter [flags] SOURCE...     import (SOURCE: a path or s3://bucket/key)
-//	splitter status JOB [--json]   counts of a job's rows by state
+//	splitter [flags] SOURCE...          import (SOURCE: a path or s3://bucket/key)
+//	splitter status JOB [--json]        a job's rows by state, failures, rate
+//	splitter report JOB [--out DIR]     write SUCCEEDED.csv and FAILED.csv locally
+//	splitter cancel JOB [--reason TEXT] stop a job: its queued rows are cancelled
+//	splitter jobs [--limit N] [--json]  recent jobs
 package main
 
 import (
@@ -16,15 +20,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/massgov/bulk-user-import/shared/awsconf"
 	"github.com/massgov/bulk-user-import/shared/cli"
 	"github.com/massgov/bulk-user-import/shared/config"
 	"github.com/massgov/bulk-user-import/shared/dbpool"
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/progress"
 	"github.com/massgov/bulk-user-import/shared/queue"
+	"github.com/massgov/bulk-user-import/shared/results"
 	"github.com/massgov/bulk-user-import/shared/source"
 	"github.com/massgov/bulk-user-import/shared/split"
 )
@@ -34,8 +43,11 @@ func main() {
 }
 
 const usage = `Usage:
-  splitter [flags] SOURCE...     import the rows of the sources as one job
-  splitter status JOB [--json]   show a job's rows by state
+  splitter [flags] SOURCE...          import the rows of the sources as one job
+  splitter status JOB [--json]        a job's rows by state, failures by code, rate
+  splitter report JOB [--out DIR]     write the job's SUCCEEDED.csv and FAILED.csv (and PENDING.csv) locally
+  splitter cancel JOB [--reason TEXT] stop a job: workers skip its remaining rows
+  splitter jobs [--limit N] [--json]  recent jobs
 
 SOURCE is a local path or s3://bucket/key. Flags may come before or after
 the sources. Import flags:
@@ -43,8 +55,17 @@ the sources. Import flags:
 
 func run(args []string, getenv func(string) string, stdout io.Writer, stderr *os.File) int {
 	cfg := config.FromEnv(getenv)
-	if len(args) > 0 && args[0] == "status" {
-		return runStatus(args[1:], cfg, stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "status":
+			return runStatus(args[1:], cfg, stdout, stderr)
+		case "report":
+			return runReport(args[1:], cfg, stdout, stderr)
+		case "cancel":
+			return runCancel(args[1:], cfg, stdout, stderr)
+		case "jobs":
+			return runJobs(args[1:], cfg, stdout, stderr)
+		}
 	}
 	return runImport(args, cfg, stdout, stderr)
 }
@@ -53,7 +74,9 @@ type importFlags struct {
 	job, logFormat, logLevel string
 	force, dryRun, wait      bool
 	pollInterval             time.Duration
+	progressInterval         time.Duration
 	sendConcurrency          int
+	limits                   jobs.Limits
 }
 
 func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.File) int {
@@ -67,9 +90,13 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	fs.StringVar(&f.job, "job", "", "job id: resume this job, or name a new one (default: a new id, printed)")
 	fs.BoolVar(&f.force, "force-registration", false, "also register each leave administrator in FINEOS")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "validate the sources and print counts; write and send nothing")
-	fs.BoolVar(&f.wait, "wait", false, "wait until every row is final and print the summary (exit 3 if any row failed or was rejected)")
+	fs.BoolVar(&f.wait, "wait", false, "wait until every row is final and print the summary (exit 3 if any row failed, was rejected or cancelled)")
 	fs.DurationVar(&f.pollInterval, "poll-interval", 2*time.Second, "with --wait, how often to check the job")
+	fs.DurationVar(&f.progressInterval, "progress-interval", 10*time.Second, "when output is not a terminal, how often a progress line is printed")
 	fs.IntVar(&f.sendConcurrency, "send-concurrency", 8, "SendMessageBatch calls in flight")
+	fs.IntVar(&f.limits.MaxFailures, "max-failures", 0, "cancel the job when more rows than this fail (0: no limit)")
+	fs.Float64Var(&f.limits.MaxFailureRatio, "max-failure-ratio", 0, "cancel the job when more than this share (0..1) of finished rows failed, after --min-sample rows (0: no limit)")
+	fs.IntVar(&f.limits.MinSample, "min-sample", jobs.DefaultMinSample, "rows that must be finished before --max-failure-ratio is checked")
 	fs.StringVar(&f.logFormat, "log-format", or(cfg.LogFormat, "auto"), "log format: json, text or auto (env LOG_FORMAT)")
 	fs.StringVar(&f.logLevel, "log-level", or(cfg.LogLevel, "info"), "log level (env LOG_LEVEL)")
 	sources, err := cli.Parse(fs, args)
@@ -84,8 +111,9 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		fmt.Fprintln(stderr, "\nsplitter: no SOURCE given")
 		return cli.ExitUsage
 	}
-	if f.pollInterval <= 0 || f.sendConcurrency < 1 {
-		fmt.Fprintln(stderr, "splitter: --poll-interval and --send-concurrency must be positive")
+	if f.pollInterval <= 0 || f.sendConcurrency < 1 || f.limits.MaxFailures < 0 || f.limits.MaxFailureRatio < 0 ||
+		f.limits.MaxFailureRatio > 1 || f.limits.MinSample < 1 {
+		fmt.Fprintln(stderr, "splitter: --poll-interval, --send-concurrency and --min-sample must be positive; --max-failures 0 or more; --max-failure-ratio between 0 and 1")
 		return cli.ExitUsage
 	}
 	log, err := cli.Logger(stderr, f.logFormat, f.logLevel)
@@ -97,27 +125,8 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	defer stop()
 
 	if f.dryRun {
-		opener := source.Opener{}
-		if needsS3(sources) {
-			awsCfg, err := awsconf.Load(ctx, cfg.Region)
-			if err != nil {
-				fmt.Fprintln(stderr, "splitter:", err)
-				return cli.ExitError
-			}
-			opener.S3 = awsconf.S3(awsCfg)
-		}
-		res, err := split.DryRun(ctx, opener, sources, 50)
-		if err != nil {
-			fmt.Fprintln(stderr, "splitter:", err)
-			return cli.ExitError
-		}
-		printDryRun(stdout, res)
-		if len(split.Refused(res.Sources)) > 0 {
-			return cli.ExitError
-		}
-		return cli.ExitOK
+		return dryRun(ctx, cfg, sources, stdout, stderr)
 	}
-
 	if err := cfg.Require(config.Database, config.Queue); err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitUsage
@@ -136,15 +145,20 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitError
 	}
+	tty := progress.IsTerminal(stderr)
+	bar := progress.New(stderr, tty, f.progressInterval)
 	sp := &split.Splitter{
 		Jobs:            store,
 		Queue:           queue.New(awsconf.SQS(awsCfg), cfg.QueueURL),
 		Opener:          source.Opener{S3: awsconf.S3(awsCfg)},
 		Log:             log,
 		SendConcurrency: f.sendConcurrency,
+		Progress:        splitProgress{bar: bar},
+		Finisher:        finisher(store, awsCfg, cfg, log),
 	}
 	fmt.Fprintf(stdout, "job %s\n", f.job)
-	res, err := sp.Run(ctx, split.Options{Job: f.job, ForceRegistration: f.force, Sources: sources})
+	res, err := sp.Run(ctx, split.Options{Job: f.job, ForceRegistration: f.force, Sources: sources, Limits: f.limits})
+	bar.Done()
 	printRun(stdout, res)
 	if err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
@@ -158,13 +172,8 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		return code
 	}
 	fmt.Fprintf(stdout, "waiting for the workers (Ctrl-C stops waiting, not the job; see: splitter status %s)\n", f.job)
-	last := jobs.Status{}
-	st, err := split.Wait(ctx, store, f.job, f.pollInterval, func(st jobs.Status) {
-		if st != last {
-			printProgress(stdout, st)
-			last = st
-		}
-	})
+	st, err := wait(ctx, store, f.job, f.pollInterval, bar)
+	bar.Done()
 	if err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitError
@@ -175,56 +184,216 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		return cli.ExitError
 	}
 	printSummary(stdout, st, probs)
-	if code == cli.ExitOK && st.Failed+st.Rejected > 0 {
+	if code == cli.ExitOK && st.Failed+st.Rejected+st.Cancelled > 0 {
 		code = cli.ExitProblems
 	}
 	return code
 }
 
-func runStatus(args []string, cfg config.Config, stdout io.Writer, stderr *os.File) int {
-	fs := flag.NewFlagSet("splitter status", flag.ContinueOnError)
+// splitProgress shows the splitter's reading and sending.
+type splitProgress struct{ bar *progress.Bar }
+
+func (p splitProgress) Reading(src string, read, size int64) {
+	p.bar.Update("reading "+src+" (bytes)", read, size, "")
+}
+
+func (p splitProgress) Sending(sent, total int64) {
+	p.bar.Update("sending messages", sent, total, "")
+}
+
+// wait polls the job until every row is final, showing rows finished with
+// the recent rate and failures.
+func wait(ctx context.Context, store *jobs.Store, job string, every time.Duration, bar *progress.Bar) (jobs.Status, error) {
+	start := time.Now()
+	var first *jobs.Status
+	return split.Wait(ctx, store, job, every, func(st jobs.Status) {
+		if first == nil {
+			first = &st
+		}
+		final := st.Total - st.Queued
+		rate := float64(final-(first.Total-first.Queued)) / max(time.Since(start).Seconds(), 1)
+		bar.Update("rows final", final, st.Total, fmt.Sprintf("%.1f rows/s, %d succeeded, %d failed, %d rejected, %d cancelled",
+			rate, st.Succeeded, st.Failed, st.Rejected, st.Cancelled))
+	})
+}
+
+func dryRun(ctx context.Context, cfg config.Config, sources []string, stdout io.Writer, stderr *os.File) int {
+	opener := source.Opener{}
+	if needsS3(sources) {
+		awsCfg, err := awsconf.Load(ctx, cfg.Region)
+		if err != nil {
+			fmt.Fprintln(stderr, "splitter:", err)
+			return cli.ExitError
+		}
+		opener.S3 = awsconf.S3(awsCfg)
+	}
+	res, err := split.DryRun(ctx, opener, sources, 50)
+	if err != nil {
+		fmt.Fprintln(stderr, "splitter:", err)
+		return cli.ExitError
+	}
+	printDryRun(stdout, res)
+	if len(split.Refused(res.Sources)) > 0 {
+		return cli.ExitError
+	}
+	return cli.ExitOK
+}
+
+// jobCommand parses "splitter CMD JOB [flags]" and opens the store.
+type jobCommand struct {
+	name  string
+	fs    *flag.FlagSet
+	job   string
+	store *jobs.Store
+	close func()
+}
+
+func newJobCommand(name, args string, stderr io.Writer) *jobCommand {
+	fs := flag.NewFlagSet("splitter "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	asJSON := fs.Bool("json", false, "print one JSON object")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: splitter status JOB [--json]")
+		fmt.Fprintf(stderr, "Usage: splitter %s %s\n", name, args)
 		fs.PrintDefaults()
 	}
-	pos, err := cli.Parse(fs, args)
+	return &jobCommand{name: name, fs: fs}
+}
+
+// parse reads the arguments (a job id unless wantJob is false), checks the
+// configuration and connects; a non-negative exit code means stop now.
+func (c *jobCommand) parse(ctx context.Context, args []string, cfg config.Config, wantJob bool, stderr io.Writer) int {
+	pos, err := cli.Parse(c.fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return cli.ExitOK
 	}
 	if err != nil {
 		return cli.ExitUsage
 	}
-	if len(pos) != 1 {
-		fs.Usage()
+	if wantJob != (len(pos) == 1) || len(pos) > 1 {
+		c.fs.Usage()
 		return cli.ExitUsage
+	}
+	if wantJob {
+		c.job = pos[0]
 	}
 	if err := cfg.Require(config.Database); err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitUsage
 	}
-	ctx := context.Background()
-	store, closeDB, err := openStore(ctx, cfg.DatabaseURL, 2)
+	c.store, c.close, err = openStore(ctx, cfg.DatabaseURL, 2)
 	if err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitError
 	}
-	defer closeDB()
-	st, err := store.Status(ctx, pos[0])
+	return -1
+}
+
+func runStatus(args []string, cfg config.Config, stdout io.Writer, stderr *os.File) int {
+	c := newJobCommand("status", "JOB [--json]", stderr)
+	asJSON := c.fs.Bool("json", false, "print one JSON object")
+	ctx := context.Background()
+	if code := c.parse(ctx, args, cfg, true, stderr); code >= 0 {
+		return code
+	}
+	defer c.close()
+	st, err := c.store.Status(ctx, c.job)
+	if err != nil {
+		fmt.Fprintln(stderr, "splitter:", err)
+		return cli.ExitError
+	}
+	d, err := c.store.Details(ctx, c.job)
 	if err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitError
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		if err := enc.Encode(st); err != nil {
+		if err := json.NewEncoder(stdout).Encode(struct {
+			jobs.Status
+			jobs.Details
+		}{st, d}); err != nil {
 			return cli.ExitError
 		}
 		return cli.ExitOK
 	}
-	printStatus(stdout, st)
+	printStatus(stdout, st, d, time.Now())
 	return cli.ExitOK
+}
+
+func runReport(args []string, cfg config.Config, stdout io.Writer, stderr *os.File) int {
+	c := newJobCommand("report", "JOB [--out DIR]", stderr)
+	out := c.fs.String("out", ".", "directory to write the files to")
+	ctx := context.Background()
+	if code := c.parse(ctx, args, cfg, true, stderr); code >= 0 {
+		return code
+	}
+	defer c.close()
+	if _, err := c.store.Job(ctx, c.job); err != nil {
+		fmt.Fprintln(stderr, "splitter:", err)
+		return cli.ExitError
+	}
+	counts, err := results.WriteDir(ctx, c.store, c.job, *out)
+	if err != nil {
+		fmt.Fprintln(stderr, "splitter:", err)
+		return cli.ExitError
+	}
+	fmt.Fprintf(stdout, "wrote %s/%s (%d rows) and %s/%s (%d rows)\n", *out, results.FileSucceeded, counts.Succeeded, *out, results.FileFailed, counts.Failed)
+	if counts.Pending > 0 {
+		fmt.Fprintf(stdout, "partial report: %d rows are still pending, listed in %s/%s\n", counts.Pending, *out, results.FilePending)
+	}
+	return cli.ExitOK
+}
+
+func runCancel(args []string, cfg config.Config, stdout io.Writer, stderr *os.File) int {
+	c := newJobCommand("cancel", "JOB [--reason TEXT]", stderr)
+	reason := c.fs.String("reason", "cancelled by an operator", "why, for the reports")
+	ctx := context.Background()
+	if code := c.parse(ctx, args, cfg, true, stderr); code >= 0 {
+		return code
+	}
+	defer c.close()
+	n, err := c.store.Cancel(ctx, c.job, *reason)
+	if err != nil {
+		fmt.Fprintln(stderr, "splitter:", err)
+		return cli.ExitError
+	}
+	fmt.Fprintf(stdout, "job %s cancelled: %d queued rows cancelled; rows being registered right now finish; workers drop the job's messages\n", c.job, n)
+	awsCfg, err := awsconf.Load(ctx, cfg.Region)
+	if err != nil {
+		fmt.Fprintln(stderr, "splitter:", err)
+		return cli.ExitError
+	}
+	log, _ := cli.Logger(stderr, or(cfg.LogFormat, "auto"), or(cfg.LogLevel, "info"))
+	finisher(c.store, awsCfg, cfg, log).JobMayBeDone(ctx, c.job)
+	return cli.ExitOK
+}
+
+func runJobs(args []string, cfg config.Config, stdout io.Writer, stderr *os.File) int {
+	c := newJobCommand("jobs", "[--limit N] [--json]", stderr)
+	limit := c.fs.Int("limit", 20, "how many jobs, most recent first")
+	asJSON := c.fs.Bool("json", false, "print a JSON array")
+	ctx := context.Background()
+	if code := c.parse(ctx, args, cfg, false, stderr); code >= 0 {
+		return code
+	}
+	defer c.close()
+	list, err := c.store.Recent(ctx, *limit)
+	if err != nil {
+		fmt.Fprintln(stderr, "splitter:", err)
+		return cli.ExitError
+	}
+	if *asJSON {
+		if err := json.NewEncoder(stdout).Encode(list); err != nil {
+			return cli.ExitError
+		}
+		return cli.ExitOK
+	}
+	printJobs(stdout, list)
+	return cli.ExitOK
+}
+
+// finisher completes jobs and writes their results to RESULTS_BUCKET.
+func finisher(store *jobs.Store, awsCfg aws.Config, cfg config.Config, log *slog.Logger) *results.Finisher {
+	return &results.Finisher{Jobs: store, Log: log,
+		Publisher: &results.Publisher{Jobs: store, S3: awsconf.S3(awsCfg), Bucket: cfg.ResultsBucket, Log: log}}
 }
 
 // openStore connects to the database and brings the tool's tables up to date.

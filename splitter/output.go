@@ -3,7 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"text/tabwriter"
+	"time"
 
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/split"
@@ -46,34 +49,38 @@ func printRun(w io.Writer, res split.Result) {
 	fmt.Fprintf(w, "sent %d messages\n", res.Sent)
 }
 
-func printProgress(w io.Writer, st jobs.Status) {
-	fmt.Fprintf(w, "  %d/%d rows final: %d succeeded, %d failed, %d rejected, %d duplicate; %d queued\n",
-		st.Total-st.Queued, st.Total, st.Succeeded, st.Failed, st.Rejected, st.Duplicate, st.Queued)
-}
-
 func printSummary(w io.Writer, st jobs.Status, probs []jobs.Problem) {
-	fmt.Fprintf(w, "job %s done: %d rows: %d succeeded, %d failed, %d rejected, %d duplicate\n",
-		st.Job, st.Total, st.Succeeded, st.Failed, st.Rejected, st.Duplicate)
+	fmt.Fprintf(w, "job %s done: %d rows: %d succeeded, %d failed, %d rejected, %d duplicate, %d cancelled\n",
+		st.Job, st.Total, st.Succeeded, st.Failed, st.Rejected, st.Duplicate, st.Cancelled)
+	if st.CancelledAt != nil {
+		fmt.Fprintf(w, "the job was cancelled: %s\n", st.CancelReason)
+	}
 	if len(probs) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "failed and rejected rows:")
+	fmt.Fprintln(w, "failed, rejected and cancelled rows:")
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	for _, p := range probs {
 		fmt.Fprintf(tw, "  %s:%d\t%s\t%s\t%s\n", p.Source, p.Line, p.State, p.Code, p.Message)
 	}
 	tw.Flush()
-	if more := st.Failed + st.Rejected - int64(len(probs)); more > 0 {
+	if more := st.Failed + st.Rejected + st.Cancelled - int64(len(probs)); more > 0 {
 		fmt.Fprintf(w, "  … and %d more\n", more)
 	}
 }
 
-func printStatus(w io.Writer, st jobs.Status) {
+func printStatus(w io.Writer, st jobs.Status, d jobs.Details, now time.Time) {
 	force := "no"
 	if st.ForceRegistration {
 		force = "yes"
 	}
 	fmt.Fprintf(w, "job %s (created %s, force registration: %s)\n", st.Job, st.CreatedAt.UTC().Format("2006-01-02 15:04:05Z"), force)
+	switch {
+	case st.CancelledAt != nil:
+		fmt.Fprintf(w, "CANCELLED %s: %s\n", st.CancelledAt.UTC().Format("2006-01-02 15:04:05Z"), st.CancelReason)
+	case st.FinishedAt != nil && st.Done():
+		fmt.Fprintf(w, "finished %s\n", st.FinishedAt.UTC().Format("2006-01-02 15:04:05Z"))
+	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "  total\t%d\t\n", st.Total)
 	fmt.Fprintf(tw, "  queued\t%d\t(%d not yet sent)\n", st.Queued, st.Unsent)
@@ -81,5 +88,35 @@ func printStatus(w io.Writer, st jobs.Status) {
 	fmt.Fprintf(tw, "  failed\t%d\t\n", st.Failed)
 	fmt.Fprintf(tw, "  rejected\t%d\t\n", st.Rejected)
 	fmt.Fprintf(tw, "  duplicate\t%d\t\n", st.Duplicate)
+	fmt.Fprintf(tw, "  cancelled\t%d\t\n", st.Cancelled)
+	tw.Flush()
+	if len(d.FailuresByCode) > 0 {
+		fmt.Fprintln(w, "failures by code:")
+		codes := slices.Sorted(maps.Keys(d.FailuresByCode))
+		slices.SortStableFunc(codes, func(a, b string) int { return int(d.FailuresByCode[b] - d.FailuresByCode[a]) })
+		for _, c := range codes {
+			fmt.Fprintf(w, "  %-26s %d\n", c, d.FailuresByCode[c])
+		}
+	}
+	if d.OldestQueued != nil {
+		fmt.Fprintf(w, "oldest queued row waiting for %s\n", now.Sub(*d.OldestQueued).Round(time.Second))
+	}
+	fmt.Fprintf(w, "rate over the last %s: %.1f rows/s\n", jobs.RecentWindow, d.RecentPerSecond)
+}
+
+func printJobs(w io.Writer, list []jobs.Status) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tCREATED\tSTATE\tTOTAL\tQUEUED\tSUCCEEDED\tFAILED\tREJECTED\tDUPLICATE\tCANCELLED")
+	for _, st := range list {
+		state := "running"
+		switch {
+		case st.CancelledAt != nil:
+			state = "cancelled"
+		case st.Done() && st.FinishedAt != nil:
+			state = "finished"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", st.Job, st.CreatedAt.UTC().Format("2006-01-02 15:04Z"), state,
+			st.Total, st.Queued, st.Succeeded, st.Failed, st.Rejected, st.Duplicate, st.Cancelled)
+	}
 	tw.Flush()
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/pfml"
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/register"
+	"github.com/massgov/bulk-user-import/shared/results"
 	"github.com/massgov/bulk-user-import/shared/retry"
 )
 
@@ -57,7 +58,7 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: worker [flags]\n\nConsumes IMPORT_QUEUE_URL until SIGINT or SIGTERM. Flags:")
+		fmt.Fprintln(stderr, "Usage: worker [flags]\n       worker dlq list|replay|purge ... (worker dlq -h)\n\nConsumes IMPORT_QUEUE_URL until SIGINT or SIGTERM. Flags:")
 		fs.PrintDefaults()
 	}
 	fs.IntVar(&f.loop.Concurrency, "concurrency", 16, "messages handled at once")
@@ -105,6 +106,9 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 
 func run(args []string, getenv func(string) string, stdout io.Writer, stderr *os.File) int {
 	cfg := config.FromEnv(getenv)
+	if len(args) > 0 && args[0] == "dlq" {
+		return runDLQ(args[1:], cfg, stdout, stderr)
+	}
 	f, err := parseFlags(args, cfg, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return cli.ExitOK
@@ -203,6 +207,16 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 		defer stopEMF()
 	}
 
+	jobStore := jobs.NewStore(pool)
+	finisher := &results.Finisher{Jobs: jobStore, Log: log,
+		Publisher: &results.Publisher{Jobs: jobStore, S3: awsconf.S3(awsCfg), Bucket: cfg.ResultsBucket, Log: log}}
+	if cfg.ResultsBucket == "" {
+		log.Warn("no results bucket configured (RESULTS_BUCKET): result files of completed jobs are not written to S3")
+	}
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	defer stopSweep()
+	go finisher.Sweep(sweepCtx, time.Minute, 5*time.Minute)
+
 	loop := f.loop
 	loop.MaxReceiveCount = maxReceive
 	w := &consume.Worker{
@@ -211,7 +225,8 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 		Log:     log,
 		Metrics: m,
 		Handler: &consume.Handler{
-			Jobs: jobs.NewStore(pool),
+			Jobs:     jobStore,
+			Finisher: finisher,
 			Registrar: &register.Registrar{
 				PFML:    store,
 				Cognito: cognito.New(cognito.Limit(awsconf.Cognito(awsCfg), f.cognitoLimits), cfg.UserPoolID),

@@ -120,6 +120,23 @@ type Handler struct {
 	Log             *slog.Logger
 	Now             func() time.Time
 	Metrics         *metrics.Worker // optional: counts failures by code
+	// Finisher, if set, hears of every row that became final here: it
+	// checks the job's failure limits and writes its results on completion.
+	Finisher RowFinisher
+}
+
+// RowFinisher is told when a row of a job became final.
+type RowFinisher interface {
+	RowFinal(ctx context.Context, jobID string, failed bool)
+}
+
+func (h *Handler) rowFinal(ctx context.Context, jobID string, failed bool) {
+	if h.Finisher == nil {
+		return
+	}
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	h.Finisher.RowFinal(bctx, jobID, failed)
 }
 
 func (h *Handler) countError(code string) {
@@ -176,6 +193,7 @@ func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 	}
 	log.Info("row succeeded", "step", StepDone, logging.Email(row.Email), logging.FEIN(row.FEIN),
 		"user_created", res.UserCreated, "fineos_registered", res.FineosRegistered)
+	h.rowFinal(ctx, msg.Job, false)
 	return Outcome{Action: Ack, Result: "succeeded"}
 }
 
@@ -210,7 +228,10 @@ func (h *Handler) retry(ctx context.Context, log *slog.Logger, m queue.Message, 
 func (h *Handler) deadLetter(ctx context.Context, log *slog.Logger, m queue.Message, msg *message.Row, code, reason string) Outcome {
 	reason = truncate(reason)
 	h.countError(code)
-	if msg == nil || code == CodeUnknownRow || code == CodeMessageMismatch {
+	// A message without a (matching) recorded row fails on its own; a row's
+	// failure is recorded on the row.
+	ownRow := msg != nil && code != CodeUnknownRow && code != CodeMessageMismatch
+	if !ownRow {
 		log = log.With("step", StepCheck) // failures of registration steps carry their step already
 	}
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
@@ -229,7 +250,7 @@ func (h *Handler) deadLetter(ctx context.Context, log *slog.Logger, m queue.Mess
 		log.Error("could not send the message to the dead-letter queue; it will be redelivered", "error_code", code, "err", err)
 		return Outcome{Action: Retry, Delay: h.Backoff.Delay(m.ReceiveCount), Result: "retry"}
 	}
-	if msg != nil && code != CodeUnknownRow && code != CodeMessageMismatch {
+	if ownRow {
 		if err := h.bookkeep(ctx, log, func(ctx context.Context) error { return h.Jobs.Fail(ctx, msg.Job, msg.Row, code, reason) }); err != nil {
 			// Try again later rather than leave the row queued for ever;
 			// the dead-letter queue may then hold the message twice.
@@ -238,6 +259,9 @@ func (h *Handler) deadLetter(ctx context.Context, log *slog.Logger, m queue.Mess
 		}
 	}
 	log.Warn("row failed; sent to the dead-letter queue", "error_code", code, "reason", reason)
+	if ownRow {
+		h.rowFinal(ctx, msg.Job, true)
+	}
 	return Outcome{Action: Ack, Result: "failed"}
 }
 

@@ -24,13 +24,18 @@ const (
 	Failed    = "failed"    // registration failed; error_code says why
 	Rejected  = "rejected"  // refused by validation; never enqueued
 	Duplicate = "duplicate" // same (email, fein) as an earlier row of the job
+	Cancelled = "cancelled" // the job was cancelled before the row was registered
 )
+
+// CodeCancelled is the error code of cancelled rows.
+const CodeCancelled = "CANCELLED"
 
 // Errors.
 var (
 	ErrJobNotFound = errors.New("job not found")
 	ErrRowNotFound = errors.New("row not found")
 	ErrJobBusy     = errors.New("job is being split by another process")
+	ErrCancelled   = errors.New("job is cancelled")
 )
 
 // Store reads and writes the bookkeeping tables.
@@ -48,7 +53,26 @@ type Job struct {
 	CreatedAt         time.Time
 	RecordedAt        *time.Time
 	SentAt            *time.Time
+	FinishedAt        *time.Time
+	CancelledAt       *time.Time
+	CancelReason      string
+	Limits            Limits
+	Completion        int // times every row became final
+	ResultsWritten    int // the completion whose result files are written
 }
+
+// Limits cancel a job that fails too much: after MinSample rows finished
+// (succeeded or failed), more than MaxFailures failed rows, or a share of
+// failed rows above MaxFailureRatio. Zero values mean no limit.
+type Limits struct {
+	MaxFailures     int
+	MaxFailureRatio float64
+	MinSample       int
+}
+
+// DefaultMinSample is the number of finished rows before the failure ratio
+// is checked.
+const DefaultMinSample = 20
 
 // Lock takes the job's exclusive lock for the duration of a splitter run,
 // so two runs with the same --job cannot interleave. It returns ErrJobBusy
@@ -78,11 +102,24 @@ func (s *Store) Lock(ctx context.Context, jobID string) (unlock func(), err erro
 
 // CreateJob records a new job, or returns the existing one with that id.
 // Re-running a job with a different force-registration setting is an error:
-// its rows would be registered two different ways.
-func (s *Store) CreateJob(ctx context.Context, id string, force bool) (job Job, created bool, err error) {
-	tag, err := s.pool.Exec(ctx, `INSERT INTO bulk_import_job (job_id, force_registration) VALUES ($1, $2) ON CONFLICT (job_id) DO NOTHING`, id, force)
+// its rows would be registered two different ways; so is re-running a
+// cancelled job. Limits given for an existing job replace its limits.
+func (s *Store) CreateJob(ctx context.Context, id string, force bool, limits Limits) (job Job, created bool, err error) {
+	if limits.MinSample <= 0 {
+		limits.MinSample = DefaultMinSample
+	}
+	tag, err := s.pool.Exec(ctx, `INSERT INTO bulk_import_job (job_id, force_registration, max_failures, max_failure_ratio, min_sample)
+		VALUES ($1, $2, nullif($3, 0), nullif($4, 0), $5) ON CONFLICT (job_id) DO NOTHING`,
+		id, force, limits.MaxFailures, limits.MaxFailureRatio, limits.MinSample)
 	if err != nil {
 		return Job{}, false, fmt.Errorf("create job %s: %w", id, err)
+	}
+	created = tag.RowsAffected() == 1
+	if !created && (limits.MaxFailures > 0 || limits.MaxFailureRatio > 0) {
+		if _, err := s.pool.Exec(ctx, `UPDATE bulk_import_job SET max_failures = nullif($2, 0), max_failure_ratio = nullif($3, 0),
+			min_sample = $4, updated_at = now() WHERE job_id = $1`, id, limits.MaxFailures, limits.MaxFailureRatio, limits.MinSample); err != nil {
+			return Job{}, false, fmt.Errorf("set limits of job %s: %w", id, err)
+		}
 	}
 	job, err = s.Job(ctx, id)
 	if err != nil {
@@ -91,14 +128,28 @@ func (s *Store) CreateJob(ctx context.Context, id string, force bool) (job Job, 
 	if job.ForceRegistration != force {
 		return Job{}, false, fmt.Errorf("job %s was started with force registration %t; re-run it the same way or use a new --job", id, job.ForceRegistration)
 	}
-	return job, tag.RowsAffected() == 1, nil
+	if job.CancelledAt != nil {
+		return Job{}, false, fmt.Errorf("job %s: %w (%s); start a new job", id, ErrCancelled, job.CancelReason)
+	}
+	return job, created, nil
 }
 
 // Job returns the job with that id, or ErrJobNotFound.
 func (s *Store) Job(ctx context.Context, id string) (Job, error) {
 	var j Job
-	err := s.pool.QueryRow(ctx, `SELECT job_id, force_registration, created_at, recorded_at, sent_at FROM bulk_import_job WHERE job_id = $1`, id).
-		Scan(&j.ID, &j.ForceRegistration, &j.CreatedAt, &j.RecordedAt, &j.SentAt)
+	var maxFailures *int
+	var maxRatio *float64
+	err := s.pool.QueryRow(ctx, `SELECT job_id, force_registration, created_at, recorded_at, sent_at, finished_at,
+		cancelled_at, coalesce(cancel_reason, ''), max_failures, max_failure_ratio, min_sample, completion, results_written
+		FROM bulk_import_job WHERE job_id = $1`, id).
+		Scan(&j.ID, &j.ForceRegistration, &j.CreatedAt, &j.RecordedAt, &j.SentAt, &j.FinishedAt,
+			&j.CancelledAt, &j.CancelReason, &maxFailures, &maxRatio, &j.Limits.MinSample, &j.Completion, &j.ResultsWritten)
+	if maxFailures != nil {
+		j.Limits.MaxFailures = *maxFailures
+	}
+	if maxRatio != nil {
+		j.Limits.MaxFailureRatio = *maxRatio
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Job{}, fmt.Errorf("job %s: %w", id, ErrJobNotFound)
 	}
@@ -181,7 +232,8 @@ func (s *Store) RecordSource(ctx context.Context, jobID, source string, header [
 		if _, err := tx.Exec(ctx, `UPDATE bulk_import_source SET row_count = $3 WHERE job_id = $1 AND source_idx = $2`, jobID, idx, counts.Rows); err != nil {
 			return fmt.Errorf("record source: %w", err)
 		}
-		_, err = tx.Exec(ctx, `UPDATE bulk_import_job SET updated_at = now() WHERE job_id = $1`, jobID)
+		// New rows: the job is being recorded again, and not finished.
+		_, err = tx.Exec(ctx, `UPDATE bulk_import_job SET recorded_at = NULL, finished_at = NULL, updated_at = now() WHERE job_id = $1`, jobID)
 		return err
 	})
 	if err != nil {

@@ -60,7 +60,7 @@ func TestRecordSourceCountsRejectsAndDuplicatesAcrossSources(t *testing.T) {
 	t.Parallel()
 	_, s := setup(t)
 	ctx := context.Background()
-	if _, _, err := s.CreateJob(ctx, "j1", false); err != nil {
+	if _, _, err := s.CreateJob(ctx, "j1", false, jobs.Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	c1 := record(t, s, "j1", "a.csv", "fein,email\n123456789,a@b.co\n123456789,A@B.CO\n1x,c@d.co\n987654321,a@b.co\n")
@@ -101,7 +101,7 @@ func TestRefusedSourceRecordsNothing(t *testing.T) {
 	t.Parallel()
 	pool, s := setup(t)
 	ctx := context.Background()
-	if _, _, err := s.CreateJob(ctx, "j1", false); err != nil {
+	if _, _, err := s.CreateJob(ctx, "j1", false, jobs.Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := s.RecordSource(ctx, "j1", "bad.csv", []string{"fein", "email"}, &failingRows{})
@@ -122,13 +122,13 @@ func TestCreateJobRefusesAChangedForceFlag(t *testing.T) {
 	t.Parallel()
 	_, s := setup(t)
 	ctx := context.Background()
-	if _, created, err := s.CreateJob(ctx, "j1", true); err != nil || !created {
+	if _, created, err := s.CreateJob(ctx, "j1", true, jobs.Limits{}); err != nil || !created {
 		t.Fatalf("create: %v %v", created, err)
 	}
-	if _, created, err := s.CreateJob(ctx, "j1", true); err != nil || created {
+	if _, created, err := s.CreateJob(ctx, "j1", true, jobs.Limits{}); err != nil || created {
 		t.Fatalf("re-create: %v %v", created, err)
 	}
-	if _, _, err := s.CreateJob(ctx, "j1", false); err == nil {
+	if _, _, err := s.CreateJob(ctx, "j1", false, jobs.Limits{}); err == nil {
 		t.Fatal("changed force flag accepted")
 	}
 }
@@ -161,7 +161,7 @@ func TestUnsentRowsAndRowTransitions(t *testing.T) {
 	t.Parallel()
 	_, s := setup(t)
 	ctx := context.Background()
-	if _, _, err := s.CreateJob(ctx, "j1", true); err != nil {
+	if _, _, err := s.CreateJob(ctx, "j1", true, jobs.Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	record(t, s, "j1", "a.csv", "fein,email\n1,a@b.co\n2,b@b.co\n3,c@b.co\n")

@@ -36,12 +36,14 @@ func (s *Store) StartAttempt(ctx context.Context, jobID string, row int64, recei
 	return ri, nil
 }
 
-// Succeed marks the row succeeded. A row that failed meanwhile (a duplicate
-// delivery gave up) is corrected: success is the truth once reached.
+// Succeed marks the row succeeded. A row that failed or was cancelled
+// meanwhile (a duplicate delivery gave up; the job was cancelled while the
+// row was being registered) is corrected: it is registered, and success is
+// the truth once reached.
 func (s *Store) Succeed(ctx context.Context, jobID string, row int64) error {
 	if _, err := s.pool.Exec(ctx, `UPDATE bulk_import_row
 		SET state = 'succeeded', error_code = NULL, error_message = NULL, finished_at = now(), updated_at = now()
-		WHERE job_id = $1 AND row_no = $2 AND state IN ('queued', 'failed')`, jobID, row); err != nil {
+		WHERE job_id = $1 AND row_no = $2 AND state IN ('queued', 'failed', 'cancelled')`, jobID, row); err != nil {
 		return fmt.Errorf("mark job %s row %d succeeded: %w", jobID, row, err)
 	}
 	return nil

@@ -12,16 +12,20 @@ import (
 // row is in exactly one of the other counts. Unsent counts queued rows whose
 // message has not been sent yet.
 type Status struct {
-	Job               string    `json:"job"`
-	ForceRegistration bool      `json:"force_registration"`
-	CreatedAt         time.Time `json:"created_at"`
-	Total             int64     `json:"total"`
-	Queued            int64     `json:"queued"`
-	Succeeded         int64     `json:"succeeded"`
-	Failed            int64     `json:"failed"`
-	Rejected          int64     `json:"rejected"`
-	Duplicate         int64     `json:"duplicate"`
-	Unsent            int64     `json:"unsent"`
+	Job               string     `json:"job"`
+	ForceRegistration bool       `json:"force_registration"`
+	CreatedAt         time.Time  `json:"created_at"`
+	Total             int64      `json:"total"`
+	Queued            int64      `json:"queued"`
+	Succeeded         int64      `json:"succeeded"`
+	Failed            int64      `json:"failed"`
+	Rejected          int64      `json:"rejected"`
+	Duplicate         int64      `json:"duplicate"`
+	Cancelled         int64      `json:"cancelled"`
+	Unsent            int64      `json:"unsent"`
+	FinishedAt        *time.Time `json:"finished_at,omitempty"`
+	CancelledAt       *time.Time `json:"cancelled_at,omitempty"`
+	CancelReason      string     `json:"cancel_reason,omitempty"`
 }
 
 // Done reports whether every row of the job is in a final state.
@@ -33,7 +37,8 @@ func (s *Store) Status(ctx context.Context, jobID string) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	st := Status{Job: job.ID, ForceRegistration: job.ForceRegistration, CreatedAt: job.CreatedAt}
+	st := Status{Job: job.ID, ForceRegistration: job.ForceRegistration, CreatedAt: job.CreatedAt,
+		FinishedAt: job.FinishedAt, CancelledAt: job.CancelledAt, CancelReason: job.CancelReason}
 	rows, err := s.pool.Query(ctx, `SELECT state, count(*), count(*) FILTER (WHERE state = 'queued' AND sent_at IS NULL)
 		FROM bulk_import_row WHERE job_id = $1 GROUP BY state`, jobID)
 	if err != nil {
@@ -55,6 +60,8 @@ func (s *Store) Status(ctx context.Context, jobID string) (Status, error) {
 			st.Rejected = n
 		case Duplicate:
 			st.Duplicate = n
+		case Cancelled:
+			st.Cancelled = n
 		default:
 			return fmt.Errorf("unknown row state %q", state)
 		}
@@ -66,7 +73,62 @@ func (s *Store) Status(ctx context.Context, jobID string) (Status, error) {
 	return st, nil
 }
 
-// Problem is a failed or rejected row, for summaries.
+// Details are what an operator watching a job needs beyond the counts.
+type Details struct {
+	FailuresByCode  map[string]int64 `json:"failures_by_code"` // failed, rejected and cancelled rows by code
+	OldestQueued    *time.Time       `json:"oldest_queued,omitempty"`
+	RecentPerSecond float64          `json:"recent_rows_per_second"` // rows finished by workers over RecentWindow
+}
+
+// RecentWindow is the span of the recent rate in Details.
+const RecentWindow = 5 * time.Minute
+
+// Details reads a job's failures by code, the age of its oldest queued row
+// and its recent rate.
+func (s *Store) Details(ctx context.Context, jobID string) (Details, error) {
+	d := Details{FailuresByCode: map[string]int64{}}
+	rows, err := s.pool.Query(ctx, `SELECT coalesce(error_code, 'UNKNOWN'), count(*) FROM bulk_import_row
+		WHERE job_id = $1 AND state IN ('failed', 'rejected', 'cancelled') GROUP BY 1`, jobID)
+	if err != nil {
+		return d, fmt.Errorf("failures of job %s: %w", jobID, err)
+	}
+	var code string
+	var n int64
+	if _, err := pgx.ForEachRow(rows, []any{&code, &n}, func() error { d.FailuresByCode[code] = n; return nil }); err != nil {
+		return d, fmt.Errorf("failures of job %s: %w", jobID, err)
+	}
+	var recent int64
+	if err := s.pool.QueryRow(ctx, `SELECT (SELECT min(coalesce(sent_at, updated_at)) FROM bulk_import_row WHERE job_id = $1 AND state = 'queued'),
+		(SELECT count(*) FROM bulk_import_row WHERE job_id = $1 AND finished_at > now() - $2::interval AND state IN ('succeeded', 'failed'))`,
+		jobID, RecentWindow.String()).Scan(&d.OldestQueued, &recent); err != nil {
+		return d, fmt.Errorf("progress of job %s: %w", jobID, err)
+	}
+	d.RecentPerSecond = float64(recent) / RecentWindow.Seconds()
+	return d, nil
+}
+
+// Recent returns the status of the most recently created jobs.
+func (s *Store) Recent(ctx context.Context, limit int) ([]Status, error) {
+	rows, err := s.pool.Query(ctx, `SELECT job_id FROM bulk_import_job ORDER BY created_at DESC, job_id LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	out := make([]Status, 0, len(ids))
+	for _, id := range ids {
+		st, err := s.Status(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// Problem is a failed, rejected or cancelled row, for summaries.
 type Problem struct {
 	Row     int64  `json:"row"`
 	Source  string `json:"source"`
@@ -76,11 +138,12 @@ type Problem struct {
 	Message string `json:"error"`
 }
 
-// Problems returns up to limit failed or rejected rows of the job, in row order.
+// Problems returns up to limit failed, rejected or cancelled rows of the
+// job, in row order.
 func (s *Store) Problems(ctx context.Context, jobID string, limit int) ([]Problem, error) {
 	rows, err := s.pool.Query(ctx, `SELECT r.row_no, s.source, r.line, r.state, coalesce(r.error_code, ''), coalesce(r.error_message, '')
 		FROM bulk_import_row r JOIN bulk_import_source s USING (job_id, source_idx)
-		WHERE r.job_id = $1 AND r.state IN ('failed', 'rejected')
+		WHERE r.job_id = $1 AND r.state IN ('failed', 'rejected', 'cancelled')
 		ORDER BY r.row_no LIMIT $2`, jobID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("problems of job %s: %w", jobID, err)

@@ -60,25 +60,35 @@ type Opener struct {
 	S3 S3API
 }
 
-// Open returns a stream of the source's bytes. The caller closes it.
-func (o Opener) Open(ctx context.Context, loc Location) (io.ReadCloser, error) {
+// Open returns a stream of the source's bytes and its size (-1 when
+// unknown). The caller closes the stream.
+func (o Opener) Open(ctx context.Context, loc Location) (io.ReadCloser, int64, error) {
 	if !loc.IsS3() {
 		f, err := os.Open(loc.Path)
 		if err != nil {
-			return nil, fmt.Errorf("open %s: %w", loc.Path, err)
+			return nil, 0, fmt.Errorf("open %s: %w", loc.Path, err)
 		}
-		if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		fi, err := f.Stat()
+		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("open %s: is a directory", loc.Path)
+			return nil, 0, fmt.Errorf("open %s: %w", loc.Path, err)
 		}
-		return f, nil
+		if fi.IsDir() {
+			f.Close()
+			return nil, 0, fmt.Errorf("open %s: is a directory", loc.Path)
+		}
+		return f, fi.Size(), nil
 	}
 	if o.S3 == nil {
-		return nil, fmt.Errorf("open %s: no S3 client configured", loc)
+		return nil, 0, fmt.Errorf("open %s: no S3 client configured", loc)
 	}
 	out, err := o.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: &loc.Bucket, Key: &loc.Key})
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", loc, err)
+		return nil, 0, fmt.Errorf("open %s: %w", loc, err)
 	}
-	return out.Body, nil
+	size := int64(-1)
+	if out.ContentLength != nil {
+		size = *out.ContentLength
+	}
+	return out.Body, size, nil
 }

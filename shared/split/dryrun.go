@@ -62,7 +62,7 @@ func DryRun(ctx context.Context, opener source.Opener, sources []string, maxReje
 func dryRunSource(ctx context.Context, opener source.Opener, loc source.Location, seed maphash.Seed,
 	pairs map[uint64]struct{}, res *DryRunResult, maxRejects int) (jobs.SourceCounts, error) {
 	var c jobs.SourceCounts
-	body, err := opener.Open(ctx, loc)
+	body, _, err := opener.Open(ctx, loc)
 	if err != nil {
 		return c, err
 	}

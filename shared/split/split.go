@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/message"
 	"github.com/massgov/bulk-user-import/shared/queue"
+	"github.com/massgov/bulk-user-import/shared/results"
 	"github.com/massgov/bulk-user-import/shared/source"
 )
 
@@ -42,6 +44,19 @@ type Splitter struct {
 	// at a time for sending (default 1000).
 	SendConcurrency int
 	PageSize        int
+	// Progress, if set, hears how far reading and sending have come.
+	Progress Progress
+	// Finisher, if set, completes the job when every row is already final
+	// once recorded (all rejected or duplicate, or a re-run of a finished
+	// job), writing its results.
+	Finisher *results.Finisher
+}
+
+// Progress is told how far a run has come. Calls come from the goroutine
+// that runs the splitter.
+type Progress interface {
+	Reading(source string, read, size int64) // size is -1 when unknown
+	Sending(sent, total int64)
 }
 
 // Options of a run.
@@ -49,6 +64,7 @@ type Options struct {
 	Job               string
 	ForceRegistration bool
 	Sources           []string
+	Limits            jobs.Limits // cancel the job when too many rows fail
 }
 
 // SourceResult says what happened to one source.
@@ -95,7 +111,7 @@ func (s *Splitter) Run(ctx context.Context, opts Options) (Result, error) {
 		return res, err
 	}
 	defer unlock()
-	if _, res.Created, err = s.Jobs.CreateJob(ctx, opts.Job, opts.ForceRegistration); err != nil {
+	if _, res.Created, err = s.Jobs.CreateJob(ctx, opts.Job, opts.ForceRegistration, opts.Limits); err != nil {
 		return res, err
 	}
 	log := s.Log.With("job", opts.Job)
@@ -125,6 +141,9 @@ func (s *Splitter) Run(ctx context.Context, opts Options) (Result, error) {
 		return res, fmt.Errorf("send messages of job %s (re-run with --job %s to send the rest): %w", opts.Job, opts.Job, err)
 	}
 	log.Info("messages sent", "sent", res.Sent)
+	if s.Finisher != nil {
+		s.Finisher.JobMayBeDone(ctx, opts.Job)
+	}
 	return res, nil
 }
 
@@ -149,13 +168,17 @@ func (s *Splitter) recordSource(ctx context.Context, job, src string, seen map[s
 		sr.Skipped = true
 		return sr, nil
 	}
-	body, err := s.Opener.Open(ctx, loc)
+	body, size, err := s.Opener.Open(ctx, loc)
 	if err != nil {
 		sr.Err = err
 		return sr, nil
 	}
 	defer body.Close()
-	rows, err := csvrows.NewReader(sr.Source, body)
+	var in io.Reader = body
+	if s.Progress != nil {
+		in = &countingReader{r: body, report: func(n int64) { s.Progress.Reading(sr.Source, n, size) }}
+	}
+	rows, err := csvrows.NewReader(sr.Source, in)
 	if err != nil {
 		sr.Err = err
 		return sr, nil
@@ -179,8 +202,11 @@ func (s *Splitter) send(ctx context.Context, opts Options) (int64, error) {
 	if conc <= 0 {
 		conc = 8
 	}
-	var sent int64
-	var after int64
+	st, err := s.Jobs.Status(ctx, opts.Job)
+	if err != nil {
+		return 0, err
+	}
+	var sent, after int64
 	for {
 		page, err := s.Jobs.UnsentRows(ctx, opts.Job, after, pageSize)
 		if err != nil {
@@ -204,11 +230,14 @@ func (s *Splitter) send(ctx context.Context, opts Options) (int64, error) {
 			return sent, merr
 		}
 		sent += int64(len(ok))
+		if s.Progress != nil {
+			s.Progress.Sending(sent, st.Unsent)
+		}
 		if err != nil {
 			return sent, err
 		}
 	}
-	st, err := s.Jobs.Status(ctx, opts.Job)
+	st, err = s.Jobs.Status(ctx, opts.Job)
 	if err != nil {
 		return sent, err
 	}
@@ -276,4 +305,18 @@ func (s *Splitter) sendBatch(ctx context.Context, batch []queue.Entry) ([]int64,
 		return nil
 	}, bo)
 	return ok, err
+}
+
+// countingReader reports the bytes read so far.
+type countingReader struct {
+	r      io.Reader
+	n      int64
+	report func(int64)
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	c.report(c.n)
+	return n, err
 }

@@ -1,0 +1,260 @@
+// Package dlq is the on-call engineer's view of the dead-letter queue: list
+// what failed and why, replay messages to the import queue once the data
+// is fixed, and purge those that never will be.
+//
+// Every operation is one pass over the queue. A pass receives each visible
+// message once and holds it (extending its visibility) until the pass
+// ends; then every message it did not move or delete is released at once
+// (visibility 0). Nothing is consumed by looking. Moving is send-then-
+// delete: a crash in between leaves a duplicate, which the idempotent
+// worker absorbs, never a loss; and since a held message is invisible to
+// others, two operators never move the same message.
+package dlq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/massgov/bulk-user-import/shared/consume"
+	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/logging"
+	"github.com/massgov/bulk-user-import/shared/message"
+	"github.com/massgov/bulk-user-import/shared/queue"
+)
+
+// CodeRedriven names messages without an error code: SQS moved them after
+// maxReceiveCount receives, when a worker died on every attempt.
+const CodeRedriven = "REDRIVEN"
+
+// Queue is the dead-letter queue as the tools use it.
+type Queue interface {
+	Receive(ctx context.Context, n int, wait, visibility time.Duration) ([]queue.Message, error)
+	DeleteBatch(ctx context.Context, receiptHandles []string) ([]queue.EntryError, error)
+	ChangeVisibilityBatch(ctx context.Context, receiptHandles []string, d time.Duration) ([]queue.EntryError, error)
+}
+
+// Sender is the import queue, for replays.
+type Sender interface {
+	SendBatch(ctx context.Context, entries []queue.Entry) ([]queue.EntryError, error)
+}
+
+var (
+	_ Queue  = (*queue.Queue)(nil)
+	_ Sender = (*queue.Queue)(nil)
+)
+
+// Tool runs the operations.
+type Tool struct {
+	DLQ  Queue
+	Main Sender      // for replay
+	Jobs *jobs.Store // rows are requeued on replay and marked on purge
+	Log  *slog.Logger
+	// Hold is the visibility of held messages, extended while a pass runs
+	// (default 1 min). Wait is the long poll of each receive (default 2 s).
+	Hold, Wait time.Duration
+	// MaxHeld bounds a pass: past it the pass stops and says it is
+	// partial (default 50,000 messages).
+	MaxHeld int
+}
+
+// Entry describes a dead-lettered message.
+type Entry struct {
+	ID       string `json:"message_id"`
+	Job      string `json:"job,omitempty"`
+	Row      int64  `json:"row,omitempty"`
+	Code     string `json:"error_code"`
+	Error    string `json:"error,omitempty"`
+	Attempts string `json:"attempts,omitempty"`
+	FailedAt string `json:"failed_at,omitempty"`
+	Email    string `json:"email,omitempty"` // masked
+	FEIN     string `json:"fein,omitempty"`  // masked
+
+	body   string
+	handle string
+}
+
+func describe(m queue.Message) Entry {
+	e := Entry{
+		ID: m.ID, Code: m.Attributes[consume.AttrErrorCode], Error: m.Attributes[consume.AttrErrorMessage],
+		Attempts: m.Attributes[consume.AttrAttempts], FailedAt: m.Attributes[consume.AttrFailedAt],
+		Job: m.Attributes[consume.AttrJob], body: m.Body, handle: m.ReceiptHandle,
+	}
+	e.Row, _ = strconv.ParseInt(m.Attributes[consume.AttrRow], 10, 64)
+	if e.Code == "" {
+		e.Code = CodeRedriven
+		e.Attempts = strconv.Itoa(m.ReceiveCount)
+	}
+	if msg, err := message.Decode(m.Body); err == nil {
+		e.Job, e.Row = msg.Job, msg.Row
+		e.Email, e.FEIN = logging.MaskEmail(msg.Email), logging.MaskFEIN(msg.FEIN)
+	}
+	return e
+}
+
+// Filter selects messages; empty fields match everything.
+type Filter struct {
+	Job  string
+	Code string
+}
+
+// Match reports whether e is selected.
+func (f Filter) Match(e Entry) bool {
+	return (f.Job == "" || f.Job == e.Job) && (f.Code == "" || f.Code == e.Code)
+}
+
+func (t *Tool) defaults() (hold, wait time.Duration, maxHeld int) {
+	hold, wait, maxHeld = t.Hold, t.Wait, t.MaxHeld
+	if hold <= 0 {
+		hold = time.Minute
+	}
+	if wait <= 0 {
+		wait = 2 * time.Second
+	}
+	if maxHeld <= 0 {
+		maxHeld = 50000
+	}
+	return hold, wait, maxHeld
+}
+
+// Pass says how a pass over the queue went.
+type Pass struct {
+	Seen    int  `json:"seen"`    // distinct messages looked at
+	Partial bool `json:"partial"` // stopped at MaxHeld or by a limit: more may remain
+}
+
+// scan receives every visible message once and hands each batch to visit,
+// which returns the message ids it removed from the queue; the others are
+// held until the pass ends, then released. visit may ask to stop.
+func (t *Tool) scan(ctx context.Context, visit func(ctx context.Context, batch []Entry) (removed map[string]bool, stop bool, err error)) (Pass, error) {
+	hold, wait, maxHeld := t.defaults()
+	var p Pass
+	h := &holder{q: t.DLQ, hold: hold, log: t.Log, held: map[string]string{}}
+	hbCtx, stopHeartbeat := context.WithCancel(ctx)
+	defer func() {
+		stopHeartbeat()
+		h.releaseAll()
+	}()
+	go h.heartbeat(hbCtx)
+
+	seen := map[string]bool{}
+	empties := 0
+	for empties < 2 {
+		msgs, err := t.DLQ.Receive(ctx, queue.MaxBatchEntries, wait, hold)
+		if err != nil {
+			return p, fmt.Errorf("receive from the dead-letter queue: %w", err)
+		}
+		if len(msgs) == 0 {
+			empties++ // two empty long polls in a row: the queue is done
+			continue
+		}
+		empties = 0
+		var batch []Entry
+		for _, m := range msgs {
+			h.add(m.ID, m.ReceiptHandle)
+			if !seen[m.ID] {
+				seen[m.ID] = true
+				batch = append(batch, describe(m))
+			}
+		}
+		p.Seen += len(batch)
+		removed, stop, err := visit(ctx, batch)
+		for id := range removed {
+			h.remove(id)
+		}
+		if err != nil {
+			return p, err
+		}
+		if stop {
+			p.Partial = true
+			return p, nil
+		}
+		if h.count() >= maxHeld {
+			t.Log.Warn("pass stopped: too many messages held", "held", h.count())
+			p.Partial = true
+			return p, nil
+		}
+	}
+	return p, nil
+}
+
+// holder keeps the receipt handles of held messages, extends their
+// visibility while the pass runs and releases them at its end.
+type holder struct {
+	q    Queue
+	hold time.Duration
+	log  *slog.Logger
+	mu   sync.Mutex
+	held map[string]string // message id -> receipt handle
+}
+
+func (h *holder) add(id, handle string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.held[id] = handle
+}
+
+func (h *holder) remove(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.held, id)
+}
+
+func (h *holder) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.held)
+}
+
+func (h *holder) handles() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(h.held))
+	for _, handle := range h.held {
+		out = append(out, handle)
+	}
+	return out
+}
+
+func (h *holder) heartbeat(ctx context.Context) {
+	t := time.NewTicker(h.hold / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.setVisibility(ctx, h.handles(), h.hold)
+	}
+}
+
+// releaseAll makes every held message visible again, even when the pass
+// was interrupted.
+func (h *holder) releaseAll() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h.setVisibility(ctx, h.handles(), 0)
+}
+
+func (h *holder) setVisibility(ctx context.Context, handles []string, d time.Duration) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for len(handles) > 0 {
+		n := min(len(handles), queue.MaxBatchEntries)
+		batch := handles[:n]
+		handles = handles[n:]
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if _, err := h.q.ChangeVisibilityBatch(ctx, batch, d); err != nil && !errors.Is(err, context.Canceled) {
+				h.log.Warn("could not change the visibility of held messages", "count", len(batch), "visibility", d.String(), "err", err)
+			}
+		})
+	}
+	wg.Wait()
+}
