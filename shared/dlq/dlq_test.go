@@ -1,0 +1,290 @@
+package dlq_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/massgov/bulk-user-import/localstack/stacktest"
+	"github.com/massgov/bulk-user-import/shared/awsconf"
+	"github.com/massgov/bulk-user-import/shared/consume"
+	"github.com/massgov/bulk-user-import/shared/csvrows"
+	"github.com/massgov/bulk-user-import/shared/dlq"
+	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/logging"
+	"github.com/massgov/bulk-user-import/shared/message"
+	"github.com/massgov/bulk-user-import/shared/queue"
+)
+
+type fixture struct {
+	stack      *stacktest.Stack
+	jobs       *jobs.Store
+	main, dead *queue.Queue
+	tool       *dlq.Tool
+}
+
+func setup(t *testing.T) fixture {
+	t.Helper()
+	s := stacktest.New(t, stacktest.Options{})
+	api := awsconf.SQS(s.AWS)
+	f := fixture{stack: s, jobs: jobs.NewStore(s.Pool), main: queue.New(api, s.Resources.QueueURL), dead: queue.New(api, s.Resources.DLQURL)}
+	f.tool = &dlq.Tool{DLQ: f.dead, Main: f.main, Jobs: f.jobs, Log: logging.Discard(), Hold: 20 * time.Second, Wait: 500 * time.Millisecond}
+	return f
+}
+
+// deadLetter records n failed rows of job and puts their messages in the
+// DLQ as the worker would, with code.
+func (f fixture) deadLetter(t *testing.T, job, code string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	if _, _, err := f.jobs.CreateJob(ctx, job, false, jobs.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString("fein,email\n")
+	for i := range n {
+		fmt.Fprintf(&b, "123456789,%s-%s-%d@example.com\n", strings.ToLower(job), strings.ToLower(code), i)
+	}
+	name := "/in/" + job + "-" + code + ".csv"
+	r, _ := csvrows.NewReader(name, strings.NewReader(b.String()))
+	if _, err := f.jobs.RecordSource(ctx, job, name, r.Header(), r); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.jobs.MarkRecorded(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	var base int64
+	if err := f.stack.Pool.QueryRow(ctx, `SELECT max(row_no) FROM bulk_import_row WHERE job_id = $1`, job).Scan(&base); err != nil {
+		t.Fatal(err)
+	}
+	base -= int64(n)
+	for i := range n {
+		row := base + int64(i) + 1
+		ri, err := f.jobs.StartAttempt(ctx, job, row, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := message.Encode(message.Row{Job: job, Row: row, Email: ri.Email, FEIN: ri.FEIN})
+		if err := f.dead.Send(ctx, queue.Entry{Body: body, Attributes: map[string]string{
+			consume.AttrErrorCode: code, consume.AttrErrorMessage: "boom", consume.AttrAttempts: "1",
+			consume.AttrFailedAt: "2026-11-29T10:00:00Z", consume.AttrJob: job, consume.AttrRow: fmt.Sprint(row),
+		}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.jobs.Fail(ctx, job, row, code, "boom"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// contents receives every message of q, releases them, and returns
+// "job/row code" strings, sorted.
+func contents(t *testing.T, q *queue.Queue) []string {
+	t.Helper()
+	var out, handles []string
+	defer func() {
+		for len(handles) > 0 {
+			n := min(len(handles), 10)
+			if _, err := q.ChangeVisibilityBatch(context.Background(), handles[:n], 0); err != nil {
+				t.Error(err)
+			}
+			handles = handles[n:]
+		}
+	}()
+	for {
+		msgs, err := q.Receive(context.Background(), 10, 0, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) == 0 {
+			sort.Strings(out)
+			return out
+		}
+		for _, m := range msgs {
+			handles = append(handles, m.ReceiptHandle)
+			r, err := message.Decode(m.Body)
+			if err != nil {
+				out = append(out, "malformed "+m.Attributes[consume.AttrErrorCode])
+				continue
+			}
+			out = append(out, fmt.Sprintf("%s/%d %s", r.Job, r.Row, m.Attributes[consume.AttrErrorCode]))
+		}
+	}
+}
+
+func TestListConsumesNothingAndReleasesAtOnce(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.deadLetter(t, "A", "EMPLOYER_NOT_FOUND", 12)
+	f.deadLetter(t, "B", "EMAIL_CONFLICT", 3)
+	if err := f.dead.Send(ctx, queue.Entry{Body: "garbage", Attributes: map[string]string{consume.AttrErrorCode: consume.CodeMalformedMessage}}); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := message.Encode(message.Row{Job: "A", Row: 99, Email: "x@y.co", FEIN: "123456789"})
+	if err := f.dead.Send(ctx, queue.Entry{Body: body}); err != nil { // moved by SQS: no attributes
+		t.Fatal(err)
+	}
+	l, err := f.tool.List(ctx, dlq.Filter{}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Seen != 17 || l.Matching != 17 || len(l.Groups) != 4 || l.Groups[0].Code != "EMPLOYER_NOT_FOUND" || l.Groups[0].Count != 12 {
+		t.Fatalf("listing %+v", l)
+	}
+	for _, g := range l.Groups {
+		if len(g.Samples) > 2 {
+			t.Fatalf("%d samples for %s", len(g.Samples), g.Code)
+		}
+		if g.Code == dlq.CodeRedriven && (g.Samples[0].Job != "A" || g.Samples[0].Row != 99 || g.Samples[0].Email != "x***@***.co") {
+			t.Fatalf("redriven sample %+v", g.Samples[0])
+		}
+	}
+	if s := l.Groups[0].Samples[0]; s.Job != "A" || s.Attempts != "1" || s.FailedAt == "" || strings.Contains(s.Email, "example.com") || s.FEIN != "*****6789" {
+		t.Fatalf("sample %+v", s)
+	}
+	filtered, err := f.tool.List(ctx, dlq.Filter{Job: "B"}, 5)
+	if err != nil || filtered.Matching != 3 || filtered.Seen != 17 {
+		t.Fatalf("filtered %+v, %v", filtered, err)
+	}
+	// Everything is still there, and visible right away.
+	if got := contents(t, f.dead); len(got) != 17 {
+		t.Fatalf("%d messages after listing, want 17: %v", len(got), got)
+	}
+}
+
+func TestReplayMovesOnlyTheMatchingMessages(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.deadLetter(t, "A", "EMPLOYER_NOT_FOUND", 5)
+	f.deadLetter(t, "A", "FINEOS_UNAVAILABLE", 2)
+	f.deadLetter(t, "B", "EMPLOYER_NOT_FOUND", 3)
+
+	dry, err := f.tool.Replay(ctx, dlq.ReplayOptions{Filter: dlq.Filter{Job: "A", Code: "EMPLOYER_NOT_FOUND"}, DryRun: true})
+	if err != nil || dry.Moved != 5 || dry.Skipped != 5 {
+		t.Fatalf("dry run %+v, %v", dry, err)
+	}
+	if got := contents(t, f.main); len(got) != 0 {
+		t.Fatalf("dry run moved %v", got)
+	}
+	if st, _ := f.jobs.Status(ctx, "A"); st.Failed != 7 {
+		t.Fatalf("dry run changed rows: %+v", st)
+	}
+
+	res, err := f.tool.Replay(ctx, dlq.ReplayOptions{Filter: dlq.Filter{Job: "A", Code: "EMPLOYER_NOT_FOUND"}})
+	if err != nil || res.Moved != 5 || res.Errors != 0 || res.ByCode["EMPLOYER_NOT_FOUND"] != 5 {
+		t.Fatalf("replay %+v, %v", res, err)
+	}
+	moved := contents(t, f.main)
+	if len(moved) != 5 || !strings.HasPrefix(moved[0], "A/1 ") || !strings.HasPrefix(moved[4], "A/5 ") {
+		t.Fatalf("import queue holds %v", moved)
+	}
+	left := contents(t, f.dead)
+	if strings.Join(left, ",") != "A/6 FINEOS_UNAVAILABLE,A/7 FINEOS_UNAVAILABLE,B/1 EMPLOYER_NOT_FOUND,B/2 EMPLOYER_NOT_FOUND,B/3 EMPLOYER_NOT_FOUND" {
+		t.Fatalf("DLQ holds %v", left)
+	}
+	st, _ := f.jobs.Status(ctx, "A")
+	if st.Queued != 5 || st.Failed != 2 {
+		t.Fatalf("rows after replay: %+v", st)
+	}
+	var replays int
+	if err := f.stack.Pool.QueryRow(ctx, `SELECT sum(replays) FROM bulk_import_row WHERE job_id = 'A'`).Scan(&replays); err != nil || replays != 5 {
+		t.Fatalf("replay counts %d, %v", replays, err)
+	}
+}
+
+func TestReplayHonoursLimitAndSkipsMalformedAndCancelled(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.deadLetter(t, "A", "EMPLOYER_NOT_FOUND", 6)
+	f.deadLetter(t, "C", "EMPLOYER_NOT_FOUND", 2)
+	if _, err := f.jobs.Cancel(ctx, "C", "wrong file"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.dead.Send(ctx, queue.Entry{Body: "garbage", Attributes: map[string]string{consume.AttrErrorCode: consume.CodeMalformedMessage}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.tool.Replay(ctx, dlq.ReplayOptions{Limit: 4})
+	if err != nil || res.Moved != 4 || !res.Partial {
+		t.Fatalf("limited replay %+v, %v", res, err)
+	}
+	res, err = f.tool.Replay(ctx, dlq.ReplayOptions{})
+	if err != nil || res.Moved != 2 {
+		t.Fatalf("second replay %+v, %v", res, err)
+	}
+	notes := strings.Join(res.Notes, "\n")
+	if !strings.Contains(notes, "malformed messages are not replayed") || !strings.Contains(notes, "job is cancelled") {
+		t.Fatalf("notes %q", notes)
+	}
+	if left := contents(t, f.dead); len(left) != 3 {
+		t.Fatalf("DLQ holds %v; want the cancelled job's two and the malformed one", left)
+	}
+	if got := contents(t, f.main); len(got) != 6 {
+		t.Fatalf("import queue holds %v", got)
+	}
+}
+
+func TestInterruptedReplayLosesNothing(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.deadLetter(t, "A", "EMPLOYER_NOT_FOUND", 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	first, _ := f.tool.Replay(ctx, dlq.ReplayOptions{Rate: 5})
+	if first.Moved == 0 || first.Moved >= 20 {
+		t.Fatalf("the first replay moved %d; the test wants it stopped midway", first.Moved)
+	}
+	second, err := f.tool.Replay(context.Background(), dlq.ReplayOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Moved+second.Moved != 20 {
+		t.Fatalf("moved %d then %d, want 20 in all", first.Moved, second.Moved)
+	}
+	got := contents(t, f.main)
+	seen := map[string]bool{}
+	for _, m := range got {
+		seen[m] = true
+	}
+	if len(seen) != 20 {
+		t.Fatalf("import queue holds %d distinct rows, want 20", len(seen))
+	}
+	if left := contents(t, f.dead); len(left) != 0 {
+		t.Fatalf("DLQ still holds %v", left)
+	}
+}
+
+func TestPurgeNeedsYesAndMarksRowsFailedForGood(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.deadLetter(t, "A", "EMPLOYER_NOT_FOUND", 3)
+	f.deadLetter(t, "B", "EMPLOYER_NOT_FOUND", 2)
+	res, err := f.tool.Purge(ctx, "A", false)
+	if err != nil || res.Deleted != 3 || res.RowsFailed != 0 {
+		t.Fatalf("purge without yes %+v, %v", res, err)
+	}
+	if left := contents(t, f.dead); len(left) != 5 {
+		t.Fatalf("purge without yes deleted: %v", left)
+	}
+	res, err = f.tool.Purge(ctx, "A", true)
+	if err != nil || res.Deleted != 3 || res.RowsFailed != 3 {
+		t.Fatalf("purge %+v, %v", res, err)
+	}
+	if left := contents(t, f.dead); len(left) != 2 {
+		t.Fatalf("DLQ holds %v", left)
+	}
+	var purged int
+	if err := f.stack.Pool.QueryRow(ctx, `SELECT count(*) FROM bulk_import_row WHERE job_id = 'A' AND state = 'failed' AND purged_at IS NOT NULL
+		AND error_message LIKE '%purged%'`).Scan(&purged); err != nil || purged != 3 {
+		t.Fatalf("%d purged rows, %v", purged, err)
+	}
+	if n, err := f.jobs.Requeue(ctx, "A", []int64{1, 2, 3}); err != nil || n != 0 {
+		t.Fatalf("purged rows requeued: %d %v", n, err)
+	}
+}
