@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo: starts the local stack (embedded AWS emulator + FINEOS stub),
 # prepares a database, runs two workers and imports the sample CSV with
-# --wait, prints the summary and the failed rows, and stops what it started.
+# --wait, prints the summary and the failed rows; then plays the on-call
+# engineer: lists the dead-letter queue, fixes the data, replays, waits,
+# writes the report. It stops what it started.
 #
 # Database: $DATABASE_URL if set (used as is), else a throw-away database
 # bulk_user_import_demo on the local server, recreated on each run.
@@ -46,17 +48,39 @@ for i in 1 2; do
   pids+=($!)
 done
 
-echo "== importing localstack/samples/leave_admins.csv with --force-registration --wait"
+job="demo-$(date +%Y%m%d-%H%M%S)"
+echo "== importing localstack/samples/leave_admins.csv as job $job, with --force-registration --wait"
 set +e
-bin/splitter --force-registration --wait --poll-interval 500ms localstack/samples/leave_admins.csv
+bin/splitter --job "$job" --force-registration --wait --poll-interval 500ms localstack/samples/leave_admins.csv
+status=$?
+set -e
+case $status in
+  0|3) ;;
+  *) echo "== demo FAILED: splitter exited with $status"; for f in "$work"/worker*.log; do echo "--- $f"; tail -n 30 "$f"; done; exit "$status" ;;
+esac
+
+echo
+echo "== the on-call loop: what is in the dead-letter queue, and why"
+bin/worker dlq list --log-format text
+echo
+echo "== fix the data (add the missing employer 999999999), then replay the EMPLOYER_NOT_FOUND rows"
+bin/devstack employer --fein 999999999 --fineos-id 1009 --name "Nobody Ltd (added by the demo)"
+bin/worker dlq replay --error EMPLOYER_NOT_FOUND --log-format text
+set +e
+bin/splitter wait "$job" --poll-interval 500ms
 status=$?
 set -e
 
-echo "== FINEOS stub: users provisioned"
+echo
+echo "== the result files (also written to s3://$RESULTS_BUCKET/$job/ by the worker that finished the job)"
+bin/splitter report "$job" --out "$work/report"
+echo "--- FAILED.csv"
+cat "$work/report/FAILED.csv"
+echo "== FINEOS stub:"
 curl -fsS "$FINEOS_STUB_URL/__stub/stats" 2>/dev/null || echo "   (curl not available)"
 echo
 case $status in
   0) echo "== demo finished: every row succeeded" ;;
-  3) echo "== demo finished: the rows above failed or were rejected, as the sample intends (exit status 3 from splitter --wait)" ;;
-  *) echo "== demo FAILED: splitter exited with $status"; for f in "$work"/worker*.log; do echo "--- $f"; tail -n 30 "$f"; done; exit "$status" ;;
+  3) echo "== demo finished: after the replay only the rows that are wrong by data remain (exit status 3 from splitter wait)" ;;
+  *) echo "== demo FAILED: splitter wait exited with $status"; for f in "$work"/worker*.log; do echo "--- $f"; tail -n 30 "$f"; done; exit "$status" ;;
 esac

@@ -9,6 +9,7 @@
 //	splitter report JOB [--out DIR]     write SUCCEEDED.csv and FAILED.csv locally
 //	splitter cancel JOB [--reason TEXT] stop a job: its queued rows are cancelled
 //	splitter jobs [--limit N] [--json]  recent jobs
+//	splitter wait JOB                   wait for a job and print its summary
 package main
 
 import (
@@ -48,6 +49,7 @@ const usage = `Usage:
   splitter report JOB [--out DIR]     write the job's SUCCEEDED.csv and FAILED.csv (and PENDING.csv) locally
   splitter cancel JOB [--reason TEXT] stop a job: workers skip its remaining rows
   splitter jobs [--limit N] [--json]  recent jobs
+  splitter wait JOB                   wait until every row of the job is final (after a replay, say)
 
 SOURCE is a local path or s3://bucket/key. Flags may come before or after
 the sources. Import flags:
@@ -65,6 +67,8 @@ func run(args []string, getenv func(string) string, stdout io.Writer, stderr *os
 			return runCancel(args[1:], cfg, stdout, stderr)
 		case "jobs":
 			return runJobs(args[1:], cfg, stdout, stderr)
+		case "wait":
+			return runWait(args[1:], cfg, stdout, stderr)
 		}
 	}
 	return runImport(args, cfg, stdout, stderr)
@@ -171,23 +175,54 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	if !f.wait {
 		return code
 	}
-	fmt.Fprintf(stdout, "waiting for the workers (Ctrl-C stops waiting, not the job; see: splitter status %s)\n", f.job)
-	st, err := wait(ctx, store, f.job, f.pollInterval, bar)
+	if wcode := waitAndSummarize(ctx, store, f.job, f.pollInterval, bar, stdout, stderr); code == cli.ExitOK {
+		code = wcode
+	}
+	return code
+}
+
+// waitAndSummarize waits for the job, prints its summary with the failed
+// rows, and returns ExitProblems when any row failed, was rejected or was
+// cancelled.
+func waitAndSummarize(ctx context.Context, store *jobs.Store, job string, every time.Duration, bar *progress.Bar, stdout io.Writer, stderr *os.File) int {
+	fmt.Fprintf(stdout, "waiting for the workers (Ctrl-C stops waiting, not the job; see: splitter status %s)\n", job)
+	st, err := wait(ctx, store, job, every, bar)
 	bar.Done()
 	if err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitError
 	}
-	probs, err := store.Problems(context.WithoutCancel(ctx), f.job, 50)
+	probs, err := store.Problems(context.WithoutCancel(ctx), job, 50)
 	if err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitError
 	}
 	printSummary(stdout, st, probs)
-	if code == cli.ExitOK && st.Failed+st.Rejected+st.Cancelled > 0 {
-		code = cli.ExitProblems
+	if st.Failed+st.Rejected+st.Cancelled > 0 {
+		return cli.ExitProblems
 	}
-	return code
+	return cli.ExitOK
+}
+
+func runWait(args []string, cfg config.Config, stdout io.Writer, stderr *os.File) int {
+	c := newJobCommand("wait", "JOB [--poll-interval D]", stderr)
+	every := c.fs.Duration("poll-interval", 2*time.Second, "how often to check the job")
+	interval := c.fs.Duration("progress-interval", 10*time.Second, "when output is not a terminal, how often a progress line is printed")
+	ctx, stop := cli.SignalContext(stderr)
+	defer stop()
+	if code := c.parse(ctx, args, cfg, true, stderr); code >= 0 {
+		return code
+	}
+	defer c.close()
+	if *every <= 0 {
+		fmt.Fprintln(stderr, "splitter wait: --poll-interval must be positive")
+		return cli.ExitUsage
+	}
+	if _, err := c.store.Job(ctx, c.job); err != nil {
+		fmt.Fprintln(stderr, "splitter:", err)
+		return cli.ExitError
+	}
+	return waitAndSummarize(ctx, c.store, c.job, *every, progress.New(stderr, progress.IsTerminal(stderr), *interval), stdout, stderr)
 }
 
 // splitProgress shows the splitter's reading and sending.

@@ -8,6 +8,7 @@
 //	devstack db         create the database and the PFML dev tables, seed
 //	                    sample employers
 //	devstack fineos     the FINEOS stub alone (for LocalStack users)
+//	devstack employer   add (or update) an employer in the dev database
 package main
 
 import (
@@ -44,7 +45,7 @@ import (
 // DefaultDatabaseURL is used by "devstack db" when DATABASE_URL is unset.
 const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/bulk_user_import_dev"
 
-const usage = `Usage: devstack serve|bootstrap|db|fineos [flags]  (devstack CMD -h for flags)
+const usage = `Usage: devstack serve|bootstrap|db|fineos|employer [flags]  (devstack CMD -h for flags)
 `
 
 func main() {
@@ -64,6 +65,8 @@ func main() {
 		err = runDB(ctx, os.Args[2:], os.Stdout)
 	case "fineos":
 		err = runFineos(ctx, os.Args[2:], os.Stdout)
+	case "employer":
+		err = runEmployer(ctx, os.Args[2:], os.Stdout)
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(cli.ExitUsage)
@@ -192,6 +195,47 @@ func runDB(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	cfg := pool.Config().ConnConfig
 	fmt.Fprintf(stdout, "database %s on %s:%d ready (PFML dev tables%s)\n", cfg.Database, cfg.Host, cfg.Port, map[bool]string{true: ", sample employers", false: ""}[*seed])
+	return nil
+}
+
+// runEmployer adds an employer to the development database, as fixing the
+// data before a replay would.
+func runEmployer(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("devstack employer", flag.ContinueOnError)
+	fein := fs.String("fein", "", "the employer's FEIN, 9 digits (required)")
+	fineosID := fs.Int("fineos-id", 0, "its fineos_employer_id (0: none)")
+	name := fs.String("name", "", "its name")
+	if _, err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	if len(*fein) != 9 || strings.Trim(*fein, "0123456789") != "" {
+		return fmt.Errorf("--fein must be 9 digits")
+	}
+	url := os.Getenv("DATABASE_URL")
+	if url == "" {
+		url = DefaultDatabaseURL
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	var fid any
+	if *fineosID != 0 {
+		fid = *fineosID
+	}
+	tag, err := conn.Exec(ctx, `UPDATE employer SET fineos_employer_id = $2, employer_name = coalesce(nullif($3, ''), employer_name), updated_at = now()
+		WHERE employer_fein = $1`, *fein, fid, *name)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		if _, err := conn.Exec(ctx, `INSERT INTO employer (employer_id, employer_fein, fineos_employer_id, employer_name)
+			VALUES (gen_random_uuid(), $1, $2, nullif($3, ''))`, *fein, fid, *name); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "employer %s ready\n", *fein)
 	return nil
 }
 
