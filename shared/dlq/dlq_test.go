@@ -288,3 +288,71 @@ func TestPurgeNeedsYesAndMarksRowsFailedForGood(t *testing.T) {
 		t.Fatalf("purged rows requeued: %d %v", n, err)
 	}
 }
+
+// fill puts n messages of job in the DLQ quickly (no rows recorded).
+func (f fixture) fill(t *testing.T, job string, n int) {
+	t.Helper()
+	var entries []queue.Entry
+	for i := range n {
+		body, _ := message.Encode(message.Row{Job: job, Row: int64(i + 1), Email: fmt.Sprintf("u%d@example.com", i), FEIN: "123456789"})
+		entries = append(entries, queue.Entry{ID: fmt.Sprint(i), Body: body, Attributes: map[string]string{
+			consume.AttrErrorCode: "EMPLOYER_NOT_FOUND", consume.AttrJob: job, consume.AttrRow: fmt.Sprint(i + 1)}})
+	}
+	batches, _ := queue.Batches(entries)
+	for _, b := range batches {
+		if failed, err := f.dead.SendBatch(context.Background(), b); err != nil || len(failed) > 0 {
+			t.Fatal(err, failed)
+		}
+	}
+}
+
+func TestListPagesThroughThousandsOfMessages(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.fill(t, "big", 2500)
+	l, err := f.tool.List(context.Background(), dlq.Filter{}, 3)
+	if err != nil || l.Seen != 2500 || l.Groups[0].Count != 2500 || l.Partial {
+		t.Fatalf("listing %+v, %v", l.Pass, err)
+	}
+	if got := contents(t, f.dead); len(got) != 2500 {
+		t.Fatalf("%d messages after listing, want 2500", len(got))
+	}
+	// Past the bound, a pass stops and says it is partial.
+	small := *f.tool
+	small.MaxHeld = 100
+	l, err = small.List(context.Background(), dlq.Filter{}, 3)
+	if err != nil || !l.Partial || l.Seen < 100 || l.Seen > 110 {
+		t.Fatalf("bounded listing %+v, %v", l.Pass, err)
+	}
+}
+
+func TestTwoOperatorsReplayingAtOnceMoveEachMessageOnce(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.deadLetter(t, "A", "EMPLOYER_NOT_FOUND", 60)
+	results := make(chan dlq.ReplayResult, 2)
+	for range 2 {
+		go func() {
+			r, err := f.tool.Replay(context.Background(), dlq.ReplayOptions{})
+			if err != nil {
+				t.Error(err)
+			}
+			results <- r
+		}()
+	}
+	a, b := <-results, <-results
+	if a.Moved+b.Moved != 60 {
+		t.Fatalf("moved %d and %d, want 60 in all", a.Moved, b.Moved)
+	}
+	got := contents(t, f.main)
+	seen := map[string]bool{}
+	for _, m := range got {
+		if seen[m] {
+			t.Fatalf("%s moved twice", m)
+		}
+		seen[m] = true
+	}
+	if len(seen) != 60 {
+		t.Fatalf("%d distinct messages in the import queue, want 60", len(seen))
+	}
+}
