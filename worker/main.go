@@ -25,6 +25,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/config"
 	"github.com/massgov/bulk-user-import/shared/consume"
 	"github.com/massgov/bulk-user-import/shared/dbpool"
+	"github.com/massgov/bulk-user-import/shared/ecsprotect"
 	"github.com/massgov/bulk-user-import/shared/fineos"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/metrics"
@@ -128,7 +129,7 @@ func run(args []string, getenv func(string) string, stdout io.Writer, stderr *os
 	}
 	ctx, stop := cli.SignalContext(stderr)
 	defer stop()
-	if err := work(ctx, cfg, f, log, stdout); err != nil {
+	if err := work(ctx, cfg, f, log, stdout, getenv); err != nil {
 		if ctx.Err() != nil && retry.IsContextError(err) {
 			log.Info("stopped while starting", "err", err)
 			return cli.ExitOK // a stop during start-up is a stop, not a failure
@@ -140,7 +141,7 @@ func run(args []string, getenv func(string) string, stdout io.Writer, stderr *os
 }
 
 // work wires the adapters and runs the loop until ctx is cancelled.
-func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, stdout io.Writer) error {
+func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, stdout io.Writer, getenv func(string) string) error {
 	pool, err := connect(ctx, cfg.DatabaseURL, int32(f.loop.Concurrency+4), f.dbConnectTimeout, log)
 	if err != nil {
 		return err
@@ -241,6 +242,16 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 			Log:             log,
 			Metrics:         m,
 		},
+	}
+	if protector := ecsprotect.FromEnv(getenv, 30*time.Minute, log); protector != nil {
+		// On ECS: no scale-in while messages are in flight.
+		protectCtx, stopProtect := context.WithCancel(context.WithoutCancel(ctx))
+		protectDone := make(chan struct{})
+		go func() {
+			defer close(protectDone)
+			protector.Watch(protectCtx, 5*time.Second, func() bool { return m.InFlight.Load() > 0 })
+		}()
+		defer func() { stopProtect(); <-protectDone }()
 	}
 	log.Info("worker started", "concurrency", loop.Concurrency, "max_receive_count", maxReceive,
 		"visibility_timeout", loop.VisibilityTimeout.String(), "message_timeout", loop.MessageTimeout.String(),
