@@ -4,7 +4,7 @@ BIN     := bin
 GOFLAGS ?=
 export GOFLAGS
 
-.PHONY: help build demo test test-short chaos vet staticcheck fmt clean
+.PHONY: help build demo test test-short chaos image vet staticcheck fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,10 @@ test: vet staticcheck ## vet, staticcheck and every test (needs PostgreSQL; see 
 
 chaos: ## the chaos test at full size: 2,500 rows through 4 workers under faults, kills and a database restart
 	BUI_CHAOS_ROWS=2500 BUI_CHAOS_TIMEOUT_SECONDS=900 $(GO) test -count=1 -v -timeout 20m -run TestChaos ./localstack/chaos
+
+IMAGE ?= bulk-user-import:dev
+image: ## build the container image with both binaries (needs Docker; IMAGE=name:tag)
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
 
 test-short: ## the tests without vet and staticcheck
 	$(GO) test -count=1 -timeout 15m ./...

@@ -64,10 +64,10 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	}
 	fs.IntVar(&f.loop.Concurrency, "concurrency", 16, "messages handled at once")
 	fs.DurationVar(&f.loop.WaitTime, "wait-time", 20*time.Second, "long-poll wait of each receive (at most 20s)")
-	fs.DurationVar(&f.loop.VisibilityTimeout, "visibility-timeout", time.Minute, "how long a received message stays hidden; extended while it is handled")
+	fs.DurationVar(&f.loop.VisibilityTimeout, "visibility-timeout", consume.DefaultVisibilityTimeout, "how long a received message stays hidden; extended while it is handled")
 	fs.DurationVar(&f.loop.HeartbeatInterval, "heartbeat-interval", 0, "how often the visibility of messages in flight is extended (default: a third of --visibility-timeout)")
 	fs.DurationVar(&f.loop.MessageTimeout, "message-timeout", 5*time.Minute, "total time allowed per message, retries within the attempt included")
-	fs.DurationVar(&f.loop.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "on SIGTERM, time in-flight messages get to finish (keep it below the ECS stop timeout)")
+	fs.DurationVar(&f.loop.ShutdownTimeout, "shutdown-timeout", consume.DefaultShutdownTimeout, "on SIGTERM, time in-flight messages get to finish (keep it below the ECS stop timeout)")
 	fs.DurationVar(&f.loop.SummaryInterval, "summary-interval", 30*time.Second, "how often the summary line (and EMF metrics) is written")
 	fs.DurationVar(&f.backoff.Base, "retry-base", 10*time.Second, "delay before the next attempt after a transient failure (doubles each attempt)")
 	fs.DurationVar(&f.backoff.Max, "retry-max", 5*time.Minute, "longest delay between attempts")

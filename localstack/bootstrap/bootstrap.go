@@ -21,6 +21,9 @@ import (
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/massgov/bulk-user-import/shared/consume"
+	"github.com/massgov/bulk-user-import/shared/queue"
 )
 
 // Spec names what to create.
@@ -42,8 +45,8 @@ func DefaultSpec() Spec {
 		Region:            "us-east-1",
 		QueueName:         "bulk-user-import",
 		DLQName:           "bulk-user-import-dlq",
-		MaxReceiveCount:   5,
-		VisibilityTimeout: time.Minute,
+		MaxReceiveCount:   queue.DefaultMaxReceiveCount,
+		VisibilityTimeout: consume.DefaultVisibilityTimeout,
 		ResultsBucket:     "bulk-user-import-results",
 		SourceBucket:      "bulk-user-import-source",
 		UserPoolName:      "pfml-leave-admins-local",
@@ -98,10 +101,10 @@ func Exports(env map[string]string) string {
 // Ensure creates whatever is missing and returns the resources.
 func Ensure(ctx context.Context, c Clients, spec Spec) (Resources, error) {
 	if spec.MaxReceiveCount <= 0 {
-		spec.MaxReceiveCount = 5
+		spec.MaxReceiveCount = queue.DefaultMaxReceiveCount
 	}
 	if spec.VisibilityTimeout <= 0 {
-		spec.VisibilityTimeout = time.Minute
+		spec.VisibilityTimeout = consume.DefaultVisibilityTimeout
 	}
 	var r Resources
 	var err error

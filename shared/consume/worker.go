@@ -13,6 +13,13 @@ import (
 	"github.com/massgov/bulk-user-import/shared/queue"
 )
 
+// Defaults of the worker loop that the deployment must agree with: the
+// queue's visibility timeout and the ECS stop timeout.
+const (
+	DefaultVisibilityTimeout = time.Minute
+	DefaultShutdownTimeout   = 20 * time.Second
+)
+
 // Config tunes the worker loop. Zero values take the defaults.
 type Config struct {
 	Concurrency int           // messages handled at once (default 16)
@@ -41,7 +48,7 @@ func (c *Config) SetDefaults() {
 		c.WaitTime = queue.MaxWait
 	}
 	if c.VisibilityTimeout == 0 {
-		c.VisibilityTimeout = time.Minute
+		c.VisibilityTimeout = DefaultVisibilityTimeout
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = c.VisibilityTimeout / 3
@@ -50,7 +57,7 @@ func (c *Config) SetDefaults() {
 		c.MessageTimeout = 5 * time.Minute
 	}
 	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = 20 * time.Second
+		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if c.AckInterval == 0 {
 		c.AckInterval = 100 * time.Millisecond

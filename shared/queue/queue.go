@@ -26,6 +26,9 @@ const (
 	MaxBatchBytes = 256 << 10
 	// MaxWait is the longest long poll SQS allows.
 	MaxWait = 20 * time.Second
+	// DefaultMaxReceiveCount is the import queue's maxReceiveCount that the
+	// bootstrap and the deployment set: five attempts per row.
+	DefaultMaxReceiveCount = 5
 )
 
 // API lists the SQS calls the import makes.

@@ -1,0 +1,49 @@
+# An example environment: fill in terraform.tfvars (see
+# terraform.tfvars.example), then terraform init && terraform apply.
+# Keep the state in your usual backend, for instance:
+#
+# terraform {
+#   backend "s3" {
+#     bucket = "massgov-pfml-terraform-state"
+#     key    = "bulk-user-import/test.tfstate"
+#     region = "us-east-1"
+#   }
+# }
+
+provider "aws" {
+  region = var.region
+}
+
+module "bulk_user_import" {
+  source = "../../modules/bulk-user-import"
+
+  name  = "pfml-${var.environment}-bulk-user-import"
+  image = var.image
+  tags = {
+    environment = var.environment
+    service     = "bulk-user-import"
+  }
+
+  subnet_ids         = var.subnet_ids
+  security_group_ids = var.security_group_ids
+
+  cognito_user_pool_id   = var.cognito_user_pool_id
+  cognito_user_pool_arn  = "arn:aws:cognito-idp:${var.region}:${var.account_id}:userpool/${var.cognito_user_pool_id}"
+  db_host                = var.db_host
+  db_name                = var.db_name
+  db_user                = var.db_user
+  db_password_secret_arn = var.db_password_secret_arn
+  fineos                 = var.fineos
+
+  # Four workers at most, each creating at most 10 Cognito users a second:
+  # 40 a second, under the default AdminCreateUser quota of 50.
+  worker_max_count = 4
+  cognito_rates = {
+    get      = 20
+    create   = 10
+    password = 10
+  }
+
+  enable_s3_trigger = var.enable_s3_trigger
+  alarm_topic_arn   = var.alarm_topic_arn
+}

@@ -1,0 +1,241 @@
+variable "name" {
+  description = "Prefix of every resource name, e.g. pfml-test-bulk-user-import."
+  type        = string
+}
+
+variable "tags" {
+  description = "Tags for every resource."
+  type        = map(string)
+  default     = {}
+}
+
+variable "image" {
+  description = "The container image holding both binaries (deploy/Dockerfile), e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/bulk-user-import:1.0.0."
+  type        = string
+}
+
+variable "subnet_ids" {
+  description = "Private subnets of the tasks; they must reach the PFML database, SQS, S3, Cognito and FINEOS."
+  type        = list(string)
+}
+
+variable "security_group_ids" {
+  description = "Security groups of the tasks."
+  type        = list(string)
+}
+
+variable "assign_public_ip" {
+  description = "Give tasks a public IP (only for subnets without a NAT gateway)."
+  type        = bool
+  default     = false
+}
+
+# --- The queue. The worker reads maxReceiveCount from the queue; the
+# defaults below are those the worker and the bootstrap assume.
+
+variable "max_receive_count" {
+  description = "Attempts per row before SQS moves its message to the DLQ (the worker fails the row on the last one itself)."
+  type        = number
+  default     = 5
+  validation {
+    condition     = var.max_receive_count >= 2
+    error_message = "max_receive_count must be 2 or more: the worker needs a last attempt to fail a row on."
+  }
+}
+
+variable "visibility_timeout_seconds" {
+  description = "The import queue's visibility timeout; the worker's --visibility-timeout (it extends it while it works)."
+  type        = number
+  default     = 60
+}
+
+variable "queue_retention_seconds" {
+  description = "How long an unprocessed message stays in the import queue."
+  type        = number
+  default     = 345600
+}
+
+# --- Buckets.
+
+variable "results_retention_days" {
+  description = "Result files (SUCCEEDED.csv, FAILED.csv) are deleted after this many days."
+  type        = number
+  default     = 90
+}
+
+variable "source_retention_days" {
+  description = "Source CSV files are deleted after this many days (0: kept)."
+  type        = number
+  default     = 30
+}
+
+variable "source_prefix" {
+  description = "Key prefix under which an uploaded CSV starts an import (with enable_s3_trigger)."
+  type        = string
+  default     = "incoming/"
+}
+
+variable "enable_s3_trigger" {
+  description = "Start the splitter when a CSV lands under source_prefix in the source bucket."
+  type        = bool
+  default     = false
+}
+
+variable "trigger_splitter_args" {
+  description = "Extra splitter flags for imports started by the S3 trigger, e.g. [\"--force-registration\", \"--max-failure-ratio\", \"0.2\"]."
+  type        = list(string)
+  default     = []
+}
+
+# --- What the workers talk to.
+
+variable "cognito_user_pool_id" {
+  description = "The PFML user pool's id (COGNITO_USER_POOL_ID)."
+  type        = string
+}
+
+variable "cognito_user_pool_arn" {
+  description = "The PFML user pool's ARN, for the worker's permissions."
+  type        = string
+}
+
+variable "db_host" {
+  type = string
+}
+
+variable "db_port" {
+  type    = number
+  default = 5432
+}
+
+variable "db_name" {
+  type = string
+}
+
+variable "db_user" {
+  type = string
+}
+
+variable "db_password_secret_arn" {
+  description = "ARN of the Secrets Manager secret or SSM SecureString parameter holding the database password."
+  type        = string
+  validation {
+    condition     = can(regex("^arn:[^:]+:(secretsmanager|ssm):", var.db_password_secret_arn))
+    error_message = "db_password_secret_arn must be the ARN of a Secrets Manager secret or an SSM parameter."
+  }
+}
+
+variable "fineos" {
+  description = "FINEOS client settings (the FINEOS_CLIENT_* variables); null when force registration is not used."
+  type = object({
+    integration_services_api_url = string
+    oauth2_url                   = string
+    oauth2_client_id             = string
+    wscomposer_user_id           = string
+    client_secret_arn            = string # Secrets Manager secret or SSM SecureString parameter
+  })
+  default = null
+  validation {
+    condition     = var.fineos == null || can(regex("^arn:[^:]+:(secretsmanager|ssm):", var.fineos.client_secret_arn))
+    error_message = "fineos.client_secret_arn must be the ARN of a Secrets Manager secret or an SSM parameter."
+  }
+}
+
+# --- The workers.
+
+variable "worker_cpu" {
+  type    = number
+  default = 512
+}
+
+variable "worker_memory" {
+  type    = number
+  default = 1024
+}
+
+variable "worker_concurrency" {
+  description = "Messages one worker handles at once."
+  type        = number
+  default     = 16
+}
+
+variable "worker_shutdown_timeout_seconds" {
+  description = "The worker's --shutdown-timeout: time in-flight messages get on SIGTERM."
+  type        = number
+  default     = 20
+}
+
+variable "worker_stop_timeout_seconds" {
+  description = "ECS stop timeout: SIGKILL comes this long after SIGTERM. Must exceed the shutdown timeout by the time to release messages (5 s or more); at most 120."
+  type        = number
+  default     = 30
+}
+
+variable "cognito_rates" {
+  description = "Requests per second one worker sends to each Cognito operation. With N workers at most, keep N times each rate under the account's quota for that operation."
+  type = object({
+    get      = number
+    create   = number
+    password = number
+  })
+  default = {
+    get      = 20
+    create   = 10
+    password = 10
+  }
+}
+
+variable "fineos_rate" {
+  description = "FINEOS provisioning calls per second, per worker."
+  type        = number
+  default     = 10
+}
+
+variable "worker_min_count" {
+  description = "Fewest workers; 0 lets the service scale to zero when the queue is empty."
+  type        = number
+  default     = 0
+}
+
+variable "worker_max_count" {
+  description = "Most workers. Size it with the Cognito quota: worker_max_count * cognito_rates.create <= the account's AdminCreateUser quota, minus headroom for PFML."
+  type        = number
+  default     = 4
+}
+
+variable "backlog_per_worker" {
+  description = "Target messages waiting per worker: the service scales so that visible messages / running workers stays near it."
+  type        = number
+  default     = 500
+}
+
+# --- The splitter.
+
+variable "splitter_cpu" {
+  type    = number
+  default = 512
+}
+
+variable "splitter_memory" {
+  type    = number
+  default = 1024
+}
+
+# --- Logs and alarms.
+
+variable "log_retention_days" {
+  type    = number
+  default = 30
+}
+
+variable "alarm_topic_arn" {
+  description = "SNS topic for the alarms (null: alarms without actions)."
+  type        = string
+  default     = null
+}
+
+variable "oldest_message_alarm_seconds" {
+  description = "Alarm when the oldest message of the import queue has waited this long."
+  type        = number
+  default     = 3600
+}
