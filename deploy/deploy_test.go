@@ -297,10 +297,15 @@ func TestDockerfileBuildsStaticBinariesForANonRootImage(t *testing.T) {
 	if strings.Count(d, "\nFROM ") < 2 {
 		t.Error("the Dockerfile is not multi-stage")
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "./splitter", "./worker", "distroless/static", "USER nonroot"} {
+	for _, want := range []string{"CGO_ENABLED=0", "./splitter", "./worker", "distroless/static", "USER nonroot",
+		"--chown=nonroot:nonroot /out/scratch /scratch", `VOLUME ["/scratch"]`, "ENV TMPDIR=/scratch"} {
 		if !strings.Contains(d, want) {
 			t.Errorf("the Dockerfile lacks %q", want)
 		}
+	}
+	// The task definitions mount their writable volume where the image's TMPDIR is.
+	if !strings.Contains(moduleSource(t), `containerPath = "/scratch"`) {
+		t.Error("the task definitions do not mount the scratch volume at /scratch")
 	}
 }
 

@@ -1,14 +1,15 @@
 # The worker service and the one-off task definitions (splitter, DLQ tools).
 
 locals {
-  # The result files are staged in /tmp: a small writable volume under a
-  # read-only root filesystem.
-  tmp_volume = "tmp"
+  # The result files are staged in TMPDIR=/scratch: a writable volume under
+  # a read-only root filesystem, owned by the image's non-root user (the
+  # Dockerfile declares it).
+  tmp_volume = "scratch"
   container_defaults = {
     image                  = var.image
     essential              = true
     readonlyRootFilesystem = true
-    mountPoints            = [{ sourceVolume = local.tmp_volume, containerPath = "/tmp", readOnly = false }]
+    mountPoints            = [{ sourceVolume = local.tmp_volume, containerPath = "/scratch", readOnly = false }]
     environment            = local.common_environment
     secrets                = local.common_secrets
   }
