@@ -230,6 +230,7 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 			Finisher: finisher,
 			Registrar: &register.Registrar{
 				PFML:    store,
+				Jobs:    jobStore,
 				Cognito: cognito.New(cognito.Limit(awsconf.Cognito(awsCfg), f.cognitoLimits), cfg.UserPoolID),
 				Fineos:  fc,
 				Log:     log,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -216,7 +217,7 @@ func TestCancelAndFailureLimits(t *testing.T) {
 		rows = append(rows, fmt.Sprintf("444444444,w%d@example.com,W", i))
 	}
 	r := runBin(t, envv, "splitter", "--wait", "--poll-interval", "200ms", "--job", "limit-1", "--max-failures", "5", writeRows(t, "wrong.csv", rows...))
-	if r.Code != 3 || !strings.Contains(r.Stdout, "the job was cancelled: 6 rows failed, more than the 5 allowed") {
+	if r.Code != 3 || !regexp.MustCompile(`the job was cancelled: [67] rows failed, more than the 5 allowed`).MatchString(r.Stdout) {
 		t.Fatalf("limited job: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 	st := status(t, envv, "limit-1")

@@ -160,41 +160,32 @@ func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 	}
 	log = log.With("job", msg.Job, "row", msg.Row)
 
-	var row jobs.RowInfo
-	err = h.db(ctx, log, func(ctx context.Context) (err error) {
-		row, err = h.Jobs.StartAttempt(ctx, msg.Job, msg.Row, m.ReceiveCount)
-		return err
+	res, err := h.Registrar.Register(ctx, log, register.Request{
+		Email: msg.Email, FEIN: msg.FEIN, ForceRegistration: msg.ForceRegistration,
+		Job: msg.Job, Row: msg.Row, ReceiveCount: m.ReceiveCount,
 	})
+	var final *register.RowFinalError
 	switch {
+	case err == nil:
+		log.Info("row succeeded", "step", StepDone, logging.Email(msg.Email), logging.FEIN(msg.FEIN),
+			"user_created", res.UserCreated, "fineos_registered", res.FineosRegistered)
+		if res.JobMayBeDone {
+			h.rowFinal(ctx, msg.Job, false)
+		}
+		return Outcome{Action: Ack, Result: "succeeded"}
 	case errors.Is(err, jobs.ErrRowNotFound):
 		return h.deadLetter(ctx, log, m, &msg, CodeUnknownRow, err.Error())
-	case err != nil:
-		return h.retry(ctx, log, m, &msg, register.Classify(register.StepDatabase, err))
-	case row.State != jobs.Queued:
-		log.Info("row already final; message dropped", "step", StepCheck, "state", row.State)
+	case errors.As(err, &final):
+		log.Info("row already final; message dropped", "step", StepCheck, "state", final.State)
 		return Outcome{Action: Ack, Result: "skipped"}
-	case row.Email != msg.Email || row.FEIN != msg.FEIN || row.ForceRegistration != msg.ForceRegistration:
-		return h.deadLetter(ctx, log, m, &msg, CodeMessageMismatch, "the message's email, FEIN or force flag differ from the recorded row")
+	case errors.Is(err, register.ErrMessageMismatch):
+		return h.deadLetter(ctx, log, m, &msg, CodeMessageMismatch, err.Error())
 	}
-
-	res, err := h.Registrar.Register(ctx, log, register.Request{Email: row.Email, FEIN: row.FEIN, ForceRegistration: row.ForceRegistration})
-	if err != nil {
-		var f *register.Failure
-		if !errors.As(err, &f) {
-			f = register.Classify("", err)
-		}
-		return h.retry(ctx, log, m, &msg, f)
+	var f *register.Failure
+	if !errors.As(err, &f) {
+		f = register.Classify("", err)
 	}
-	if err := h.bookkeep(ctx, log, func(ctx context.Context) error { return h.Jobs.Succeed(ctx, msg.Job, msg.Row) }); err != nil {
-		// Registered, but not recorded: the next attempt finds everything
-		// in place and records it.
-		log.Warn("registered but could not mark the row succeeded; will retry", "step", StepDone, "err", err)
-		return Outcome{Action: Retry, Delay: h.Backoff.Delay(m.ReceiveCount), Result: "retry"}
-	}
-	log.Info("row succeeded", "step", StepDone, logging.Email(row.Email), logging.FEIN(row.FEIN),
-		"user_created", res.UserCreated, "fineos_registered", res.FineosRegistered)
-	h.rowFinal(ctx, msg.Job, false)
-	return Outcome{Action: Ack, Result: "succeeded"}
+	return h.retry(ctx, log, m, &msg, f)
 }
 
 // retry handles a failed attempt: permanent failures, and transient ones on

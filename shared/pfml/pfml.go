@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/massgov/bulk-user-import/shared/logging"
@@ -38,16 +39,15 @@ type EmailConflictError struct {
 	UserID string // the other user's user_id
 	HasSub bool   // whether that user has a Cognito sub at all
 	Email  string
-	Sub    string // the sub Cognito gave for the email
 }
 
 func (e *EmailConflictError) Error() string {
-	other := "has no Cognito sub, not the sub of"
+	other := "has no Cognito sub, not that of"
 	if e.HasSub {
 		other = "has a different Cognito sub than"
 	}
-	return fmt.Sprintf("email %s already belongs to PFML user %s, which %s Cognito user %s",
-		logging.MaskEmail(e.Email), e.UserID, other, e.Sub)
+	return fmt.Sprintf("email %s already belongs to PFML user %s, which %s the Cognito user of the email",
+		logging.MaskEmail(e.Email), e.UserID, other)
 }
 
 // Employer is the part of an employer row the import needs.
@@ -57,13 +57,12 @@ type Employer struct {
 	FineosEmployerID *int64
 }
 
-// LeaveAdmin is the state of a (user, employer) link after EnsureLeaveAdmin.
+// LeaveAdmin is a (user, employer) link after QueueEnsureLeaveAdmin.
 type LeaveAdmin struct {
 	UserID      string
 	EmployerID  string
 	LinkID      string
 	FineosWebID string // on the link row: the pair is registered in FINEOS
-	PlannedID   string // decided for the FINEOS call when FineosWebID is empty
 }
 
 // Store accesses the PFML tables.
@@ -116,27 +115,109 @@ func NewStore(ctx context.Context, pool *pgxpool.Pool) (*Store, error) {
 	return &Store{pool: pool, ts: ts}, nil
 }
 
-// EmployerByFEIN returns the one employer with that FEIN.
-func (s *Store) EmployerByFEIN(ctx context.Context, fein string) (Employer, error) {
-	rows, err := s.pool.Query(ctx, `SELECT employer_id::text, employer_fein, fineos_employer_id FROM employer WHERE employer_fein = $1 LIMIT 2`, fein)
-	if err != nil {
-		return Employer{}, fmt.Errorf("find employer: %w", err)
+// Send sends a batch of statements queued by the Queue methods (of this
+// store and of the jobs store, on the same database) in one round trip and
+// one implicit transaction: all of it happens, or none. A user row that
+// holds the email under another sub comes back as *EmailConflictError.
+func (s *Store) Send(ctx context.Context, b *pgx.Batch) error {
+	err := s.pool.SendBatch(ctx, b).Close()
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "P0001" && strings.HasPrefix(pe.Message, emailConflictMarker) {
+		return s.emailConflict(ctx, strings.TrimPrefix(pe.Message, emailConflictMarker))
 	}
-	emps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Employer, error) {
-		var e Employer
-		return e, r.Scan(&e.ID, &e.FEIN, &e.FineosEmployerID)
-	})
-	if err != nil {
-		return Employer{}, fmt.Errorf("find employer: %w", err)
-	}
-	switch len(emps) {
+	return err
+}
+
+// Lookup is what the first round trip of a row learns, before any side
+// effect: the employers with the FEIN and the planned FINEOS web id.
+type Lookup struct {
+	Employers []Employer // none, one, or two when the FEIN is ambiguous
+	PlannedID string     // with planning and an employer known to FINEOS
+}
+
+// Employer returns the one employer found.
+func (l *Lookup) Employer() (Employer, error) {
+	switch len(l.Employers) {
 	case 0:
 		return Employer{}, ErrEmployerNotFound
 	case 1:
-		return emps[0], nil
+		return l.Employers[0], nil
 	default:
 		return Employer{}, ErrEmployerAmbiguous
 	}
+}
+
+// QueueLookup queues the reads of the first round trip: the employers with
+// the FEIN and, with planFineos, the FINEOS web id of (email, employer),
+// decided now (once: every retry gets the same one) so that it is stored
+// before FINEOS is ever called.
+func (s *Store) QueueLookup(b *pgx.Batch, email, fein string, planFineos bool) *Lookup {
+	l := &Lookup{}
+	b.Queue(`SELECT employer_id::text, employer_fein, fineos_employer_id FROM employer WHERE employer_fein = $1 LIMIT 2`, fein).
+		Query(func(rows pgx.Rows) error {
+			emps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Employer, error) {
+				var e Employer
+				return e, r.Scan(&e.ID, &e.FEIN, &e.FineosEmployerID)
+			})
+			l.Employers = emps
+			return err
+		})
+	if planFineos {
+		b.Queue(`INSERT INTO bulk_import_fineos_plan (email, employer_id, fineos_web_id)
+			SELECT $1, employer_id, $3 FROM employer WHERE employer_fein = $2 AND fineos_employer_id IS NOT NULL
+			ON CONFLICT (email, employer_id) DO NOTHING`, email, fein, FineosWebIDPrefix+uuid.NewString())
+		b.Queue(`SELECT p.fineos_web_id FROM bulk_import_fineos_plan p JOIN employer e USING (employer_id)
+			WHERE p.email = $1 AND e.employer_fein = $2 ORDER BY p.created_at LIMIT 1`, email, fein).
+			Query(func(rows pgx.Rows) error {
+				ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+				if len(ids) > 0 {
+					l.PlannedID = ids[0]
+				}
+				return err
+			})
+	}
+	return l
+}
+
+// QueueEnsureLeaveAdmin queues, for the user with the Cognito sub: its row
+// with the email, its Employer role and its link to the employer, all
+// create-or-get. If another user row holds the email, Send fails with an
+// *EmailConflictError and nothing of the batch is written. The returned
+// LeaveAdmin is filled when the batch is sent; its FineosWebID is that of
+// the link (the pair is registered in FINEOS when it is set).
+func (s *Store) QueueEnsureLeaveAdmin(b *pgx.Batch, sub, email, employerID string) *LeaveAdmin {
+	uc, uv := s.stamp("user")
+	rc, rv := s.stamp("link_user_role")
+	lc, lv := s.stamp("link_user_leave_administrator")
+	la := &LeaveAdmin{EmployerID: employerID}
+	b.Queue(`INSERT INTO "user" (user_id, sub_id, email_address`+uc+`) VALUES ($1, $2, $3`+uv+`) ON CONFLICT DO NOTHING`,
+		uuid.NewString(), sub, email)
+	b.Queue(`SELECT bulk_import_require(EXISTS (SELECT 1 FROM "user" WHERE sub_id = $1), $2)`, sub, emailConflictMarker+email)
+	b.Queue(`INSERT INTO link_user_role (user_id, role_id`+rc+`)
+		SELECT user_id, $2`+rv+` FROM "user" WHERE sub_id = $1 ON CONFLICT DO NOTHING`, sub, EmployerRoleID)
+	b.Queue(`INSERT INTO link_user_leave_administrator (user_leave_administrator_id, user_id, employer_id`+lc+`)
+		SELECT $2, user_id, $3`+lv+` FROM "user" WHERE sub_id = $1 ON CONFLICT (user_id, employer_id) DO NOTHING`,
+		sub, uuid.NewString(), employerID)
+	b.Queue(`SELECT u.user_id::text, l.user_leave_administrator_id::text, coalesce(l.fineos_web_id, '')
+		FROM "user" u JOIN link_user_leave_administrator l ON l.user_id = u.user_id AND l.employer_id = $2
+		WHERE u.sub_id = $1`, sub, employerID).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&la.UserID, &la.LinkID, &la.FineosWebID)
+	})
+	return la
+}
+
+// QueueRecordFineosWebID queues storing the web id on the link of the user
+// with the sub, once FINEOS accepted it; a web id already there is kept.
+func (s *Store) QueueRecordFineosWebID(b *pgx.Batch, sub, email, employerID, webID string) {
+	set := "fineos_web_id = $3"
+	if s.ts["link_user_leave_administrator"] {
+		set += ", updated_at = now()"
+	}
+	b.Queue(`UPDATE link_user_leave_administrator SET `+set+`
+		WHERE user_id = (SELECT user_id FROM "user" WHERE sub_id = $1) AND employer_id = $2 AND fineos_web_id IS NULL`,
+		sub, employerID, webID)
+	b.Queue(`UPDATE bulk_import_fineos_plan SET registered_at = coalesce(registered_at, now()) WHERE email = $1 AND employer_id = $2`,
+		email, employerID)
 }
 
 // stamp returns the timestamp columns and values for an insert into table.
@@ -147,88 +228,17 @@ func (s *Store) stamp(table string) (cols, vals string) {
 	return "", ""
 }
 
-// EnsureLeaveAdmin makes sure, in one transaction, that the user with the
-// Cognito sub exists with the email, has the Employer role and is linked to
-// the employer. With planFineos and no FINEOS web id on the link yet, it
-// also decides the web id for the FINEOS call (once: every retry gets the
-// same one). A user row holding the email under another sub is an
-// *EmailConflictError, and nothing is written.
-func (s *Store) EnsureLeaveAdmin(ctx context.Context, sub, email, employerID string, planFineos bool) (LeaveAdmin, error) {
-	uc, uv := s.stamp("user")
-	rc, rv := s.stamp("link_user_role")
-	lc, lv := s.stamp("link_user_leave_administrator")
-	la := LeaveAdmin{EmployerID: employerID}
-	var linkWebID, plannedID *string
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		b := &pgx.Batch{}
-		b.Queue(`INSERT INTO "user" (user_id, sub_id, email_address`+uc+`) VALUES ($1, $2, $3`+uv+`) ON CONFLICT DO NOTHING`,
-			uuid.NewString(), sub, email)
-		b.Queue(`INSERT INTO link_user_role (user_id, role_id`+rc+`)
-			SELECT user_id, $2`+rv+` FROM "user" WHERE sub_id = $1 ON CONFLICT DO NOTHING`, sub, EmployerRoleID)
-		b.Queue(`INSERT INTO link_user_leave_administrator (user_leave_administrator_id, user_id, employer_id`+lc+`)
-			SELECT $2, user_id, $3`+lv+` FROM "user" WHERE sub_id = $1 ON CONFLICT (user_id, employer_id) DO NOTHING`,
-			sub, uuid.NewString(), employerID)
-		if planFineos {
-			b.Queue(`INSERT INTO bulk_import_fineos_user (user_id, employer_id, fineos_web_id)
-				SELECT u.user_id, $2, $3 FROM "user" u
-				JOIN link_user_leave_administrator l ON l.user_id = u.user_id AND l.employer_id = $2
-				WHERE u.sub_id = $1 AND l.fineos_web_id IS NULL
-				ON CONFLICT (user_id, employer_id) DO NOTHING`, sub, employerID, FineosWebIDPrefix+uuid.NewString())
-		}
-		b.Queue(`SELECT u.user_id::text, l.user_leave_administrator_id::text, l.fineos_web_id, f.fineos_web_id
-			FROM "user" u
-			JOIN link_user_leave_administrator l ON l.user_id = u.user_id AND l.employer_id = $2
-			LEFT JOIN bulk_import_fineos_user f ON f.user_id = u.user_id AND f.employer_id = $2
-			WHERE u.sub_id = $1`, sub, employerID).QueryRow(func(row pgx.Row) error {
-			return row.Scan(&la.UserID, &la.LinkID, &linkWebID, &plannedID)
-		})
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			if errors.Is(err, pgx.ErrNoRows) {
-				return s.emailConflict(ctx, tx, sub, email)
-			}
-			return fmt.Errorf("ensure leave admin: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return LeaveAdmin{}, err
-	}
-	if linkWebID != nil {
-		la.FineosWebID = *linkWebID
-	} else if plannedID != nil {
-		la.PlannedID = *plannedID
-	}
-	return la, nil
-}
+// emailConflictMarker starts the error raised when a user row holds the
+// email under another sub; the email follows it.
+const emailConflictMarker = "bulk_import: email held by another user: "
 
-// emailConflict explains why no user row with the sub exists after the
-// insert: another row holds the email.
-func (s *Store) emailConflict(ctx context.Context, tx pgx.Tx, sub, email string) error {
+// emailConflict explains an email conflict: which user row holds the email.
+func (s *Store) emailConflict(ctx context.Context, email string) error {
 	var userID string
 	var otherSub *string
-	err := tx.QueryRow(ctx, `SELECT user_id::text, sub_id FROM "user" WHERE email_address = $1`, email).Scan(&userID, &otherSub)
+	err := s.pool.QueryRow(ctx, `SELECT user_id::text, sub_id FROM "user" WHERE email_address = $1`, email).Scan(&userID, &otherSub)
 	if err != nil {
-		return fmt.Errorf("ensure leave admin: user with sub %s neither inserted nor found: %w", sub, err)
+		return &EmailConflictError{Email: email, UserID: "(unknown: " + err.Error() + ")"}
 	}
-	return &EmailConflictError{UserID: userID, HasSub: otherSub != nil, Email: email, Sub: sub}
-}
-
-// RecordFineosWebID stores the web id on the link after FINEOS accepted it.
-func (s *Store) RecordFineosWebID(ctx context.Context, userID, employerID, webID string) error {
-	set := "fineos_web_id = $3"
-	if s.ts["link_user_leave_administrator"] {
-		set += ", updated_at = now()"
-	}
-	b := &pgx.Batch{}
-	b.Queue(`UPDATE link_user_leave_administrator SET `+set+` WHERE user_id = $1 AND employer_id = $2 AND fineos_web_id IS NULL`,
-		userID, employerID, webID)
-	b.Queue(`UPDATE bulk_import_fineos_user SET registered_at = coalesce(registered_at, now()) WHERE user_id = $1 AND employer_id = $2`,
-		userID, employerID)
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		return tx.SendBatch(ctx, b).Close()
-	})
-	if err != nil {
-		return fmt.Errorf("record FINEOS web id: %w", err)
-	}
-	return nil
+	return &EmailConflictError{UserID: userID, HasSub: otherSub != nil, Email: email}
 }

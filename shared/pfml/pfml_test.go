@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/massgov/bulk-user-import/localstack/pgtest"
@@ -42,35 +43,69 @@ func count(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
 	return n
 }
 
-func TestEmployerByFEIN(t *testing.T) {
+func lookup(t *testing.T, s *pfml.Store, email, fein string, plan bool) *pfml.Lookup {
+	t.Helper()
+	b := &pgx.Batch{}
+	l := s.QueueLookup(b, email, fein, plan)
+	if err := s.Send(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func ensure(s *pfml.Store, sub, email, employerID string) (*pfml.LeaveAdmin, error) {
+	b := &pgx.Batch{}
+	la := s.QueueEnsureLeaveAdmin(b, sub, email, employerID)
+	return la, s.Send(context.Background(), b)
+}
+
+func TestLookupFindsTheEmployerAndPlansTheWebIDOnce(t *testing.T) {
 	t.Parallel()
 	pool, s := setup(t)
 	ctx := context.Background()
-	e, err := s.EmployerByFEIN(ctx, "123456789")
+	l := lookup(t, s, "a@b.co", "123456789", true)
+	e, err := l.Employer()
 	if err != nil || e.ID != emp1 || e.FineosEmployerID == nil || *e.FineosEmployerID != 1001 {
-		t.Fatalf("got %+v, %v", e, err)
+		t.Fatalf("employer %+v, %v", e, err)
 	}
-	e, err = s.EmployerByFEIN(ctx, "987654321")
-	if err != nil || e.FineosEmployerID != nil {
-		t.Fatalf("got %+v, %v", e, err)
+	if !strings.HasPrefix(l.PlannedID, pfml.FineosWebIDPrefix) {
+		t.Fatalf("planned id %q", l.PlannedID)
 	}
-	if _, err := s.EmployerByFEIN(ctx, "000000000"); !errors.Is(err, pfml.ErrEmployerNotFound) {
-		t.Fatalf("err = %v", err)
+	// Concurrent lookups of the pair all get the same web id.
+	var wg sync.WaitGroup
+	ids := make([]string, 12)
+	for i := range ids {
+		wg.Go(func() { ids[i] = lookup(t, s, "race@b.co", "123456789", true).PlannedID })
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if id != ids[0] || id == "" {
+			t.Fatalf("web ids %v", ids)
+		}
+	}
+	// No plan for an employer FINEOS does not know, nor without planning.
+	if l := lookup(t, s, "a@b.co", "987654321", true); l.PlannedID != "" {
+		t.Fatalf("planned %q for an employer without fineos_employer_id", l.PlannedID)
+	}
+	if l := lookup(t, s, "other@b.co", "123456789", false); l.PlannedID != "" {
+		t.Fatal("planned without being asked")
+	}
+	if _, err := lookup(t, s, "a@b.co", "000000000", true).Employer(); !errors.Is(err, pfml.ErrEmployerNotFound) {
+		t.Fatalf("unknown FEIN: %v", err)
 	}
 	if _, err := pool.Exec(ctx, `INSERT INTO employer (employer_id, employer_fein) VALUES (gen_random_uuid(), '987654321')`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.EmployerByFEIN(ctx, "987654321"); !errors.Is(err, pfml.ErrEmployerAmbiguous) {
-		t.Fatalf("err = %v", err)
+	if _, err := lookup(t, s, "a@b.co", "987654321", false).Employer(); !errors.Is(err, pfml.ErrEmployerAmbiguous) {
+		t.Fatalf("ambiguous FEIN: %v", err)
 	}
 }
 
 func TestEnsureLeaveAdminConcurrentlyCreatesEachThingOnce(t *testing.T) {
 	t.Parallel()
 	pool, s := setup(t)
-	ctx := context.Background()
 	const workers = 16
-	results := make([]pfml.LeaveAdmin, workers)
+	results := make([]*pfml.LeaveAdmin, workers)
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
 	for i := range workers {
@@ -79,28 +114,19 @@ func TestEnsureLeaveAdminConcurrentlyCreatesEachThingOnce(t *testing.T) {
 			if i%2 == 1 {
 				emp = emp2
 			}
-			results[i], errs[i] = s.EnsureLeaveAdmin(ctx, "sub-1", "a@b.co", emp, true)
+			results[i], errs[i] = ensure(s, "sub-1", "a@b.co", emp)
 		})
 	}
 	wg.Wait()
-	planned := map[string]string{}
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("worker %d: %v", i, err)
 		}
-		r := results[i]
-		if r.UserID != results[0].UserID || r.LinkID == "" || r.FineosWebID != "" {
+		if r := results[i]; r.UserID != results[0].UserID || r.LinkID == "" || r.FineosWebID != "" {
 			t.Fatalf("worker %d: %+v", i, r)
 		}
-		if !strings.HasPrefix(r.PlannedID, pfml.FineosWebIDPrefix) {
-			t.Fatalf("worker %d: planned id %q", i, r.PlannedID)
-		}
-		if p, ok := planned[r.EmployerID]; ok && p != r.PlannedID {
-			t.Fatalf("two web ids for one pair: %s and %s", p, r.PlannedID)
-		}
-		planned[r.EmployerID] = r.PlannedID
 	}
-	if n := count(t, pool, `SELECT count(*) FROM "user"`); n != 1 {
+	if n := count(t, pool, `SELECT count(*) FROM "user" WHERE email_address = 'a@b.co' AND sub_id = 'sub-1' AND created_at IS NOT NULL`); n != 1 {
 		t.Fatalf("%d users", n)
 	}
 	if n := count(t, pool, `SELECT count(*) FROM link_user_role WHERE role_id = 3`); n != 1 {
@@ -109,73 +135,54 @@ func TestEnsureLeaveAdminConcurrentlyCreatesEachThingOnce(t *testing.T) {
 	if n := count(t, pool, `SELECT count(*) FROM link_user_leave_administrator`); n != 2 {
 		t.Fatalf("%d leave admin links, want 2", n)
 	}
-	if n := count(t, pool, `SELECT count(*) FROM "user" WHERE created_at IS NOT NULL AND email_address = 'a@b.co' AND sub_id = 'sub-1'`); n != 1 {
-		t.Fatalf("user row not as expected")
-	}
 }
 
-func TestFineosWebIDIsRecordedOnceAndThenReused(t *testing.T) {
+func TestFineosWebIDIsRecordedOnceAndThenSeenOnTheLink(t *testing.T) {
 	t.Parallel()
 	pool, s := setup(t)
 	ctx := context.Background()
-	la, err := s.EnsureLeaveAdmin(ctx, "sub-1", "a@b.co", emp1, true)
-	if err != nil {
+	planned := lookup(t, s, "a@b.co", "123456789", true).PlannedID
+	if _, err := ensure(s, "sub-1", "a@b.co", emp1); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RecordFineosWebID(ctx, la.UserID, emp1, la.PlannedID); err != nil {
-		t.Fatal(err)
+	record := func(id string) {
+		b := &pgx.Batch{}
+		s.QueueRecordFineosWebID(b, "sub-1", "a@b.co", emp1, id)
+		if err := s.Send(ctx, b); err != nil {
+			t.Fatal(err)
+		}
 	}
-	again, err := s.EnsureLeaveAdmin(ctx, "sub-1", "a@b.co", emp1, true)
-	if err != nil {
-		t.Fatal(err)
+	record(planned)
+	record("pfml_leave_admin_other") // never overwrites the first
+	la, err := ensure(s, "sub-1", "a@b.co", emp1)
+	if err != nil || la.FineosWebID != planned {
+		t.Fatalf("link %+v, %v (planned %s)", la, err, planned)
 	}
-	if again.FineosWebID != la.PlannedID || again.PlannedID != "" {
-		t.Fatalf("after registration: %+v (planned was %s)", again, la.PlannedID)
-	}
-	// A second record never overwrites the first web id.
-	if err := s.RecordFineosWebID(ctx, la.UserID, emp1, "pfml_leave_admin_other"); err != nil {
-		t.Fatal(err)
-	}
-	if n := count(t, pool, `SELECT count(*) FROM link_user_leave_administrator WHERE fineos_web_id = $1`, la.PlannedID); n != 1 {
-		t.Fatal("web id overwritten")
+	if n := count(t, pool, `SELECT count(*) FROM bulk_import_fineos_plan WHERE registered_at IS NOT NULL`); n != 1 {
+		t.Fatalf("%d plans registered", n)
 	}
 }
 
-func TestExistingLinkWebIDIsKept(t *testing.T) {
-	t.Parallel()
-	pool, s := setup(t)
-	ctx := context.Background()
-	if _, err := s.EnsureLeaveAdmin(ctx, "sub-1", "a@b.co", emp1, false); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pool.Exec(ctx, `UPDATE link_user_leave_administrator SET fineos_web_id = 'pfml_leave_admin_existing'`); err != nil {
-		t.Fatal(err)
-	}
-	la, err := s.EnsureLeaveAdmin(ctx, "sub-1", "a@b.co", emp1, true)
-	if err != nil || la.FineosWebID != "pfml_leave_admin_existing" || la.PlannedID != "" {
-		t.Fatalf("got %+v, %v", la, err)
-	}
-	if n := count(t, pool, `SELECT count(*) FROM bulk_import_fineos_user`); n != 0 {
-		t.Fatalf("planned a web id for a registered pair")
-	}
-}
-
-func TestEmailHeldByAnotherUserIsAConflictAndWritesNothing(t *testing.T) {
+func TestEmailHeldByAnotherUserIsAConflictAndTheBatchWritesNothing(t *testing.T) {
 	t.Parallel()
 	pool, s := setup(t)
 	ctx := context.Background()
 	if _, err := pool.Exec(ctx, `INSERT INTO "user" (user_id, sub_id, email_address) VALUES (gen_random_uuid(), 'other-sub', 'a@b.co')`); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.EnsureLeaveAdmin(ctx, "sub-1", "a@b.co", emp1, true)
+	b := &pgx.Batch{}
+	b.Queue(`UPDATE employer SET employer_name = 'touched' WHERE employer_id = $1`, emp1) // before: rolled back too
+	s.QueueEnsureLeaveAdmin(b, "sub-1", "a@b.co", emp1)
+	err := s.Send(ctx, b)
 	var ce *pfml.EmailConflictError
-	if !errors.As(err, &ce) || !ce.HasSub || ce.Sub != "sub-1" {
+	if !errors.As(err, &ce) || !ce.HasSub || ce.UserID == "" {
 		t.Fatalf("err = %v, want EmailConflictError", err)
 	}
 	if strings.Contains(err.Error(), "a@b.co") {
 		t.Fatalf("error leaks the email: %v", err)
 	}
-	if n := count(t, pool, `SELECT (SELECT count(*) FROM link_user_role) + (SELECT count(*) FROM link_user_leave_administrator) + (SELECT count(*) FROM bulk_import_fineos_user)`); n != 0 {
+	if n := count(t, pool, `SELECT (SELECT count(*) FROM link_user_role) + (SELECT count(*) FROM link_user_leave_administrator)
+		+ (SELECT count(*) FROM employer WHERE employer_name = 'touched')`); n != 0 {
 		t.Fatalf("%d rows written", n)
 	}
 }
@@ -193,7 +200,7 @@ func TestNewStoreNamesMissingColumns(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = pfml.NewStore(ctx, pool)
-	if err == nil || !strings.Contains(err.Error(), "employer.fineos_employer_id") || !strings.Contains(err.Error(), "user.sub_id") {
+	if !errors.Is(err, pfml.ErrSchema) || !strings.Contains(err.Error(), "employer.fineos_employer_id") || !strings.Contains(err.Error(), "user.sub_id") {
 		t.Fatalf("err = %v", err)
 	}
 }

@@ -3,6 +3,12 @@
 // step is idempotent and safe when the same pair, or the same email, is
 // registered by several workers at once. Errors come back as *Failure,
 // classified as permanent or transient in one place (classify.go).
+//
+// The database is reached in batches sent in one round trip and one
+// implicit transaction each: before any side effect, the row's attempt and
+// the employer (and the planned FINEOS web id); after Cognito, the user,
+// role and link, with the row marked succeeded; with force registration,
+// after FINEOS, the web id on the link with the row marked succeeded.
 package register
 
 import (
@@ -13,8 +19,11 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/massgov/bulk-user-import/shared/cognito"
 	"github.com/massgov/bulk-user-import/shared/fineos"
+	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/pfml"
 	"github.com/massgov/bulk-user-import/shared/retry"
 )
@@ -27,12 +36,28 @@ const (
 	StepFineos   = "fineos"
 )
 
-// Request is one pair to register.
+// Request is one pair to register. With Job set, it is that row of the
+// job: its attempt is recorded, it must still be queued and agree with the
+// request, and it is marked succeeded in the same transaction as the
+// registration's last write.
 type Request struct {
 	Email             string // normalised
 	FEIN              string // normalised
 	ForceRegistration bool   // also register the user in FINEOS
+	Job               string
+	Row               int64
+	ReceiveCount      int
 }
+
+// Errors about the request's row, found before any side effect.
+var (
+	ErrMessageMismatch = errors.New("the message's email, FEIN or force flag differ from the recorded row")
+)
+
+// RowFinalError says the row is already final: nothing to do.
+type RowFinalError struct{ State string }
+
+func (e *RowFinalError) Error() string { return "the row is already " + e.State }
 
 // Result says what a registration did.
 type Result struct {
@@ -40,6 +65,7 @@ type Result struct {
 	UserCreated      bool   // the Cognito user was created now
 	FineosWebID      string // set when the pair is registered in FINEOS
 	FineosRegistered bool   // the FINEOS call was made now
+	JobMayBeDone     bool   // the row was the job's last queued one
 }
 
 // FineosAPI is the FINEOS call registration needs.
@@ -50,9 +76,11 @@ type FineosAPI interface {
 var _ FineosAPI = (*fineos.Client)(nil)
 
 // Registrar runs the steps. Fineos may be nil when FINEOS is not configured:
-// force-registration rows then fail with FINEOS_NOT_CONFIGURED.
+// force-registration rows then fail with FINEOS_NOT_CONFIGURED. PFML and
+// Jobs must be on the same database: their statements share transactions.
 type Registrar struct {
 	PFML    *pfml.Store
+	Jobs    *jobs.Store
 	Cognito *cognito.Client
 	Fineos  FineosAPI
 	Log     *slog.Logger
@@ -88,17 +116,45 @@ func (r *Registrar) do(ctx context.Context, log *slog.Logger, step string, fn fu
 	return nil
 }
 
+// send runs one batch of statements as a step.
+func (r *Registrar) send(ctx context.Context, log *slog.Logger, step string, queue func(b *pgx.Batch)) error {
+	return r.do(ctx, log, step, func() error {
+		b := &pgx.Batch{}
+		queue(b)
+		return r.PFML.Send(ctx, b)
+	})
+}
+
 // Register runs every step for req, logging with log (which carries the
-// row's attributes). Preconditions (the employer exists and, for force
-// registration, is known to FINEOS) are checked before any side effect.
+// row's attributes). The row's state, the employer and, for force
+// registration, the employer's FINEOS id are checked before any side
+// effect. Besides *Failure, it returns jobs.ErrRowNotFound,
+// *RowFinalError and ErrMessageMismatch about the row.
 func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request) (Result, error) {
 	var res Result
-	var emp pfml.Employer
-	if err := r.do(ctx, log, StepEmployer, func() (err error) {
-		emp, err = r.PFML.EmployerByFEIN(ctx, req.FEIN)
-		return err
+	var row jobs.RowInfo
+	var lookup *pfml.Lookup
+	if err := r.send(ctx, log, StepEmployer, func(b *pgx.Batch) {
+		if req.Job != "" {
+			r.Jobs.QueueStartAttempt(b, req.Job, req.Row, req.ReceiveCount, &row)
+		}
+		lookup = r.PFML.QueueLookup(b, req.Email, req.FEIN, req.ForceRegistration)
 	}); err != nil {
 		return res, err
+	}
+	if req.Job != "" {
+		switch {
+		case row.State == "":
+			return res, fmt.Errorf("job %s row %d: %w", req.Job, req.Row, jobs.ErrRowNotFound)
+		case row.State != jobs.Queued:
+			return res, &RowFinalError{State: row.State}
+		case row.Email != req.Email || row.FEIN != req.FEIN || row.ForceRegistration != req.ForceRegistration:
+			return res, ErrMessageMismatch
+		}
+	}
+	emp, err := lookup.Employer()
+	if err != nil {
+		return res, Classify(StepEmployer, err)
 	}
 	var party string
 	if req.ForceRegistration {
@@ -107,6 +163,9 @@ func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request)
 		}
 		if r.Fineos == nil {
 			return res, permanent(StepFineos, CodeFineosNotConfigured, errors.New("force registration needs FINEOS, and this worker has no FINEOS_CLIENT_* configuration"))
+		}
+		if lookup.PlannedID == "" {
+			return res, transient(StepDatabase, CodeInternal, errors.New("no FINEOS web id was planned for the pair"))
 		}
 		party = strconv.FormatInt(*emp.FineosEmployerID, 10)
 	}
@@ -120,39 +179,49 @@ func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request)
 	}
 	res.Sub, res.UserCreated = user.Sub, user.Created
 
-	var la pfml.LeaveAdmin
-	if err := r.do(ctx, log, StepDatabase, func() (err error) {
-		la, err = r.PFML.EnsureLeaveAdmin(ctx, user.Sub, req.Email, emp.ID, req.ForceRegistration)
-		return err
+	// The user, role and link; without FINEOS to call, the row's success too.
+	var la *pfml.LeaveAdmin
+	left := true
+	if err := r.send(ctx, log, StepDatabase, func(b *pgx.Batch) {
+		la = r.PFML.QueueEnsureLeaveAdmin(b, user.Sub, req.Email, emp.ID)
+		if req.Job != "" && !req.ForceRegistration {
+			r.Jobs.QueueSucceed(b, req.Job, req.Row, &left)
+		}
 	}); err != nil {
 		return res, err
 	}
 	if !req.ForceRegistration {
+		res.JobMayBeDone = req.Job != "" && !left
 		return res, nil
 	}
-	if la.FineosWebID != "" {
-		res.FineosWebID = la.FineosWebID // registered before, by us or by PFML
-		return res, nil
-	}
-	if la.PlannedID == "" {
-		return res, Classify(StepDatabase, errors.New("no FINEOS web id was planned for the link"))
-	}
-	if err := r.do(ctx, log, StepFineos, func() error {
-		_, err := r.Fineos.CreateOrUpdateEmployerViewpointUser(ctx, fineos.ViewpointUser{
-			PartyReference: party, UserID: la.PlannedID, Email: req.Email,
-		})
-		return err
-	}); err != nil {
-		return res, err
-	}
-	if err := r.do(ctx, log, StepDatabase, func() error {
-		if err := r.PFML.RecordFineosWebID(ctx, la.UserID, emp.ID, la.PlannedID); err != nil {
-			return fmt.Errorf("after FINEOS accepted web id %s: %w", la.PlannedID, err)
+
+	webID := la.FineosWebID // registered before, by us or by PFML: not again
+	if webID == "" {
+		webID = lookup.PlannedID
+		if err := r.do(ctx, log, StepFineos, func() error {
+			_, err := r.Fineos.CreateOrUpdateEmployerViewpointUser(ctx, fineos.ViewpointUser{
+				PartyReference: party, UserID: webID, Email: req.Email,
+			})
+			return err
+		}); err != nil {
+			return res, err
 		}
-		return nil
-	}); err != nil {
-		return res, err
+		res.FineosRegistered = true
 	}
-	res.FineosWebID, res.FineosRegistered = la.PlannedID, true
+	res.FineosWebID = webID
+	if !res.FineosRegistered && req.Job == "" {
+		return res, nil // nothing left to write
+	}
+	if err := r.send(ctx, log, StepDatabase, func(b *pgx.Batch) {
+		if res.FineosRegistered {
+			r.PFML.QueueRecordFineosWebID(b, user.Sub, req.Email, emp.ID, webID)
+		}
+		if req.Job != "" {
+			r.Jobs.QueueSucceed(b, req.Job, req.Row, &left)
+		}
+	}); err != nil {
+		return res, fmt.Errorf("after FINEOS accepted web id %s: %w", webID, err)
+	}
+	res.JobMayBeDone = req.Job != "" && !left
 	return res, nil
 }
