@@ -175,9 +175,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		background.Go(func() { w.summarize(bgCtx) })
 	}
 
-	slots := make(chan struct{}, w.Config.Concurrency)
 	var handlers sync.WaitGroup
-	runErr := w.receiveLoop(ctx, workCtx, slots, &handlers)
+	runErr := w.receiveLoop(ctx, workCtx, &handlers)
 
 	w.Log.Info("stopping: waiting for messages in flight", "in_flight", m.InFlight.Load(), "deadline", w.Config.ShutdownTimeout.String())
 	done := make(chan struct{})
@@ -205,31 +204,27 @@ func (w *Worker) Run(ctx context.Context) error {
 	return runErr
 }
 
-func (w *Worker) receiveLoop(ctx, workCtx context.Context, slots chan struct{}, handlers *sync.WaitGroup) error {
+// receiveLoop receives full batches: it holds at most Concurrency messages
+// being handled plus one batch waiting to start, and asks for a batch as
+// soon as that much room is free. So receives (and deletes) carry up to ten
+// messages each, and a free handler finds a message waiting.
+func (w *Worker) receiveLoop(ctx, workCtx context.Context, handlers *sync.WaitGroup) error {
 	m := w.metrics()
 	batch := min(queue.MaxBatchEntries, w.Config.Concurrency)
+	held := make(chan struct{}, w.Config.Concurrency+batch) // messages received and not settled
+	running := make(chan struct{}, w.Config.Concurrency)    // messages being handled
 	errDelay := time.Second
 	for {
-		// Take one free slot (waiting if all are busy), then any others free
-		// now, so a receive never asks for more than can start at once.
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			return nil
-		}
-		n := 1
-		for n < batch {
+		for range batch {
 			select {
-			case slots <- struct{}{}:
-				n++
-				continue
-			default:
+			case held <- struct{}{}:
+			case <-ctx.Done():
+				return nil
 			}
-			break
 		}
-		msgs, err := w.Queue.Receive(ctx, n, w.Config.WaitTime, w.Config.VisibilityTimeout)
-		for range n - len(msgs) {
-			<-slots
+		msgs, err := w.Queue.Receive(ctx, batch, w.Config.WaitTime, w.Config.VisibilityTimeout)
+		for range batch - len(msgs) {
+			<-held
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -257,8 +252,16 @@ func (w *Worker) receiveLoop(ctx, workCtx context.Context, slots chan struct{}, 
 			m.Received.Add(1)
 			m.InFlight.Add(1)
 			handlers.Go(func() {
-				defer func() { <-slots }()
+				defer func() { <-held }()
 				defer m.InFlight.Add(-1)
+				select {
+				case running <- struct{}{}:
+				case <-ctx.Done():
+					// Stopping before it started: hand it back untouched.
+					w.settle(t, Outcome{Action: Release, Result: "released"})
+					return
+				}
+				defer func() { <-running }()
 				w.settle(t, w.handle(workCtx, msg))
 			})
 		}
