@@ -97,7 +97,8 @@ func (p *Proxy) Set(service string, f Faults) {
 	p.faults[service] = f
 }
 
-// Counts returns how many requests each service got ("sqs.requests") and
+// Counts returns how many requests each service got ("sqs.requests"), by
+// operation for the JSON-protocol services ("sqs.op.ReceiveMessage"), and
 // how many faults of each kind were injected ("sqs.throttle", …).
 func (p *Proxy) Counts() map[string]int64 {
 	p.mu.Lock()
@@ -135,6 +136,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	service := p.service(r)
+	if target := r.Header.Get("X-Amz-Target"); target != "" {
+		if _, op, ok := strings.Cut(target, "."); ok {
+			p.mu.Lock()
+			p.counts[service+".op."+op]++
+			p.mu.Unlock()
+		}
+	}
 	f, fault := p.fault(service)
 	if d := f.Latency + randDuration(f.Jitter); d > 0 {
 		select {

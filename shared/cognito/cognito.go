@@ -25,6 +25,20 @@ var _ API = (*cip.Client)(nil)
 // ErrNoSub is returned when Cognito answers without the user's sub.
 var ErrNoSub = errors.New("cognito user has no sub attribute")
 
+// SubMismatchError says the email's Cognito user is not the one expected:
+// it has another sub, or does not exist (Sub is then empty). Nothing was
+// created.
+type SubMismatchError struct {
+	Want, Sub string
+}
+
+func (e *SubMismatchError) Error() string {
+	if e.Sub == "" {
+		return "the email has no Cognito user, but a PFML user row holds it under sub " + e.Want
+	}
+	return "the email's Cognito user has sub " + e.Sub + ", but its PFML user row has sub " + e.Want
+}
+
 // User is the Cognito user of an email after EnsureUser.
 type User struct {
 	Sub         string
@@ -47,9 +61,21 @@ func New(api API, poolID string) *Client { return &Client{api: api, poolID: pool
 // FORCE_CHANGE_PASSWORD gets a random permanent password, so that the person
 // can use "forgot password" to sign in. Safe to call concurrently for the
 // same email from many processes.
-func (c *Client) EnsureUser(ctx context.Context, email string) (User, error) {
+//
+// With wantSub set, the user must already exist with that sub (a PFML user
+// row holds the email under it): otherwise a *SubMismatchError is returned
+// and nothing is created or changed.
+func (c *Client) EnsureUser(ctx context.Context, email, wantSub string) (User, error) {
 	u, err := c.get(ctx, email)
 	var notFound *types.UserNotFoundException
+	if wantSub != "" {
+		switch {
+		case errors.As(err, &notFound):
+			return User{}, &SubMismatchError{Want: wantSub}
+		case err == nil && u.Sub != wantSub:
+			return User{}, &SubMismatchError{Want: wantSub, Sub: u.Sub}
+		}
+	}
 	if errors.As(err, &notFound) {
 		u, err = c.create(ctx, email)
 		var exists *types.UsernameExistsException

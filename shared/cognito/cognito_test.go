@@ -2,6 +2,7 @@ package cognito_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -34,14 +35,14 @@ func TestEnsureUserCreatesConfirmedUserOnce(t *testing.T) {
 	api, pool := newPool(t)
 	c := cognito.New(api, pool)
 	ctx := context.Background()
-	u, err := c.EnsureUser(ctx, "jane@example.com")
+	u, err := c.EnsureUser(ctx, "jane@example.com", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !u.Created || !u.PasswordSet || u.Sub == "" || u.Status != types.UserStatusTypeConfirmed {
 		t.Fatalf("first call: %+v", u)
 	}
-	again, err := c.EnsureUser(ctx, "jane@example.com")
+	again, err := c.EnsureUser(ctx, "jane@example.com", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +75,7 @@ func TestEnsureUserConcurrentlyGivesOneUser(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			u, err := c.EnsureUser(context.Background(), "race@example.com")
+			u, err := c.EnsureUser(context.Background(), "race@example.com", "")
 			subs[i], errs[i] = u.Sub, err
 		})
 	}
@@ -119,5 +120,30 @@ func TestGeneratedPasswordsMeetThePolicy(t *testing.T) {
 		if !lower || !upper || !digit || !symbol {
 			t.Fatalf("password misses a class: lower %v upper %v digit %v symbol %v", lower, upper, digit, symbol)
 		}
+	}
+}
+
+func TestEnsureUserWithAnExpectedSubCreatesNothingOnMismatch(t *testing.T) {
+	t.Parallel()
+	api, pool := newPool(t)
+	c := cognito.New(api, pool)
+	ctx := context.Background()
+	_, err := c.EnsureUser(ctx, "nobody@example.com", "sub-of-a-pfml-row")
+	var mm *cognito.SubMismatchError
+	if !errors.As(err, &mm) || mm.Sub != "" {
+		t.Fatalf("err = %v, want a SubMismatchError without sub", err)
+	}
+	if _, err := api.AdminGetUser(ctx, &cip.AdminGetUserInput{UserPoolId: &pool, Username: aws.String("nobody@example.com")}); err == nil {
+		t.Fatal("a user was created despite the mismatch")
+	}
+	u, err := c.EnsureUser(ctx, "jane@example.com", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.EnsureUser(ctx, "jane@example.com", "another"); !errors.As(err, &mm) || mm.Sub != u.Sub {
+		t.Fatalf("err = %v, want a SubMismatchError naming %s", err, u.Sub)
+	}
+	if got, err := c.EnsureUser(ctx, "jane@example.com", u.Sub); err != nil || got.Sub != u.Sub {
+		t.Fatalf("matching sub: %+v %v", got, err)
 	}
 }

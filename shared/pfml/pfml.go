@@ -129,10 +129,28 @@ func (s *Store) Send(ctx context.Context, b *pgx.Batch) error {
 }
 
 // Lookup is what the first round trip of a row learns, before any side
-// effect: the employers with the FEIN and the planned FINEOS web id.
+// effect: the employers with the FEIN, the user row holding the email (if
+// any) with its link to the employer, and the planned FINEOS web id.
 type Lookup struct {
 	Employers []Employer // none, one, or two when the FEIN is ambiguous
 	PlannedID string     // with planning and an employer known to FINEOS
+	User      *ExistingUser
+}
+
+// ExistingUser is the user row that holds an email.
+type ExistingUser struct {
+	UserID      string
+	Sub         *string // nil: the row has no Cognito sub
+	FineosWebID string  // on its link to the employer; "" when none or no link
+}
+
+// Conflict returns the *EmailConflictError of an existing user row whose
+// sub is not the given one (nil when it is).
+func (u *ExistingUser) Conflict(email, sub string) error {
+	if u.Sub != nil && *u.Sub == sub {
+		return nil
+	}
+	return &EmailConflictError{UserID: u.UserID, HasSub: u.Sub != nil, Email: email}
 }
 
 // Employer returns the one employer found.
@@ -148,11 +166,25 @@ func (l *Lookup) Employer() (Employer, error) {
 }
 
 // QueueLookup queues the reads of the first round trip: the employers with
-// the FEIN and, with planFineos, the FINEOS web id of (email, employer),
-// decided now (once: every retry gets the same one) so that it is stored
-// before FINEOS is ever called.
+// the FEIN, the user row holding the email and its link's web id, and,
+// with planFineos, the FINEOS web id of (email, employer), decided now
+// (once: every retry gets the same one) so that it is stored before FINEOS
+// is ever called.
 func (s *Store) QueueLookup(b *pgx.Batch, email, fein string, planFineos bool) *Lookup {
 	l := &Lookup{}
+	b.Queue(`SELECT u.user_id::text, u.sub_id, coalesce(l.fineos_web_id, '') FROM "user" u
+		LEFT JOIN link_user_leave_administrator l ON l.user_id = u.user_id
+		      AND l.employer_id = (SELECT employer_id FROM employer WHERE employer_fein = $2 LIMIT 1)
+		WHERE u.email_address = $1`, email, fein).Query(func(rows pgx.Rows) error {
+		users, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ExistingUser, error) {
+			var u ExistingUser
+			return u, r.Scan(&u.UserID, &u.Sub, &u.FineosWebID)
+		})
+		if len(users) == 1 {
+			l.User = &users[0]
+		}
+		return err
+	})
 	b.Queue(`SELECT employer_id::text, employer_fein, fineos_employer_id FROM employer WHERE employer_fein = $1 LIMIT 2`, fein).
 		Query(func(rows pgx.Rows) error {
 			emps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Employer, error) {

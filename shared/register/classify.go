@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider/types"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/massgov/bulk-user-import/shared/cognito"
 	"github.com/massgov/bulk-user-import/shared/fineos"
 	"github.com/massgov/bulk-user-import/shared/pfml"
 )
@@ -90,6 +91,10 @@ func Classify(step string, err error) *Failure {
 
 func classifyCognito(err error) *Failure {
 	const step = StepCognito
+	var mismatch *cognito.SubMismatchError
+	if errors.As(err, &mismatch) {
+		return permanent(step, CodeEmailConflict, err)
+	}
 	var (
 		tooMany   *types.TooManyRequestsException
 		limit     *types.LimitExceededException

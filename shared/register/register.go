@@ -121,6 +121,9 @@ func (r *Registrar) send(ctx context.Context, log *slog.Logger, step string, que
 	return r.do(ctx, log, step, func() error {
 		b := &pgx.Batch{}
 		queue(b)
+		if b.Len() == 0 {
+			return nil
+		}
 		return r.PFML.Send(ctx, b)
 	})
 }
@@ -170,33 +173,64 @@ func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request)
 		party = strconv.FormatInt(*emp.FineosEmployerID, 10)
 	}
 
+	// A user row that holds the email must be the Cognito user's: its sub
+	// is checked before Cognito creates or changes anything.
+	var wantSub string
+	if u := lookup.User; u != nil {
+		if u.Sub == nil {
+			return res, permanent(StepDatabase, CodeEmailConflict, u.Conflict(req.Email, ""))
+		}
+		wantSub = *u.Sub
+	}
 	var user cognito.User
 	if err := r.do(ctx, log, StepCognito, func() (err error) {
-		user, err = r.Cognito.EnsureUser(ctx, req.Email)
+		user, err = r.Cognito.EnsureUser(ctx, req.Email, wantSub)
 		return err
 	}); err != nil {
+		var mismatch *cognito.SubMismatchError
+		if errors.As(err, &mismatch) {
+			return res, permanent(StepCognito, CodeEmailConflict, fmt.Errorf("%w: %v", lookup.User.Conflict(req.Email, mismatch.Sub), mismatch))
+		}
 		return res, err
 	}
 	res.Sub, res.UserCreated = user.Sub, user.Created
 
-	// The user, role and link; without FINEOS to call, the row's success too.
-	var la *pfml.LeaveAdmin
 	left := true
-	if err := r.send(ctx, log, StepDatabase, func(b *pgx.Batch) {
-		la = r.PFML.QueueEnsureLeaveAdmin(b, user.Sub, req.Email, emp.ID)
-		if req.Job != "" && !req.ForceRegistration {
-			r.Jobs.QueueSucceed(b, req.Job, req.Row, &left)
-		}
-	}); err != nil {
-		return res, err
-	}
 	if !req.ForceRegistration {
+		// The user, role and link, and the row's success, in one transaction.
+		if err := r.send(ctx, log, StepDatabase, func(b *pgx.Batch) {
+			r.PFML.QueueEnsureLeaveAdmin(b, user.Sub, req.Email, emp.ID)
+			if req.Job != "" {
+				r.Jobs.QueueSucceed(b, req.Job, req.Row, &left)
+			}
+		}); err != nil {
+			return res, err
+		}
 		res.JobMayBeDone = req.Job != "" && !left
 		return res, nil
 	}
 
-	webID := la.FineosWebID // registered before, by us or by PFML: not again
-	if webID == "" {
+	// Force registration: is the pair registered in FINEOS already? The
+	// first round trip knows when the email's user row was found (its sub
+	// is the Cognito user's) or the Cognito user is brand new (no row can
+	// have its sub). Otherwise (a user row under another spelling of the
+	// email, a retry after Cognito) the link is read by sub first.
+	webID := ""
+	ensured := false
+	switch {
+	case lookup.User != nil:
+		webID = lookup.User.FineosWebID
+	case user.Created:
+	default:
+		var la *pfml.LeaveAdmin
+		if err := r.send(ctx, log, StepDatabase, func(b *pgx.Batch) {
+			la = r.PFML.QueueEnsureLeaveAdmin(b, user.Sub, req.Email, emp.ID)
+		}); err != nil {
+			return res, err
+		}
+		webID, ensured = la.FineosWebID, true
+	}
+	if webID == "" { // not registered before, by us or by PFML
 		webID = lookup.PlannedID
 		if err := r.do(ctx, log, StepFineos, func() error {
 			_, err := r.Fineos.CreateOrUpdateEmployerViewpointUser(ctx, fineos.ViewpointUser{
@@ -209,10 +243,12 @@ func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request)
 		res.FineosRegistered = true
 	}
 	res.FineosWebID = webID
-	if !res.FineosRegistered && req.Job == "" {
-		return res, nil // nothing left to write
-	}
+	// The user, role and link (unless written above), the web id on the
+	// link, and the row's success, in one transaction.
 	if err := r.send(ctx, log, StepDatabase, func(b *pgx.Batch) {
+		if !ensured {
+			r.PFML.QueueEnsureLeaveAdmin(b, user.Sub, req.Email, emp.ID)
+		}
 		if res.FineosRegistered {
 			r.PFML.QueueRecordFineosWebID(b, user.Sub, req.Email, emp.ID, webID)
 		}

@@ -215,6 +215,35 @@ func TestEmailConflictIsPermanent(t *testing.T) {
 	}
 	_, err := f.reg.Register(context.Background(), logging.Discard(), register.Request{Email: "old@b.co", FEIN: "123456789"})
 	wantFailure(t, err, register.CodeEmailConflict, true)
+	if f.cognitoUser(t, "old@b.co") != nil {
+		t.Fatal("a Cognito user was created for an email that another PFML user holds")
+	}
+	if _, err := f.stack.Pool.Exec(context.Background(), `INSERT INTO "user" (user_id, email_address) VALUES (gen_random_uuid(), 'nosub@b.co')`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.reg.Register(context.Background(), logging.Discard(), register.Request{Email: "nosub@b.co", FEIN: "123456789", ForceRegistration: true})
+	wantFailure(t, err, register.CodeEmailConflict, true)
+	if f.cognitoUser(t, "nosub@b.co") != nil || len(f.stack.Fineos.Calls()) != 0 {
+		t.Fatal("side effects for a conflicting email")
+	}
+}
+
+func TestAnExistingUserRowWithTheSameSubIsReused(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	// A PFML user registered before the import, with its Cognito user.
+	first, err := f.reg.Register(ctx, logging.Discard(), register.Request{Email: "known@b.co", FEIN: "123456789"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.reg.Register(ctx, logging.Discard(), register.Request{Email: "known@b.co", FEIN: "987654321", ForceRegistration: true})
+	if err != nil || res.Sub != first.Sub || res.UserCreated || !res.FineosRegistered {
+		t.Fatalf("second employer: %+v %v", res, err)
+	}
+	if n := f.count(t, `SELECT count(*) FROM "user"`); n != 1 {
+		t.Fatalf("%d users", n)
+	}
 }
 
 func TestTransientErrorsAreRetriedWithinTheAttempt(t *testing.T) {
@@ -245,5 +274,31 @@ func TestTransientErrorsAreRetriedWithinTheAttempt(t *testing.T) {
 	wantFailure(t, err, register.CodeFineosRejected, true)
 	if calls[register.StepFineos] != 4 {
 		t.Fatalf("FINEOS step called %d times in all, want 4", calls[register.StepFineos])
+	}
+}
+
+func TestAUserRowUnderAnotherSpellingIsFoundByItsSub(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	if _, err := f.reg.Register(ctx, logging.Discard(), register.Request{Email: "mixed@b.co", FEIN: "123456789"}); err != nil {
+		t.Fatal(err)
+	}
+	// PFML holds the email in another case, and registered the link in FINEOS itself.
+	if _, err := f.stack.Pool.Exec(ctx, `UPDATE "user" SET email_address = 'Mixed@B.co'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.stack.Pool.Exec(ctx, `UPDATE link_user_leave_administrator SET fineos_web_id = 'pfml_leave_admin_by_pfml'`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.reg.Register(ctx, logging.Discard(), register.Request{Email: "mixed@b.co", FEIN: "123456789", ForceRegistration: true})
+	if err != nil || res.FineosRegistered || res.FineosWebID != "pfml_leave_admin_by_pfml" {
+		t.Fatalf("result %+v, %v", res, err)
+	}
+	if n := len(f.stack.Fineos.Calls()); n != 0 {
+		t.Fatalf("%d FINEOS calls for a registered pair", n)
+	}
+	if n := f.count(t, `SELECT count(*) FROM "user"`); n != 1 {
+		t.Fatalf("%d users", n)
 	}
 }
