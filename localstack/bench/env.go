@@ -162,7 +162,6 @@ type tripCounter struct {
 	ln     net.Listener
 	target string
 	trips  atomic.Int64
-	wg     sync.WaitGroup
 }
 
 func newTripCounter(target string) (*tripCounter, error) {
