@@ -4,7 +4,7 @@ BIN     := bin
 GOFLAGS ?=
 export GOFLAGS
 
-.PHONY: help build demo test test-short chaos image vet staticcheck fmt clean
+.PHONY: help build demo test test-short chaos bench image vet staticcheck fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ test: vet staticcheck ## vet, staticcheck and every test (needs PostgreSQL; see 
 
 chaos: ## the chaos test at full size: 2,500 rows through 4 workers under faults, kills and a database restart
 	BUI_CHAOS_ROWS=2500 BUI_CHAOS_TIMEOUT_SECONDS=900 $(GO) test -count=1 -v -timeout 20m -run TestChaos ./localstack/chaos
+
+bench: build ## measure the splitter, the workers and the cost per row; writes localstack/bench/results.md (about 20 minutes)
+	$(GO) run ./localstack/bench -bin $(BIN) -out localstack/bench/results.md
 
 IMAGE ?= bulk-user-import:dev
 image: ## build the container image with both binaries (needs Docker; IMAGE=name:tag)

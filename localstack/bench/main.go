@@ -39,6 +39,7 @@ type options struct {
 	rateSeconds    int
 	skipSplitter   bool
 	skipWorkers    bool
+	skipGoBench    bool
 }
 
 func main() {
@@ -62,6 +63,7 @@ func main() {
 	flag.IntVar(&o.rateSeconds, "rate-seconds", 60, "how long the rate-limited run lasts (rows = R x this)")
 	flag.BoolVar(&o.skipSplitter, "skip-splitter", false, "skip the splitter measurements")
 	flag.BoolVar(&o.skipWorkers, "skip-workers", false, "skip the worker measurements")
+	flag.BoolVar(&o.skipGoBench, "skip-go-bench", false, "skip the Go benchmarks")
 	flag.Parse()
 	o.splitRows, o.workerCounts, o.concurrencies = ints(splitRows), ints(workerCounts), ints(concurrencies)
 
@@ -104,7 +106,9 @@ func run(ctx context.Context, o options) (string, error) {
 			return "", fmt.Errorf("workers: %w", err)
 		}
 	}
-	r.goBench = goBenchmarks(ctx)
+	if !o.skipGoBench {
+		r.goBench = goBenchmarks(ctx)
+	}
 	r.finished = time.Now()
 	return r.markdown(), nil
 }

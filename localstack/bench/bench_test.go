@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/massgov/bulk-user-import/localstack/proctest"
+)
+
+// TestMain lets the test binary play the naive splitter, as the bench
+// binary does: the harness runs itself for it.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "naive-split" {
+		os.Exit(naiveSplit(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+// TestHarnessRunsEndToEnd runs every measurement of make bench at a tiny
+// size, so that the harness keeps working. It asserts nothing about the
+// numbers: performance is read from make bench's report.
+func TestHarnessRunsEndToEnd(t *testing.T) {
+	dir, err := proctest.Build("splitter", "worker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	o := options{
+		bin: dir, serverURL: firstEnv("TEST_DATABASE_URL", "DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+		splitRows: []int{300}, naiveRows: 50, workerRows: 60, workerCounts: []int{1, 2}, concurrencies: []int{4},
+		baselineRows: 3, cognitoLatency: 5 * time.Millisecond, fineosLatency: 10 * time.Millisecond,
+		rateLimit: 20, rateSeconds: 2, skipGoBench: true,
+	}
+	report, err := run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## 1. Splitter", "splitter, S3 (emulator)", "naive: one SendMessage per row", "## 2. Workers",
+		"baseline: original, sequential", "| 2 x 4 |", "## 3. Under a Cognito rate limit", "## 4. Cost per row", "cores"} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+}
