@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -48,6 +49,7 @@ type flags struct {
 	fineosRate       float64
 	maxReceiveCount  int
 	dbConnectTimeout time.Duration
+	dbMaxConns       int
 	metricsAddr      string
 	emf              bool
 	logFormat        string
@@ -80,6 +82,7 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	fs.Float64Var(&f.fineosRate, "fineos-rate", 10, "FINEOS provisioning calls per second, this worker (0: no limit)")
 	fs.IntVar(&f.maxReceiveCount, "max-receive-count", 0, "attempts before a row fails (default: the queue's RedrivePolicy maxReceiveCount)")
 	fs.DurationVar(&f.dbConnectTimeout, "db-connect-timeout", time.Minute, "at start, how long to keep trying to reach the database")
+	fs.IntVar(&f.dbMaxConns, "db-max-conns", 0, "most database connections this worker opens (default: --concurrency + 4); keep workers x this below the server's max_connections")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9090; empty: off)")
 	fs.BoolVar(&f.emf, "emf", false, "write CloudWatch embedded-metric-format lines to stdout every --summary-interval")
 	fs.StringVar(&f.logFormat, "log-format", or(cfg.LogFormat, "json"), "log format: json, text or auto (env LOG_FORMAT)")
@@ -98,6 +101,9 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	}
 	if f.cognitoLimits.Get < 0 || f.cognitoLimits.Create < 0 || f.cognitoLimits.SetPassword < 0 || f.fineosRate < 0 {
 		errs = append(errs, errors.New("rates must be 0 (no limit) or positive"))
+	}
+	if f.dbMaxConns < 0 || f.dbMaxConns > math.MaxInt32 {
+		errs = append(errs, fmt.Errorf("--db-max-conns %d: want 0 (--concurrency + 4) or more", f.dbMaxConns))
 	}
 	if f.emf && f.loop.SummaryInterval <= 0 {
 		errs = append(errs, errors.New("--emf needs a positive --summary-interval"))
@@ -142,11 +148,21 @@ func run(args []string, getenv func(string) string, stdout io.Writer, stderr *os
 
 // work wires the adapters and runs the loop until ctx is cancelled.
 func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, stdout io.Writer, getenv func(string) string) error {
-	pool, err := connect(ctx, cfg.DatabaseURL, int32(f.loop.Concurrency+4), f.dbConnectTimeout, log)
+	conns := f.dbMaxConns
+	if conns == 0 {
+		conns = f.loop.Concurrency + 4 // each message in flight, plus the finisher and the sweep
+	}
+	pool, err := connect(ctx, cfg.DatabaseURL, int32(conns), f.dbConnectTimeout, log)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	if h, err := dbpool.CheckHeadroom(ctx, pool); err != nil {
+		log.Warn("cannot read the database's connection limit", "err", err)
+	} else if !h.Fits(conns) {
+		log.Warn("this worker may open more database connections than the server has free: lower --db-max-conns (workers x --db-max-conns must stay below max_connections)",
+			"db_max_conns", conns, "server_max_connections", h.MaxConnections, "server_connections_in_use", h.InUse, "server_reserved", h.Reserved)
+	}
 	awsCfg, err := awsconf.Load(ctx, cfg.Region)
 	if err != nil {
 		return err
@@ -254,7 +270,7 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 		}()
 		defer func() { stopProtect(); <-protectDone }()
 	}
-	log.Info("worker started", "concurrency", loop.Concurrency, "max_receive_count", maxReceive,
+	log.Info("worker started", "concurrency", loop.Concurrency, "db_max_conns", conns, "max_receive_count", maxReceive,
 		"visibility_timeout", loop.VisibilityTimeout.String(), "message_timeout", loop.MessageTimeout.String(),
 		"cognito_create_rate", f.cognitoLimits.Create, "fineos", cfg.Fineos.Enabled(), "fineos_rate", f.fineosRate)
 	return w.Run(ctx)

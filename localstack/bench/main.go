@@ -37,6 +37,7 @@ type options struct {
 	fineosLatency  time.Duration
 	rateLimit      float64
 	rateSeconds    int
+	dbConns        int
 	skipSplitter   bool
 	skipWorkers    bool
 	skipGoBench    bool
@@ -61,6 +62,7 @@ func main() {
 	flag.DurationVar(&o.fineosLatency, "fineos-latency", 150*time.Millisecond, "latency added to each FINEOS call")
 	flag.Float64Var(&o.rateLimit, "rate", 40, "R: AdminCreateUser requests per second across all workers in the rate-limited run")
 	flag.IntVar(&o.rateSeconds, "rate-seconds", 60, "how long the rate-limited run lasts (rows = R x this)")
+	flag.IntVar(&o.dbConns, "db-conns", 80, "database connections of all workers of a run together (--db-max-conns of each is this / workers, at most --concurrency + 4)")
 	flag.BoolVar(&o.skipSplitter, "skip-splitter", false, "skip the splitter measurements")
 	flag.BoolVar(&o.skipWorkers, "skip-workers", false, "skip the worker measurements")
 	flag.BoolVar(&o.skipGoBench, "skip-go-bench", false, "skip the Go benchmarks")
@@ -96,6 +98,9 @@ func run(ctx context.Context, o options) (string, error) {
 	}
 	defer e.close()
 	r := &report{started: time.Now(), cpus: runtime.NumCPU(), opts: o, cpuModel: cpuModel()}
+	if err := e.pool.QueryRow(ctx, `SELECT current_setting('max_connections')::int`).Scan(&r.maxConnections); err != nil {
+		return "", fmt.Errorf("read max_connections: %w", err)
+	}
 	if !o.skipSplitter {
 		if err := benchSplitter(ctx, e, o, r); err != nil {
 			return "", fmt.Errorf("splitter: %w", err)

@@ -11,6 +11,7 @@ type report struct {
 	started, finished time.Time
 	cpus              int
 	cpuModel          string
+	maxConnections    int
 	split             []splitResult
 	workers           []workerResult
 	baseline          float64
@@ -36,8 +37,12 @@ func (r *report) markdown() string {
 	}
 
 	if len(r.workers) > 0 || r.baseline > 0 {
-		fmt.Fprintf(&b, "## 2. Workers, end to end\n\n%d new rows per run with force registration (Cognito AdminGetUser, AdminCreateUser, AdminSetUserPassword; PostgreSQL; FINEOS), %s latency added to every Cognito call and %s to every FINEOS call; no client-side rate limit. Time runs from starting the workers until every row is final. The baseline is the original algorithm: one row after another, same steps, same latencies (%d rows).\n\n",
-			o.workerRows, o.cognitoLatency, o.fineosLatency, o.baselineRows)
+		fmt.Fprintf(&b, "## 2. Workers, end to end\n\n%d new rows per run with force registration (Cognito AdminGetUser, AdminCreateUser, AdminSetUserPassword; PostgreSQL; FINEOS), %s latency added to every Cognito call and %s to every FINEOS call; no client-side rate limit; the workers of a run share at most %d database connections (`--db-max-conns` of each: that / workers, at most concurrency + 4; the server's `max_connections` is %d). Time runs from starting the workers until every row is final.",
+			o.workerRows, o.cognitoLatency, o.fineosLatency, o.dbConns, r.maxConnections)
+		if r.baseline > 0 {
+			fmt.Fprintf(&b, " The baseline is the original algorithm: one row after another, same steps, same latencies (%d rows).", o.baselineRows)
+		}
+		b.WriteString("\n\n")
 		fmt.Fprintf(&b, "| workers x concurrency | rows | seconds | rows/s | speed-up vs baseline |\n|---|---:|---:|---:|---:|\n")
 		if r.baseline > 0 {
 			fmt.Fprintf(&b, "| baseline: original, sequential | %d | %.1f | %.1f | 1.0 |\n", o.baselineRows, float64(o.baselineRows)/r.baseline, r.baseline)

@@ -96,7 +96,8 @@ func benchWorkers(ctx context.Context, e *env, o options, r *report) error {
 				return err
 			}
 			log("workers: %d x --concurrency %d, %d rows", w, c, o.workerRows)
-			wr, err := runWorkers(ctx, e, o, res, job, path, o.workerRows, w, append([]string{"--concurrency", strconv.Itoa(c)}, unlimited...))
+			args := append([]string{"--concurrency", strconv.Itoa(c)}, unlimited...)
+			wr, err := runWorkers(ctx, e, o, res, job, path, o.workerRows, w, append(args, dbConns(o, w, c)...))
 			if err != nil {
 				return err
 			}
@@ -116,6 +117,7 @@ func benchWorkers(ctx context.Context, e *env, o options, r *report) error {
 		log("rate-limited: %d workers, AdminCreateUser limit %.0f/s in all, %d rows", workers, o.rateLimit, rows)
 		args := []string{"--concurrency", "32", "--cognito-get-rate", "0", "--cognito-password-rate", "0", "--fineos-rate", "0",
 			"--cognito-create-rate", strconv.FormatFloat(per, 'f', -1, 64)}
+		args = append(args, dbConns(o, workers, 32)...)
 		if _, err := runWorkers(ctx, e, o, res, job, path, rows, workers, args); err != nil {
 			return err
 		}
@@ -129,6 +131,16 @@ func benchWorkers(ctx context.Context, e *env, o options, r *report) error {
 		r.rate = &rr
 	}
 	return nil
+}
+
+// dbConns is the --db-max-conns flag that keeps the workers of a run
+// within o.dbConns database connections together, as an operator sizes
+// them for a server's max_connections.
+func dbConns(o options, workers, concurrency int) []string {
+	if o.dbConns <= 0 {
+		return nil
+	}
+	return []string{"--db-max-conns", strconv.Itoa(max(1, min(concurrency+4, o.dbConns/workers)))}
 }
 
 // runWorkers records and sends the rows (splitter), then starts the

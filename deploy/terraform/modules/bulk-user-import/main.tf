@@ -46,6 +46,7 @@ locals {
 
   worker_command = [
     "--concurrency", tostring(var.worker_concurrency),
+    "--db-max-conns", tostring(var.worker_db_max_conns),
     "--visibility-timeout", "${var.visibility_timeout_seconds}s",
     "--shutdown-timeout", "${var.worker_shutdown_timeout_seconds}s",
     "--cognito-get-rate", tostring(var.cognito_rates.get),

@@ -159,6 +159,16 @@ variable "worker_concurrency" {
   default     = 16
 }
 
+variable "worker_db_max_conns" {
+  description = "Most database connections one worker opens (--db-max-conns). Keep worker_max_count * this within the connections the PFML database has free; a row holds one only for two short transactions."
+  type        = number
+  default     = 8
+  validation {
+    condition     = var.worker_db_max_conns >= 1
+    error_message = "worker_db_max_conns must be at least 1."
+  }
+}
+
 variable "worker_shutdown_timeout_seconds" {
   description = "The worker's --shutdown-timeout: time in-flight messages get on SIGTERM."
   type        = number
