@@ -66,7 +66,7 @@ func (r *report) markdown() string {
 	}
 
 	if len(r.workers) > 0 {
-		fmt.Fprintf(&b, "## 4. Cost per row\n\nPer row, in each run above. SQS requests counted at the proxy in front of the emulator (sends by the splitter; the rest by the workers, empty long polls at the end included); PostgreSQL round trips counted by a proxy in front of the server (a request after a response is one), transactions from `pg_stat_database` (the harness's own polling subtracted); CPU is the workers' user and system time.\n\n")
+		fmt.Fprintf(&b, "## 4. Cost per row\n\nPer row, in each run above. SQS requests counted at the proxy in front of the emulator (sends by the splitter; the rest by the workers, empty long polls at the end included); PostgreSQL round trips counted by a proxy in front of the server (a request after a response is one), transactions from `pg_stat_database` (the harness's own polling subtracted); CPU is the workers' user and system time. A row on the happy path costs exactly 2 transactions in 2 round trips (two pipelined batches); what the table shows above 2 is work per connection or per run (pgx prepares each statement once per connection, worker start-up, the job's completion), spread over the rows.\n\n")
 		fmt.Fprintf(&b, "| workers x concurrency | SQS sends | SQS receives | SQS deletes | SQS visibility changes | receive + delete | PG round trips | PG transactions | worker CPU ms | Cognito calls | FINEOS calls |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, w := range r.workers {
 			c := w.cost
