@@ -84,7 +84,7 @@ func newEnv(ctx context.Context, serverURL string) (*env, error) {
 	}
 	e.dbName = "bui_bench_" + suffix()
 	cfg.Database = e.dbName
-	e.dbURL = withDatabase(serverURL, e.dbName)
+	e.dbURL = devdb.WithDatabase(serverURL, e.dbName)
 	if err := devdb.EnsureDatabase(ctx, e.dbURL); err != nil {
 		return nil, err
 	}
@@ -223,19 +223,6 @@ func suffix() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func withDatabase(url, name string) string {
-	base, query, _ := strings.Cut(url, "?")
-	schemeEnd := strings.Index(base, "://") + 3
-	if slash := strings.IndexByte(base[schemeEnd:], '/'); slash >= 0 {
-		base = base[:schemeEnd+slash]
-	}
-	u := base + "/" + name
-	if query != "" {
-		u += "?" + query
-	}
-	return u
 }
 
 func withHostPort(url, hostport string) string {

@@ -7,6 +7,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -62,4 +63,22 @@ func EnsureDatabase(ctx context.Context, databaseURL string) error {
 		return fmt.Errorf("create database %s: %w", name, err)
 	}
 	return nil
+}
+
+// WithDatabase replaces the database of a URL or key=value connection
+// string with name.
+func WithDatabase(conn, name string) string {
+	if strings.HasPrefix(conn, "postgres://") || strings.HasPrefix(conn, "postgresql://") {
+		base, query, _ := strings.Cut(conn, "?")
+		schemeEnd := strings.Index(base, "://") + 3
+		if slash := strings.IndexByte(base[schemeEnd:], '/'); slash >= 0 {
+			base = base[:schemeEnd+slash]
+		}
+		u := base + "/" + name
+		if query != "" {
+			u += "?" + query
+		}
+		return u
+	}
+	return conn + " dbname=" + name
 }

@@ -66,7 +66,7 @@ func NewDatabase(tb testing.TB) string {
 			tb.Logf("pgtest: drop %s: %v", name, err)
 		}
 	})
-	return withDatabase(ServerURL(), name)
+	return devdb.WithDatabase(ServerURL(), name)
 }
 
 // NewPFMLDatabase creates a database holding the PFML dev schema (no seed)
@@ -112,23 +112,6 @@ func sweep(ctx context.Context, admin *pgx.Conn) {
 		}
 		_, _ = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+n+" WITH (FORCE)")
 	}
-}
-
-// withDatabase replaces the database of a URL or key=value connection string.
-func withDatabase(conn, name string) string {
-	if strings.HasPrefix(conn, "postgres://") || strings.HasPrefix(conn, "postgresql://") {
-		base, query, _ := strings.Cut(conn, "?")
-		schemeEnd := strings.Index(base, "://") + 3
-		if slash := strings.IndexByte(base[schemeEnd:], '/'); slash >= 0 {
-			base = base[:schemeEnd+slash]
-		}
-		u := base + "/" + name
-		if query != "" {
-			u += "?" + query
-		}
-		return u
-	}
-	return conn + " dbname=" + name
 }
 
 func redacted() string {

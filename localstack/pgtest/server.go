@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/massgov/bulk-user-import/localstack/devdb"
 )
 
 // Server is a private PostgreSQL server for one test: chaos tests restart
@@ -93,7 +95,7 @@ func (s *Server) Database(tb testing.TB, name string) string {
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		tb.Fatalf("pgtest: create database: %v", err)
 	}
-	return withDatabase(s.URL, name)
+	return devdb.WithDatabase(s.URL, name)
 }
 
 func (s *Server) data() string { return filepath.Join(s.dir, "data") }
