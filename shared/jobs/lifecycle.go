@@ -95,16 +95,12 @@ func (s *Store) Cancel(ctx context.Context, jobID, reason string) (int64, error)
 // and returns a reason when they are exceeded ("" when not, or when the
 // job has no limits or too few finished rows).
 func (s *Store) FailureLimitExceeded(ctx context.Context, jobID string) (string, error) {
-	var maxFailures *int
-	var maxRatio *float64
-	var minSample int
-	var cancelled bool
-	err := s.pool.QueryRow(ctx, `SELECT max_failures, max_failure_ratio, min_sample, cancelled_at IS NOT NULL
-		FROM bulk_import_job WHERE job_id = $1`, jobID).Scan(&maxFailures, &maxRatio, &minSample, &cancelled)
+	job, err := s.Job(ctx, jobID)
 	if err != nil {
-		return "", fmt.Errorf("limits of job %s: %w", jobID, err)
+		return "", fmt.Errorf("limits: %w", err)
 	}
-	if cancelled || (maxFailures == nil && maxRatio == nil) {
+	l := job.Limits
+	if job.CancelledAt != nil || (l.MaxFailures == 0 && l.MaxFailureRatio == 0) {
 		return "", nil
 	}
 	var failed, finished int64
@@ -113,11 +109,11 @@ func (s *Store) FailureLimitExceeded(ctx context.Context, jobID string) (string,
 		return "", fmt.Errorf("failures of job %s: %w", jobID, err)
 	}
 	switch {
-	case maxFailures != nil && failed > int64(*maxFailures):
-		return fmt.Sprintf("%d rows failed, more than the %d allowed (--max-failures)", failed, *maxFailures), nil
-	case maxRatio != nil && finished >= int64(minSample) && float64(failed)/float64(finished) > *maxRatio:
+	case l.MaxFailures > 0 && failed > int64(l.MaxFailures):
+		return fmt.Sprintf("%d rows failed, more than the %d allowed (--max-failures)", failed, l.MaxFailures), nil
+	case l.MaxFailureRatio > 0 && finished >= int64(l.MinSample) && float64(failed)/float64(finished) > l.MaxFailureRatio:
 		return fmt.Sprintf("%d of %d finished rows failed (%.0f%%), more than the %.0f%% allowed (--max-failure-ratio)",
-			failed, finished, 100*float64(failed)/float64(finished), 100**maxRatio), nil
+			failed, finished, 100*float64(failed)/float64(finished), 100*l.MaxFailureRatio), nil
 	}
 	return "", nil
 }
