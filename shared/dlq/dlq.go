@@ -135,11 +135,18 @@ func (t *Tool) scan(ctx context.Context, visit func(ctx context.Context, batch [
 	var p Pass
 	h := &holder{q: t.DLQ, hold: hold, log: t.Log, held: map[string]string{}}
 	hbCtx, stopHeartbeat := context.WithCancel(ctx)
+	hbDone := make(chan struct{})
 	defer func() {
+		// The heartbeat must be over before the release: a late extension
+		// would hide released messages again.
 		stopHeartbeat()
+		<-hbDone
 		h.releaseAll()
 	}()
-	go h.heartbeat(hbCtx)
+	go func() {
+		defer close(hbDone)
+		h.heartbeat(hbCtx)
+	}()
 
 	seen := map[string]bool{}
 	empties := 0
