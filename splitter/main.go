@@ -21,11 +21,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/massgov/bulk-user-import/shared/awsconf"
 	"github.com/massgov/bulk-user-import/shared/cli"
@@ -158,7 +155,7 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		Log:             log,
 		SendConcurrency: f.sendConcurrency,
 		Progress:        splitProgress{bar: bar},
-		Finisher:        finisher(store, awsCfg, cfg, log),
+		Finisher:        results.NewFinisher(store, awsconf.S3(awsCfg), cfg.ResultsBucket, log),
 	}
 	fmt.Fprintf(stdout, "job %s\n", f.job)
 	res, err := sp.Run(ctx, split.Options{Job: f.job, ForceRegistration: f.force, Sources: sources, Limits: f.limits})
@@ -397,7 +394,7 @@ func runCancel(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		return cli.ExitError
 	}
 	log, _ := cli.Logger(stderr, or(cfg.LogFormat, "auto"), or(cfg.LogLevel, "info"))
-	finisher(c.store, awsCfg, cfg, log).JobMayBeDone(ctx, c.job)
+	results.NewFinisher(c.store, awsconf.S3(awsCfg), cfg.ResultsBucket, log).JobMayBeDone(ctx, c.job)
 	return cli.ExitOK
 }
 
@@ -426,11 +423,6 @@ func runJobs(args []string, cfg config.Config, stdout io.Writer, stderr *os.File
 }
 
 // finisher completes jobs and writes their results to RESULTS_BUCKET.
-func finisher(store *jobs.Store, awsCfg aws.Config, cfg config.Config, log *slog.Logger) *results.Finisher {
-	return &results.Finisher{Jobs: store, Log: log,
-		Publisher: &results.Publisher{Jobs: store, S3: awsconf.S3(awsCfg), Bucket: cfg.ResultsBucket, Log: log}}
-}
-
 // openStore connects to the database and brings the tool's tables up to date.
 func openStore(ctx context.Context, url string, conns int32) (*jobs.Store, func(), error) {
 	pool, err := dbpool.Open(ctx, url, conns)

@@ -168,9 +168,7 @@ func dlqTool(ctx context.Context, cfg config.Config, hold time.Duration, log *sl
 	if cfg.QueueURL != "" {
 		tool.Main = queue.New(sqsClient, cfg.QueueURL)
 	}
-	finisher := &results.Finisher{Jobs: store, Log: log,
-		Publisher: &results.Publisher{Jobs: store, S3: awsconf.S3(awsCfg), Bucket: cfg.ResultsBucket, Log: log}}
-	return tool, finisher, pool.Close, nil
+	return tool, results.NewFinisher(store, awsconf.S3(awsCfg), cfg.ResultsBucket, log), pool.Close, nil
 }
 
 func printListing(w io.Writer, url string, l dlq.Listing) {

@@ -225,8 +225,7 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	}
 
 	jobStore := jobs.NewStore(pool)
-	finisher := &results.Finisher{Jobs: jobStore, Log: log,
-		Publisher: &results.Publisher{Jobs: jobStore, S3: awsconf.S3(awsCfg), Bucket: cfg.ResultsBucket, Log: log}}
+	finisher := results.NewFinisher(jobStore, awsconf.S3(awsCfg), cfg.ResultsBucket, log)
 	if cfg.ResultsBucket == "" {
 		log.Warn("no results bucket configured (RESULTS_BUCKET): result files of completed jobs are not written to S3")
 	}

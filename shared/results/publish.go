@@ -134,6 +134,12 @@ type Finisher struct {
 	Log       *slog.Logger
 }
 
+// NewFinisher returns the Finisher of store whose result files go to
+// bucket (none when bucket is empty).
+func NewFinisher(store *jobs.Store, s3 S3API, bucket string, log *slog.Logger) *Finisher {
+	return &Finisher{Jobs: store, Log: log, Publisher: &Publisher{Jobs: store, S3: s3, Bucket: bucket, Log: log}}
+}
+
 // RowFinal is called after a row of the job became final; failed says the
 // row failed, which may exceed the job's failure limits.
 func (f *Finisher) RowFinal(ctx context.Context, jobID string, failed bool) {

@@ -163,8 +163,7 @@ func TestResultsAreWrittenOnceWhenWorkersFinishTheLastRowsTogether(t *testing.T)
 	ctx := context.Background()
 	s3api := awsconf.S3(s.AWS)
 	counter := &countingS3{api: s3api}
-	fin := &results.Finisher{Jobs: store, Log: logging.Discard(),
-		Publisher: &results.Publisher{Jobs: store, S3: counter, Bucket: s.Resources.ResultsBucket, Log: logging.Discard()}}
+	fin := results.NewFinisher(store, counter, s.Resources.ResultsBucket, logging.Discard())
 
 	const jobsN, workers = 10, 8
 	for j := range jobsN {
