@@ -28,17 +28,7 @@ import (
 
 var binDir string
 
-func TestMain(m *testing.M) {
-	dir, err := proctest.Build("splitter", "worker")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(proctest.Main(m, &binDir, "splitter", "worker")) }
 
 func env(s *stacktest.Stack, extra ...string) []string {
 	return proctest.Env(s.Env(), append([]string{"LOG_FORMAT=json"}, extra...)...)

@@ -121,3 +121,13 @@ func redacted() string {
 	}
 	return fmt.Sprintf("%s:%d", cfg.Host, cfg.Port)
 }
+
+// Count runs a query that returns one number, failing the test on error.
+func Count(tb testing.TB, pool *pgxpool.Pool, sql string, args ...any) int {
+	tb.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}

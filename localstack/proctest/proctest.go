@@ -40,6 +40,20 @@ func Build(pkgs ...string) (string, error) {
 	return dir, nil
 }
 
+// Main is a TestMain that builds the named main packages, sets *dir to
+// their directory, runs the tests and removes the directory; it returns
+// the exit code.
+func Main(m *testing.M, dir *string, pkgs ...string) int {
+	d, err := Build(pkgs...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(d)
+	*dir = d
+	return m.Run()
+}
+
 // Env returns the test process's environment with vars set on top; any
 // variable the binaries read that vars does not set is removed, so that
 // the developer's own settings cannot leak into a test.

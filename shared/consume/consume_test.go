@@ -15,6 +15,7 @@ import (
 	cip "github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider"
 
 	"github.com/massgov/bulk-user-import/localstack/fineosstub"
+	"github.com/massgov/bulk-user-import/localstack/pgtest"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
 	"github.com/massgov/bulk-user-import/shared/consume"
@@ -115,15 +116,6 @@ func (f fixture) drainDLQ(t *testing.T) []queue.Message {
 	}
 }
 
-func (f fixture) count(t *testing.T, sql string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := f.stack.Pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 func TestWorkersRegisterRowsAndDeadLetterFailures(t *testing.T) {
 	t.Parallel()
 	f := setup(t, 3)
@@ -149,7 +141,7 @@ func TestWorkersRegisterRowsAndDeadLetterFailures(t *testing.T) {
 	if m, err := message.Decode(dl[0].Body); err != nil || m.Row != 4 {
 		t.Fatalf("DLQ body %q: %v", dl[0].Body, err)
 	}
-	if n := f.count(t, `SELECT count(*) FROM link_user_leave_administrator WHERE fineos_web_id IS NOT NULL`); n != 3 {
+	if n := pgtest.Count(t, f.stack.Pool, `SELECT count(*) FROM link_user_leave_administrator WHERE fineos_web_id IS NOT NULL`); n != 3 {
 		t.Fatalf("%d registered links", n)
 	}
 	if n := len(f.stack.Fineos.Users()); n != 3 {
@@ -177,13 +169,13 @@ func TestEveryMessageDeliveredTwiceConcurrentlyGivesTheSameState(t *testing.T) {
 	}
 	f.run(t, "job1", 3)
 
-	if n := f.count(t, `SELECT count(*) FROM "user"`); n != 2 {
+	if n := pgtest.Count(t, f.stack.Pool, `SELECT count(*) FROM "user"`); n != 2 {
 		t.Fatalf("%d users, want 2", n)
 	}
-	if n := f.count(t, `SELECT count(*) FROM link_user_leave_administrator`); n != 3 {
+	if n := pgtest.Count(t, f.stack.Pool, `SELECT count(*) FROM link_user_leave_administrator`); n != 3 {
 		t.Fatalf("%d links, want 3", n)
 	}
-	if n := f.count(t, `SELECT count(*) FROM link_user_role`); n != 2 {
+	if n := pgtest.Count(t, f.stack.Pool, `SELECT count(*) FROM link_user_role`); n != 2 {
 		t.Fatalf("%d role links, want 2", n)
 	}
 	perPair := map[string]int{}
@@ -232,7 +224,7 @@ func TestHandleSameMessageConcurrently(t *testing.T) {
 	if n := len(f.stack.Fineos.Users()); n != 1 {
 		t.Fatalf("%d FINEOS users", n)
 	}
-	if n := f.count(t, `SELECT count(*) FROM link_user_leave_administrator`); n != 1 {
+	if n := pgtest.Count(t, f.stack.Pool, `SELECT count(*) FROM link_user_leave_administrator`); n != 1 {
 		t.Fatalf("%d links", n)
 	}
 }

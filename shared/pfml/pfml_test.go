@@ -34,15 +34,6 @@ func setup(t *testing.T) (*pgxpool.Pool, *pfml.Store) {
 	return pool, s
 }
 
-func count(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 func lookup(t *testing.T, s *pfml.Store, email, fein string, plan bool) *pfml.Lookup {
 	t.Helper()
 	b := &pgx.Batch{}
@@ -126,13 +117,13 @@ func TestEnsureLeaveAdminConcurrentlyCreatesEachThingOnce(t *testing.T) {
 			t.Fatalf("worker %d: %+v", i, r)
 		}
 	}
-	if n := count(t, pool, `SELECT count(*) FROM "user" WHERE email_address = 'a@b.co' AND sub_id = 'sub-1' AND created_at IS NOT NULL`); n != 1 {
+	if n := pgtest.Count(t, pool, `SELECT count(*) FROM "user" WHERE email_address = 'a@b.co' AND sub_id = 'sub-1' AND created_at IS NOT NULL`); n != 1 {
 		t.Fatalf("%d users", n)
 	}
-	if n := count(t, pool, `SELECT count(*) FROM link_user_role WHERE role_id = 3`); n != 1 {
+	if n := pgtest.Count(t, pool, `SELECT count(*) FROM link_user_role WHERE role_id = 3`); n != 1 {
 		t.Fatalf("%d role links", n)
 	}
-	if n := count(t, pool, `SELECT count(*) FROM link_user_leave_administrator`); n != 2 {
+	if n := pgtest.Count(t, pool, `SELECT count(*) FROM link_user_leave_administrator`); n != 2 {
 		t.Fatalf("%d leave admin links, want 2", n)
 	}
 }
@@ -158,7 +149,7 @@ func TestFineosWebIDIsRecordedOnceAndThenSeenOnTheLink(t *testing.T) {
 	if err != nil || la.FineosWebID != planned {
 		t.Fatalf("link %+v, %v (planned %s)", la, err, planned)
 	}
-	if n := count(t, pool, `SELECT count(*) FROM bulk_import_fineos_plan WHERE registered_at IS NOT NULL`); n != 1 {
+	if n := pgtest.Count(t, pool, `SELECT count(*) FROM bulk_import_fineos_plan WHERE registered_at IS NOT NULL`); n != 1 {
 		t.Fatalf("%d plans registered", n)
 	}
 }
@@ -181,7 +172,7 @@ func TestEmailHeldByAnotherUserIsAConflictAndTheBatchWritesNothing(t *testing.T)
 	if strings.Contains(err.Error(), "a@b.co") {
 		t.Fatalf("error leaks the email: %v", err)
 	}
-	if n := count(t, pool, `SELECT (SELECT count(*) FROM link_user_role) + (SELECT count(*) FROM link_user_leave_administrator)
+	if n := pgtest.Count(t, pool, `SELECT (SELECT count(*) FROM link_user_role) + (SELECT count(*) FROM link_user_leave_administrator)
 		+ (SELECT count(*) FROM employer WHERE employer_name = 'touched')`); n != 0 {
 		t.Fatalf("%d rows written", n)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider/types"
 
 	"github.com/massgov/bulk-user-import/localstack/fineosstub"
+	"github.com/massgov/bulk-user-import/localstack/pgtest"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
 	"github.com/massgov/bulk-user-import/shared/logging"
@@ -33,15 +34,6 @@ func setup(t *testing.T) fixture {
 	s.AddEmployer(t, "987654321", 1002)
 	s.AddEmployer(t, "111222333", 0)
 	return fixture{stack: s, cip: awsconf.Cognito(s.AWS), reg: s.Registrar(t)}
-}
-
-func (f fixture) count(t *testing.T, sql string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := f.stack.Pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 func (f fixture) cognitoUser(t *testing.T, email string) *cip.AdminGetUserOutput {
@@ -79,7 +71,7 @@ func TestRegisterWithoutFineos(t *testing.T) {
 	if u == nil || u.UserStatus != types.UserStatusTypeConfirmed {
 		t.Fatalf("cognito user %+v", u)
 	}
-	if n := f.count(t, `SELECT count(*) FROM "user" u JOIN link_user_role r USING (user_id) JOIN link_user_leave_administrator l USING (user_id)
+	if n := pgtest.Count(t, f.stack.Pool, `SELECT count(*) FROM "user" u JOIN link_user_role r USING (user_id) JOIN link_user_leave_administrator l USING (user_id)
 		WHERE u.sub_id = $1 AND u.email_address = 'a@b.co' AND r.role_id = 3 AND l.fineos_web_id IS NULL`, res.Sub); n != 1 {
 		t.Fatalf("database rows: %d", n)
 	}
@@ -99,7 +91,7 @@ func TestRegisterWithFineosRecordsTheWebID(t *testing.T) {
 	if len(users) != 1 || users[0].UserID != res.FineosWebID || users[0].PartyReference != "1001" || users[0].Email != "a@b.co" {
 		t.Fatalf("FINEOS users %+v, result %+v", users, res)
 	}
-	if n := f.count(t, `SELECT count(*) FROM link_user_leave_administrator WHERE fineos_web_id = $1`, res.FineosWebID); n != 1 {
+	if n := pgtest.Count(t, f.stack.Pool, `SELECT count(*) FROM link_user_leave_administrator WHERE fineos_web_id = $1`, res.FineosWebID); n != 1 {
 		t.Fatal("web id not on the link")
 	}
 	again, err := f.reg.Register(context.Background(), logging.Discard(), register.Request{Email: "a@b.co", FEIN: "123456789", ForceRegistration: true})
@@ -128,7 +120,7 @@ func TestPreconditionsFailBeforeAnySideEffect(t *testing.T) {
 			t.Fatalf("Cognito user %s created before a precondition failed", e)
 		}
 	}
-	if n := f.count(t, `SELECT count(*) FROM "user"`); n != 0 {
+	if n := pgtest.Count(t, f.stack.Pool, `SELECT count(*) FROM "user"`); n != 0 {
 		t.Fatalf("%d users created", n)
 	}
 }
@@ -189,10 +181,10 @@ func TestConcurrentRegistrationsOfOneEmailCreateEverythingOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := f.count(t, `SELECT count(*) FROM "user"`); n != 1 {
+	if n := pgtest.Count(t, f.stack.Pool, `SELECT count(*) FROM "user"`); n != 1 {
 		t.Fatalf("%d users", n)
 	}
-	if n := f.count(t, `SELECT count(*) FROM link_user_leave_administrator WHERE fineos_web_id IS NOT NULL`); n != 2 {
+	if n := pgtest.Count(t, f.stack.Pool, `SELECT count(*) FROM link_user_leave_administrator WHERE fineos_web_id IS NOT NULL`); n != 2 {
 		t.Fatalf("%d registered links, want 2", n)
 	}
 	byPair := map[string]map[string]bool{}
@@ -241,7 +233,7 @@ func TestAnExistingUserRowWithTheSameSubIsReused(t *testing.T) {
 	if err != nil || res.Sub != first.Sub || res.UserCreated || !res.FineosRegistered {
 		t.Fatalf("second employer: %+v %v", res, err)
 	}
-	if n := f.count(t, `SELECT count(*) FROM "user"`); n != 1 {
+	if n := pgtest.Count(t, f.stack.Pool, `SELECT count(*) FROM "user"`); n != 1 {
 		t.Fatalf("%d users", n)
 	}
 }
@@ -298,7 +290,7 @@ func TestAUserRowUnderAnotherSpellingIsFoundByItsSub(t *testing.T) {
 	if n := len(f.stack.Fineos.Calls()); n != 0 {
 		t.Fatalf("%d FINEOS calls for a registered pair", n)
 	}
-	if n := f.count(t, `SELECT count(*) FROM "user"`); n != 1 {
+	if n := pgtest.Count(t, f.stack.Pool, `SELECT count(*) FROM "user"`); n != 1 {
 		t.Fatalf("%d users", n)
 	}
 }
