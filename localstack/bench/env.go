@@ -48,9 +48,13 @@ type env struct {
 	closers    []func()
 }
 
-func newEnv(ctx context.Context, serverURL string) (*env, error) {
+func newEnv(ctx context.Context, serverURL string) (_ *env, err error) {
 	e := &env{adminURL: serverURL}
-	var err error
+	defer func() {
+		if err != nil {
+			e.close() // what was started so far, the database included
+		}
+	}()
 	if e.emu, err = emulator.Start(emulator.Options{}); err != nil {
 		return nil, err
 	}
@@ -83,7 +87,6 @@ func newEnv(ctx context.Context, serverURL string) (*env, error) {
 		return nil, err
 	}
 	e.dbName = "bui_bench_" + suffix()
-	cfg.Database = e.dbName
 	e.dbURL = devdb.WithDatabase(serverURL, e.dbName)
 	if err := devdb.EnsureDatabase(ctx, e.dbURL); err != nil {
 		return nil, err
