@@ -10,6 +10,7 @@
 //	splitter cancel JOB [--reason TEXT] stop a job: its queued rows are cancelled
 //	splitter jobs [--limit N] [--json]  recent jobs
 //	splitter wait JOB                   wait for a job and print its summary
+//	splitter resend JOB [--older-than D] send again the messages of queued rows
 package main
 
 import (
@@ -21,14 +22,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/massgov/bulk-user-import/shared/awsconf"
 	"github.com/massgov/bulk-user-import/shared/cli"
 	"github.com/massgov/bulk-user-import/shared/config"
 	"github.com/massgov/bulk-user-import/shared/dbpool"
+	"github.com/massgov/bulk-user-import/shared/enqueue"
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/progress"
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/results"
@@ -46,7 +53,9 @@ const usage = `Usage:
   splitter report JOB [--out DIR]     write the job's SUCCEEDED.csv and FAILED.csv (and PENDING.csv) locally
   splitter cancel JOB [--reason TEXT] stop a job: workers skip its remaining rows
   splitter jobs [--limit N] [--json]  recent jobs
-  splitter wait JOB                   wait until every row of the job is final (after a replay, say)
+  splitter wait JOB                   wait until the job is done and its result files written (after a replay, say)
+  splitter resend JOB [--older-than D] [--dry-run]
+                                      send again the messages of the job's queued rows (after the queue was purged, say)
 
 SOURCE is a local path or s3://bucket/key. Flags may come before or after
 the sources. Import flags:
@@ -66,6 +75,8 @@ func run(args []string, getenv func(string) string, stdout io.Writer, stderr *os
 			return runJobs(args[1:], cfg, stdout, stderr)
 		case "wait":
 			return runWait(args[1:], cfg, stdout, stderr)
+		case "resend":
+			return runResend(args[1:], cfg, stdout, stderr)
 		}
 	}
 	return runImport(args, cfg, stdout, stderr)
@@ -135,12 +146,12 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	if f.job == "" {
 		f.job = newJobID()
 	}
-	store, closeDB, err := openStore(ctx, cfg.DatabaseURL, int32(4+f.sendConcurrency))
+	store, pool, err := openStore(ctx, cfg.DatabaseURL, int32(4+f.sendConcurrency))
 	if err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitError
 	}
-	defer closeDB()
+	defer pool.Close()
 	awsCfg, err := awsconf.Load(ctx, cfg.Region)
 	if err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
@@ -155,7 +166,7 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		Log:             log,
 		SendConcurrency: f.sendConcurrency,
 		Progress:        splitProgress{bar: bar},
-		Finisher:        results.NewFinisher(store, awsconf.S3(awsCfg), cfg.ResultsBucket, log),
+		Finisher:        newLifecycle(pool, store, awsCfg, cfg, log),
 	}
 	fmt.Fprintf(stdout, "job %s\n", f.job)
 	res, err := sp.Run(ctx, split.Options{Job: f.job, ForceRegistration: f.force, Sources: sources, Limits: f.limits})
@@ -183,7 +194,7 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 // cancelled.
 func waitAndSummarize(ctx context.Context, store *jobs.Store, job string, every time.Duration, bar *progress.Bar, stdout io.Writer, stderr *os.File) int {
 	fmt.Fprintf(stdout, "waiting for the workers (Ctrl-C stops waiting, not the job; see: splitter status %s)\n", job)
-	st, err := wait(ctx, store, job, every, bar)
+	st, err := wait(ctx, store, job, every, bar, stderr)
 	bar.Done()
 	if err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
@@ -233,11 +244,15 @@ func (p splitProgress) Sending(sent, total int64) {
 	p.bar.Update("sending messages", sent, total, "")
 }
 
-// wait polls the job until every row is final, showing rows finished with
-// the recent rate and failures.
-func wait(ctx context.Context, store *jobs.Store, job string, every time.Duration, bar *progress.Bar) (jobs.Status, error) {
+// wait polls the job until it is done and its result files are handled,
+// showing rows finished with the recent rate and failures. When every row
+// is final but no completion is recorded for a while, it says why it is
+// still waiting.
+func wait(ctx context.Context, store *jobs.Store, job string, every time.Duration, bar *progress.Bar, stderr io.Writer) (jobs.Status, error) {
 	start := time.Now()
 	var first *jobs.Status
+	var finalSince time.Time
+	noted := false
 	return split.Wait(ctx, store, job, every, func(st jobs.Status) {
 		if first == nil {
 			first = &st
@@ -246,8 +261,22 @@ func wait(ctx context.Context, store *jobs.Store, job string, every time.Duratio
 		rate := float64(final-(first.Total-first.Queued)) / max(time.Since(start).Seconds(), 1)
 		bar.Update("rows final", final, st.Total, fmt.Sprintf("%.1f rows/s, %d succeeded, %d failed, %d rejected, %d cancelled",
 			rate, st.Succeeded, st.Failed, st.Rejected, st.Cancelled))
+		switch {
+		case st.Queued > 0 || st.Done:
+			finalSince = time.Time{}
+		case finalSince.IsZero():
+			finalSince = time.Now()
+		case !noted && time.Since(finalSince) > completionHint:
+			noted = true
+			bar.Done()
+			fmt.Fprintf(stderr, "every row is final; waiting for a worker's maintainer to record the job's completion and write its result files (is a worker running?)\n")
+		}
 	})
 }
+
+// completionHint is how long wait lets every row be final without a
+// recorded completion before it says what it waits for.
+const completionHint = 30 * time.Second
 
 func dryRun(ctx context.Context, cfg config.Config, sources []string, stdout io.Writer, stderr *os.File) int {
 	opener := source.Opener{}
@@ -277,8 +306,10 @@ type jobCommand struct {
 	fs    *flag.FlagSet
 	job   string
 	store *jobs.Store
-	close func()
+	pool  *pgxpool.Pool
 }
+
+func (c *jobCommand) close() { c.pool.Close() }
 
 func newJobCommand(name, args string, stderr io.Writer) *jobCommand {
 	fs := flag.NewFlagSet("splitter "+name, flag.ContinueOnError)
@@ -311,7 +342,7 @@ func (c *jobCommand) parse(ctx context.Context, args []string, cfg config.Config
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitUsage
 	}
-	c.store, c.close, err = openStore(ctx, cfg.DatabaseURL, 2)
+	c.store, c.pool, err = openStore(ctx, cfg.DatabaseURL, 4)
 	if err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitError
@@ -382,19 +413,75 @@ func runCancel(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		return code
 	}
 	defer c.close()
-	n, err := c.store.Cancel(ctx, c.job, *reason)
-	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
-		return cli.ExitError
-	}
-	fmt.Fprintf(stdout, "job %s cancelled: %d queued rows cancelled; rows being registered right now finish; workers drop the job's messages\n", c.job, n)
 	awsCfg, err := awsconf.Load(ctx, cfg.Region)
 	if err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitError
 	}
 	log, _ := cli.Logger(stderr, or(cfg.LogFormat, "auto"), or(cfg.LogLevel, "info"))
-	results.NewFinisher(c.store, awsconf.S3(awsCfg), cfg.ResultsBucket, log).JobMayBeDone(ctx, c.job)
+	lc := newLifecycle(c.pool, c.store, awsCfg, cfg, log)
+	n, err := lc.Cancel(ctx, c.job, *reason)
+	if err != nil {
+		fmt.Fprintln(stderr, "splitter:", err)
+		return cli.ExitError
+	}
+	fmt.Fprintf(stdout, "job %s cancelled: %d queued rows cancelled; rows being registered right now finish; workers drop the job's messages\n", c.job, n)
+	lc.Finish(ctx, c.job)
+	return cli.ExitOK
+}
+
+func runResend(args []string, cfg config.Config, stdout io.Writer, stderr *os.File) int {
+	c := newJobCommand("resend", "JOB [--older-than D] [--dry-run]", stderr)
+	var olderThan time.Duration
+	cli.DurationVar(c.fs, &olderThan, "older-than", 0, "only rows with no sign of life (sent, received by a worker) for this long (0: every queued row)")
+	dryRun := c.fs.Bool("dry-run", false, "count the rows whose messages would be sent again; send nothing")
+	ctx, stop := cli.SignalContext(stderr)
+	defer stop()
+	if code := c.parse(ctx, args, cfg, true, stderr); code >= 0 {
+		return code
+	}
+	defer c.close()
+	if err := cfg.Require(config.Queue); err != nil {
+		fmt.Fprintln(stderr, "splitter:", err)
+		return cli.ExitUsage
+	}
+	if olderThan < 0 {
+		fmt.Fprintln(stderr, "splitter resend: --older-than must be 0 or more")
+		return cli.ExitUsage
+	}
+	job, err := c.store.Job(ctx, c.job)
+	if err != nil {
+		fmt.Fprintln(stderr, "splitter:", err)
+		return cli.ExitError
+	}
+	switch {
+	case job.CancelledAt != nil:
+		fmt.Fprintf(stderr, "splitter: job %s: %v: its rows are not sent again\n", c.job, jobs.ErrCancelled)
+		return cli.ExitError
+	case job.PrunedAt != nil:
+		fmt.Fprintf(stderr, "splitter: job %s: %v\n", c.job, jobs.ErrPruned)
+		return cli.ExitError
+	}
+	awsCfg, err := awsconf.Load(ctx, cfg.Region)
+	if err != nil {
+		fmt.Fprintln(stderr, "splitter:", err)
+		return cli.ExitError
+	}
+	e := &enqueue.Enqueuer{Jobs: c.store, Queue: queue.New(awsconf.SQS(awsCfg), cfg.QueueURL)}
+	n, err := e.Resend(ctx, job, jobs.Selection{IdleFor: olderThan}, *dryRun)
+	which := "queued rows"
+	if olderThan > 0 {
+		which = "queued rows idle for " + olderThan.String() + " or more"
+	}
+	if *dryRun {
+		fmt.Fprintf(stdout, "job %s: %d messages would be sent again (%s; dry run: nothing sent)\n", c.job, n, which)
+	} else {
+		fmt.Fprintf(stdout, "job %s: sent %d messages again (%s)\n", c.job, n, which)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "splitter:", err)
+		return cli.ExitError
+	}
 	return cli.ExitOK
 }
 
@@ -422,9 +509,8 @@ func runJobs(args []string, cfg config.Config, stdout io.Writer, stderr *os.File
 	return cli.ExitOK
 }
 
-// finisher completes jobs and writes their results to RESULTS_BUCKET.
 // openStore connects to the database and brings the tool's tables up to date.
-func openStore(ctx context.Context, url string, conns int32) (*jobs.Store, func(), error) {
+func openStore(ctx context.Context, url string, conns int32) (*jobs.Store, *pgxpool.Pool, error) {
 	pool, err := dbpool.Open(ctx, url, conns)
 	if err != nil {
 		return nil, nil, err
@@ -433,7 +519,13 @@ func openStore(ctx context.Context, url string, conns int32) (*jobs.Store, func(
 		pool.Close()
 		return nil, nil, err
 	}
-	return jobs.NewStore(pool), pool.Close, nil
+	return jobs.NewStore(pool), pool, nil
+}
+
+// newLifecycle returns the lifecycle of the jobs on pool, writing result
+// files to RESULTS_BUCKET: a command that ends a job completes it at once.
+func newLifecycle(pool *pgxpool.Pool, store *jobs.Store, awsCfg aws.Config, cfg config.Config, log *slog.Logger) *lifecycle.Lifecycle {
+	return lifecycle.New(pool, &results.Publisher{Jobs: store, S3: awsconf.S3(awsCfg), Bucket: cfg.ResultsBucket}, log)
 }
 
 func needsS3(sources []string) bool {

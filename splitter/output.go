@@ -55,6 +55,10 @@ func printSummary(w io.Writer, st jobs.Status, probs []jobs.Problem) {
 	if st.CancelledAt != nil {
 		fmt.Fprintf(w, "the job was cancelled: %s\n", st.CancelReason)
 	}
+	fmt.Fprintf(w, "result files: %s\n", resultsLine(st))
+	if st.PrunedAt != nil {
+		fmt.Fprintf(w, "the rows' data was deleted %s (retention): only the counts are kept\n", stamp(*st.PrunedAt))
+	}
 	if len(probs) == 0 {
 		return
 	}
@@ -74,12 +78,19 @@ func printStatus(w io.Writer, st jobs.Status, d jobs.Details, now time.Time) {
 	if st.ForceRegistration {
 		force = "yes"
 	}
-	fmt.Fprintf(w, "job %s (created %s, force registration: %s)\n", st.Job, st.CreatedAt.UTC().Format("2006-01-02 15:04:05Z"), force)
+	fmt.Fprintf(w, "job %s (created %s, force registration: %s)\n", st.Job, stamp(st.CreatedAt), force)
+	if st.CancelledAt != nil {
+		fmt.Fprintf(w, "CANCELLED %s: %s\n", stamp(*st.CancelledAt), st.CancelReason)
+	}
 	switch {
-	case st.CancelledAt != nil:
-		fmt.Fprintf(w, "CANCELLED %s: %s\n", st.CancelledAt.UTC().Format("2006-01-02 15:04:05Z"), st.CancelReason)
-	case st.FinishedAt != nil && st.Done():
-		fmt.Fprintf(w, "finished %s\n", st.FinishedAt.UTC().Format("2006-01-02 15:04:05Z"))
+	case st.Done:
+		fmt.Fprintf(w, "done %s: every row is final and the job's completion is recorded\n", stamp(*st.FinishedAt))
+		fmt.Fprintf(w, "result files: %s\n", resultsLine(st))
+	case st.Total > 0 && st.Queued == 0:
+		fmt.Fprintln(w, "every row is final; the job's completion is not recorded yet (a worker's maintainer records it within seconds: is a worker running?)")
+	}
+	if st.PrunedAt != nil {
+		fmt.Fprintf(w, "the rows' data was deleted %s (retention): only the counts are kept\n", stamp(*st.PrunedAt))
 	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "  total\t%d\t\n", st.Total)
@@ -112,11 +123,34 @@ func printJobs(w io.Writer, list []jobs.Status) {
 		switch {
 		case st.CancelledAt != nil:
 			state = "cancelled"
-		case st.Done() && st.FinishedAt != nil:
-			state = "finished"
+		case st.PrunedAt != nil:
+			state = "pruned"
+		case st.Done:
+			state = "done"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", st.Job, st.CreatedAt.UTC().Format("2006-01-02 15:04Z"), state,
 			st.Total, st.Queued, st.Succeeded, st.Failed, st.Rejected, st.Duplicate, st.Cancelled)
 	}
 	tw.Flush()
 }
+
+// resultsLine says what became of a done job's result files.
+func resultsLine(st jobs.Status) string {
+	switch st.Results {
+	case jobs.ResultsWritten:
+		at := "(time unknown)"
+		if st.ResultsWrittenAt != nil {
+			at = stamp(*st.ResultsWrittenAt)
+		}
+		return fmt.Sprintf("written %s to %s", at, st.ResultsLocation)
+	case jobs.ResultsRetrying:
+		return fmt.Sprintf("not written yet: %s (a worker's maintainer retries; see splitter status %s)", st.ResultsError, st.Job)
+	case jobs.ResultsNotWritten:
+		return fmt.Sprintf("not written: %s; splitter report %s --out DIR writes them locally", st.ResultsError, st.Job)
+	case jobs.ResultsPending:
+		return "being written by a worker's maintainer"
+	}
+	return "none yet: the job is not done"
+}
+
+func stamp(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") }

@@ -19,6 +19,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/dbpool"
 	"github.com/massgov/bulk-user-import/shared/dlq"
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/results"
 )
@@ -131,7 +132,7 @@ func runDLQ(args []string, cfg config.Config, stdout io.Writer, stderr *os.File)
 			return cli.ExitError
 		}
 		if *yes {
-			finisher.JobMayBeDone(context.WithoutCancel(ctx), f.Job)
+			finisher.Finish(context.WithoutCancel(ctx), f.Job)
 		} else if r.Deleted > 0 {
 			code = cli.ExitUsage
 		}
@@ -148,7 +149,7 @@ func runDLQ(args []string, cfg config.Config, stdout io.Writer, stderr *os.File)
 	return code
 }
 
-func dlqTool(ctx context.Context, cfg config.Config, hold time.Duration, log *slog.Logger) (*dlq.Tool, *results.Finisher, func(), error) {
+func dlqTool(ctx context.Context, cfg config.Config, hold time.Duration, log *slog.Logger) (*dlq.Tool, *lifecycle.Lifecycle, func(), error) {
 	pool, err := dbpool.Open(ctx, cfg.DatabaseURL, 4)
 	if err != nil {
 		return nil, nil, nil, err
@@ -168,7 +169,8 @@ func dlqTool(ctx context.Context, cfg config.Config, hold time.Duration, log *sl
 	if cfg.QueueURL != "" {
 		tool.Main = queue.New(sqsClient, cfg.QueueURL)
 	}
-	return tool, results.NewFinisher(store, awsconf.S3(awsCfg), cfg.ResultsBucket, log), pool.Close, nil
+	lc := lifecycle.New(pool, &results.Publisher{Jobs: store, S3: awsconf.S3(awsCfg), Bucket: cfg.ResultsBucket}, log)
+	return tool, lc, pool.Close, nil
 }
 
 func printListing(w io.Writer, url string, l dlq.Listing) {

@@ -27,8 +27,11 @@ import (
 	"github.com/massgov/bulk-user-import/shared/consume"
 	"github.com/massgov/bulk-user-import/shared/dbpool"
 	"github.com/massgov/bulk-user-import/shared/ecsprotect"
+	"github.com/massgov/bulk-user-import/shared/enqueue"
 	"github.com/massgov/bulk-user-import/shared/fineos"
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
+	"github.com/massgov/bulk-user-import/shared/maintain"
 	"github.com/massgov/bulk-user-import/shared/metrics"
 	"github.com/massgov/bulk-user-import/shared/pfml"
 	"github.com/massgov/bulk-user-import/shared/queue"
@@ -52,6 +55,7 @@ type flags struct {
 	dbMaxConns       int
 	metricsAddr      string
 	emf              bool
+	maintain         maintain.Config
 	logFormat        string
 	logLevel         string
 }
@@ -83,6 +87,10 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	fs.IntVar(&f.maxReceiveCount, "max-receive-count", 0, "attempts before a row fails (default: the queue's RedrivePolicy maxReceiveCount)")
 	fs.DurationVar(&f.dbConnectTimeout, "db-connect-timeout", time.Minute, "at start, how long to keep trying to reach the database")
 	fs.IntVar(&f.dbMaxConns, "db-max-conns", 0, "most database connections this worker opens (default: --concurrency + 4); keep workers x this below the server's max_connections")
+	fs.DurationVar(&f.maintain.Interval, "maintain-interval", maintain.DefaultInterval, "how often the elected maintainer completes jobs, writes result files, re-sends lost messages and applies retention")
+	fs.DurationVar(&f.maintain.Lease, "leader-lease", maintain.DefaultLease, "the maintainer leader's lease: a leader that died is replaced within it (plus a third)")
+	fs.DurationVar(&f.maintain.RecoverAfter, "recover-after", 0, "re-send a queued row's message once the row and the import queue have been idle this long (default: 2 x --message-timeout + the longer of --visibility-timeout and --retry-max + 1m20s)")
+	cli.DurationVar(fs, &f.maintain.Retention, "retention", maintain.DefaultRetention, "delete the row data of jobs finished longer ago than this, keeping their counts (0: keep everything; e.g. 30d, 72h)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9090; empty: off)")
 	fs.BoolVar(&f.emf, "emf", false, "write CloudWatch embedded-metric-format lines to stdout every --summary-interval")
 	fs.StringVar(&f.logFormat, "log-format", or(cfg.LogFormat, "json"), "log format: json, text or auto (env LOG_FORMAT)")
@@ -108,7 +116,13 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	if f.emf && f.loop.SummaryInterval <= 0 {
 		errs = append(errs, errors.New("--emf needs a positive --summary-interval"))
 	}
-	return f, errors.Join(append(errs, f.loop.Validate(), f.backoff.Validate())...)
+	if f.maintain.RecoverAfter < 0 {
+		errs = append(errs, fmt.Errorf("--recover-after %s: want 0 (derived) or more", f.maintain.RecoverAfter))
+	}
+	if f.maintain.RecoverAfter == 0 {
+		f.maintain.RecoverAfter = consume.SilenceBound(f.loop, f.backoff)
+	}
+	return f, errors.Join(append(errs, f.loop.Validate(), f.backoff.Validate(), f.maintain.Validate())...)
 }
 
 func run(args []string, getenv func(string) string, stdout io.Writer, stderr *os.File) int {
@@ -150,7 +164,7 @@ func run(args []string, getenv func(string) string, stdout io.Writer, stderr *os
 func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, stdout io.Writer, getenv func(string) string) error {
 	conns := f.dbMaxConns
 	if conns == 0 {
-		conns = f.loop.Concurrency + 4 // each message in flight, plus the finisher and the sweep
+		conns = f.loop.Concurrency + 4 // each message in flight, plus the maintainer
 	}
 	pool, err := connect(ctx, cfg.DatabaseURL, int32(conns), f.dbConnectTimeout, log)
 	if err != nil {
@@ -174,6 +188,7 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	// restarting, a throttled call); wrong configuration stops at once.
 	var store *pfml.Store
 	maxReceive := f.maxReceiveCount
+	dlqRetention := time.Duration(0)
 	err = retry.Do(ctx, retry.Policy{Initial: 500 * time.Millisecond, Max: 5 * time.Second, MaxElapsed: f.dbConnectTimeout, Margin: time.Millisecond},
 		startupTransient,
 		func() error {
@@ -198,6 +213,12 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 		})
 	if err != nil {
 		return err
+	}
+	// How long a message SQS moved to the dead-letter queue stays there:
+	// the maintainer re-sends such a row only after that.
+	if dlqRetention, err = queue.New(sqsClient, cfg.DLQURL).Retention(ctx); err != nil {
+		log.Warn("cannot read the dead-letter queue's retention; assuming SQS's longest, 14 days", "err", err)
+		dlqRetention = maintain.DefaultDLQRetention
 	}
 	var fc register.FineosAPI
 	if cfg.Fineos.Enabled() {
@@ -225,13 +246,35 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	}
 
 	jobStore := jobs.NewStore(pool)
-	finisher := results.NewFinisher(jobStore, awsconf.S3(awsCfg), cfg.ResultsBucket, log)
 	if cfg.ResultsBucket == "" {
 		log.Warn("no results bucket configured (RESULTS_BUCKET): result files of completed jobs are not written to S3")
 	}
-	sweepCtx, stopSweep := context.WithCancel(ctx)
-	defer stopSweep()
-	go finisher.Sweep(sweepCtx, time.Minute, 5*time.Minute)
+	// The maintainer: one leader among the workers completes jobs, writes
+	// their result files, re-sends lost messages and applies retention.
+	mc := f.maintain
+	mc.MaxReceiveCount = maxReceive
+	mc.DLQRetention = dlqRetention
+	lc := lifecycle.New(pool, &results.Publisher{Jobs: jobStore, S3: awsconf.S3(awsCfg), Bucket: cfg.ResultsBucket}, log)
+	lc.RetryBase = mc.Interval
+	maint := &maintain.Maintainer{
+		Config:    mc,
+		Elector:   maintain.NewElector(pool, maintain.LeaseName, mc.Lease, log),
+		Lifecycle: lc,
+		Jobs:      jobStore,
+		Queue:     importQueue,
+		Enqueuer:  &enqueue.Enqueuer{Jobs: jobStore, Queue: importQueue},
+		Log:       log,
+		Metrics:   m,
+	}
+	maintCtx, stopMaint := context.WithCancel(ctx)
+	maintDone := make(chan error, 1)
+	go func() { maintDone <- maint.Run(maintCtx) }()
+	defer func() {
+		stopMaint()
+		if err := <-maintDone; err != nil {
+			log.Error("maintainer stopped", "err", err)
+		}
+	}()
 
 	loop := f.loop
 	loop.MaxReceiveCount = maxReceive
@@ -241,8 +284,7 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 		Log:     log,
 		Metrics: m,
 		Handler: &consume.Handler{
-			Jobs:     jobStore,
-			Finisher: finisher,
+			Jobs: jobStore,
 			Registrar: &register.Registrar{
 				PFML:    store,
 				Jobs:    jobStore,
@@ -271,7 +313,9 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	}
 	log.Info("worker started", "concurrency", loop.Concurrency, "db_max_conns", conns, "max_receive_count", maxReceive,
 		"visibility_timeout", loop.VisibilityTimeout.String(), "message_timeout", loop.MessageTimeout.String(),
-		"cognito_create_rate", f.cognitoLimits.Create, "fineos", cfg.Fineos.Enabled(), "fineos_rate", f.fineosRate)
+		"cognito_create_rate", f.cognitoLimits.Create, "fineos", cfg.Fineos.Enabled(), "fineos_rate", f.fineosRate,
+		"maintain_interval", mc.Interval.String(), "recover_after", mc.RecoverAfter.String(), "retention", retentionText(mc.Retention),
+		"dlq_retention", mc.DLQRetention.String())
 	return w.Run(ctx)
 }
 
@@ -349,6 +393,13 @@ func writeEMF(m *metrics.Worker, interval time.Duration, w io.Writer, log *slog.
 		close(done)
 		<-stopped
 	}
+}
+
+func retentionText(d time.Duration) string {
+	if d == 0 {
+		return "keep everything"
+	}
+	return d.String()
 }
 
 func or(v, def string) string {

@@ -267,7 +267,7 @@ func TestChaos(t *testing.T) {
 		if s, err := store.Status(ctx, "chaos"); err == nil {
 			st = s
 		}
-		if st.Total > 0 && st.Done() {
+		if st.Total > 0 && st.Done {
 			break
 		}
 		switch x := rng.Float64(); {

@@ -131,3 +131,15 @@ func Count(tb testing.TB, pool *pgxpool.Pool, sql string, args ...any) int {
 	}
 	return n
 }
+
+// Batch sends the statements fn queues in one batch (one implicit
+// transaction), as the production code sends them, failing the test on
+// error.
+func Batch(tb testing.TB, pool *pgxpool.Pool, fn func(b *pgx.Batch)) {
+	tb.Helper()
+	b := &pgx.Batch{}
+	fn(b)
+	if err := pool.SendBatch(context.Background(), b).Close(); err != nil {
+		tb.Fatal(err)
+	}
+}

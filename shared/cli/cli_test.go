@@ -5,6 +5,7 @@ import (
 	"io"
 	"slices"
 	"testing"
+	"time"
 )
 
 func TestParseAcceptsFlagsAnywhere(t *testing.T) {
@@ -36,5 +37,33 @@ func TestParseAcceptsFlagsAnywhere(t *testing.T) {
 	fs.SetOutput(io.Discard)
 	if _, err := Parse(fs, []string{"a", "--nope"}); err == nil {
 		t.Error("unknown flag accepted")
+	}
+}
+
+func TestDurationFlagAcceptsDays(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]time.Duration{"30d": 30 * 24 * time.Hour, "0": 0, "0d": 0, "12h": 12 * time.Hour, "90m": 90 * time.Minute, "1.5s": 1500 * time.Millisecond} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		var d time.Duration
+		DurationVar(fs, &d, "retention", time.Hour, "")
+		if err := fs.Parse([]string{"--retention", in}); err != nil || d != want {
+			t.Errorf("--retention %s = %s, %v; want %s", in, d, err, want)
+		}
+	}
+	for _, bad := range []string{"30x", "d", "-3d", "1e9d", ""} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		var d time.Duration
+		DurationVar(fs, &d, "retention", 0, "")
+		if err := fs.Parse([]string{"--retention", bad}); err == nil {
+			t.Errorf("--retention %q accepted as %s", bad, d)
+		}
+	}
+	var d time.Duration
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	DurationVar(fs, &d, "retention", 30*24*time.Hour, "")
+	if got := fs.Lookup("retention").DefValue; got != "30d" {
+		t.Errorf("default shown as %q, want 30d", got)
 	}
 }

@@ -120,23 +120,6 @@ type Handler struct {
 	Log             *slog.Logger
 	Now             func() time.Time
 	Metrics         *metrics.Worker // optional: counts failures by code
-	// Finisher, if set, hears of every row that became final here: it
-	// checks the job's failure limits and writes its results on completion.
-	Finisher RowFinisher
-}
-
-// RowFinisher is told when a row of a job became final.
-type RowFinisher interface {
-	RowFinal(ctx context.Context, jobID string, failed bool)
-}
-
-func (h *Handler) rowFinal(ctx context.Context, jobID string, failed bool) {
-	if h.Finisher == nil {
-		return
-	}
-	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-	defer cancel()
-	h.Finisher.RowFinal(bctx, jobID, failed)
 }
 
 func (h *Handler) countError(code string) {
@@ -152,6 +135,8 @@ const bookkeepingTimeout = 10 * time.Second
 // Handle processes m and says what to do with it. It never panics on bad
 // input and never loses a row: every path ends in an acknowledged final
 // state, a dead-lettered message, or a message left for another attempt.
+// It records its row's outcome and nothing else: the job as a whole (its
+// completion, failure limits and result files) is the maintainer's.
 func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 	log := h.Log.With("message_id", m.ID, "attempt", m.ReceiveCount)
 	msg, err := message.Decode(m.Body)
@@ -169,9 +154,6 @@ func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 	case err == nil:
 		log.Info("row succeeded", "step", StepDone, logging.Email(msg.Email), logging.FEIN(msg.FEIN),
 			"user_created", res.UserCreated, "fineos_registered", res.FineosRegistered)
-		if res.JobMayBeDone {
-			h.rowFinal(ctx, msg.Job, false)
-		}
 		return Outcome{Action: Ack, Result: "succeeded"}
 	case errors.Is(err, jobs.ErrRowNotFound):
 		return h.deadLetter(ctx, log, m, &msg, CodeUnknownRow, err.Error())
@@ -250,9 +232,6 @@ func (h *Handler) deadLetter(ctx context.Context, log *slog.Logger, m queue.Mess
 		}
 	}
 	log.Warn("row failed; sent to the dead-letter queue", "error_code", code, "reason", reason)
-	if ownRow {
-		h.rowFinal(ctx, msg.Job, true)
-	}
 	return Outcome{Action: Ack, Result: "failed"}
 }
 

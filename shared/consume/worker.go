@@ -67,6 +67,20 @@ func (c *Config) SetDefaults() {
 	}
 }
 
+// SilenceBound is the longest a live message of the import queue can go
+// without being received again, once no message is waiting in the queue
+// (none visible or delayed): after a receive a message waits at most
+// MessageTimeout for a free handler and MessageTimeout more to be handled
+// (plus the bookkeeping's bound); then it is deleted, or hidden for a
+// retry delay (at most b.Max) or, when its worker died, for the
+// visibility timeout; then, visible in a queue without a backlog, it is
+// received at once. A minute of margin is added. The maintainer presumes a
+// queued row lost once it has shown no sign of life for this long.
+func SilenceBound(c Config, b Backoff) time.Duration {
+	c.SetDefaults()
+	return 2*(c.MessageTimeout+bookkeepingTimeout) + max(c.VisibilityTimeout, b.Max) + time.Minute
+}
+
 // Validate names every bad field.
 func (c Config) Validate() error {
 	var errs []error
@@ -433,7 +447,8 @@ func (w *Worker) summarize(ctx context.Context) {
 		rate := float64(cur.Finished()-prev.Finished()) / cur.At.Sub(prev.At).Seconds()
 		w.Log.Info("summary", "processed", cur.Received, "succeeded", cur.Succeeded, "failed", cur.Failed,
 			"retried", cur.Retried, "skipped", cur.Skipped, "released", cur.Released, "in_flight", cur.InFlight,
-			"rows_per_s", fmt.Sprintf("%.1f", rate))
+			"rows_per_s", fmt.Sprintf("%.1f", rate), "leader", cur.Leader == 1, "jobs_completed", cur.JobsCompleted,
+			"rows_resent", cur.RowsResent)
 		prev = cur
 	}
 }

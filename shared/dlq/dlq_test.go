@@ -8,15 +8,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/massgov/bulk-user-import/localstack/pgtest"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
 	"github.com/massgov/bulk-user-import/shared/consume"
 	"github.com/massgov/bulk-user-import/shared/csvrows"
 	"github.com/massgov/bulk-user-import/shared/dlq"
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/message"
 	"github.com/massgov/bulk-user-import/shared/queue"
+	"github.com/massgov/bulk-user-import/shared/results"
 )
 
 type fixture struct {
@@ -63,10 +68,8 @@ func (f fixture) deadLetter(t *testing.T, job, code string, n int) {
 	base -= int64(n)
 	for i := range n {
 		row := base + int64(i) + 1
-		ri, err := f.jobs.StartAttempt(ctx, job, row, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
+		var ri jobs.RowInfo
+		pgtest.Batch(t, f.stack.Pool, func(b *pgx.Batch) { f.jobs.QueueStartAttempt(b, job, row, 1, &ri) })
 		body, _ := message.Encode(message.Row{Job: job, Row: row, Email: ri.Email, FEIN: ri.FEIN})
 		if err := f.dead.Send(ctx, queue.Entry{Body: body, Attributes: map[string]string{
 			consume.AttrErrorCode: code, consume.AttrErrorMessage: "boom", consume.AttrAttempts: "1",
@@ -203,7 +206,7 @@ func TestReplayHonoursLimitAndSkipsMalformedAndCancelled(t *testing.T) {
 	ctx := context.Background()
 	f.deadLetter(t, "A", "EMPLOYER_NOT_FOUND", 6)
 	f.deadLetter(t, "C", "EMPLOYER_NOT_FOUND", 2)
-	if _, err := f.jobs.Cancel(ctx, "C", "wrong file"); err != nil {
+	if _, err := lifecycle.New(f.stack.Pool, &results.Publisher{Jobs: f.jobs}, logging.Discard()).Cancel(ctx, "C", "wrong file"); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.dead.Send(ctx, queue.Entry{Body: "garbage", Attributes: map[string]string{consume.AttrErrorCode: consume.CodeMalformedMessage}}); err != nil {

@@ -153,7 +153,7 @@ func (t *Tool) move(ctx context.Context, batch []Entry, res *ReplayResult, note 
 	skipJob := map[string]bool{}
 	for job, rows := range byJob {
 		if _, err := t.Jobs.Requeue(ctx, job, rows); err != nil {
-			if errors.Is(err, jobs.ErrCancelled) || errors.Is(err, jobs.ErrJobNotFound) {
+			if errors.Is(err, jobs.ErrCancelled) || errors.Is(err, jobs.ErrJobNotFound) || errors.Is(err, jobs.ErrPruned) {
 				skipJob[job] = true
 				note(err.Error() + ": its messages are not replayed")
 				continue

@@ -34,8 +34,9 @@ const CodeCancelled = "CANCELLED"
 var (
 	ErrJobNotFound = errors.New("job not found")
 	ErrRowNotFound = errors.New("row not found")
-	ErrJobBusy     = errors.New("job is being split by another process")
+	ErrJobBusy     = errors.New("another process is sending the job's messages (a splitter, splitter resend or a worker's maintainer)")
 	ErrCancelled   = errors.New("job is cancelled")
+	ErrPruned      = errors.New("the job's row data was deleted (retention)")
 )
 
 // Store reads and writes the bookkeeping tables.
@@ -57,8 +58,18 @@ type Job struct {
 	CancelledAt       *time.Time
 	CancelReason      string
 	Limits            Limits
-	Completion        int // times every row became final
-	ResultsWritten    int // the completion whose result files are written
+	Completion        int // times the job's completion was recorded
+	Results           Results
+	PrunedAt          *time.Time // the row data was deleted (retention)
+}
+
+// Results says what became of the result files of the job's completions.
+type Results struct {
+	Written   int        // the completion whose result files were handled
+	WrittenAt *time.Time // when
+	Location  string     // where they were written ("" when they were not)
+	Error     string     // why the last write failed, or why none was made
+	Failures  int        // failed writes of the current completion
 }
 
 // Limits cancel a job that fails too much: after MinSample rows finished
@@ -74,8 +85,9 @@ type Limits struct {
 // is checked.
 const DefaultMinSample = 20
 
-// Lock takes the job's exclusive lock for the duration of a splitter run,
-// so two runs with the same --job cannot interleave. It returns ErrJobBusy
+// Lock takes the job's exclusive lock for the duration of a splitter run
+// or a re-send, so two processes never send the same job's rows at once
+// (two runs with the same --job cannot interleave). It returns ErrJobBusy
 // at once if another process holds it. The lock dies with the connection,
 // so a crashed splitter never leaves it behind.
 func (s *Store) Lock(ctx context.Context, jobID string) (unlock func(), err error) {
@@ -109,14 +121,14 @@ func (s *Store) CreateJob(ctx context.Context, id string, force bool, limits Lim
 		limits.MinSample = DefaultMinSample
 	}
 	tag, err := s.pool.Exec(ctx, `INSERT INTO bulk_import_job (job_id, force_registration, max_failures, max_failure_ratio, min_sample)
-		VALUES ($1, $2, nullif($3, 0), nullif($4, 0), $5) ON CONFLICT (job_id) DO NOTHING`,
+		VALUES ($1, $2, nullif($3::integer, 0), nullif($4::double precision, 0), $5) ON CONFLICT (job_id) DO NOTHING`,
 		id, force, limits.MaxFailures, limits.MaxFailureRatio, limits.MinSample)
 	if err != nil {
 		return Job{}, false, fmt.Errorf("create job %s: %w", id, err)
 	}
 	created = tag.RowsAffected() == 1
 	if !created && (limits.MaxFailures > 0 || limits.MaxFailureRatio > 0) {
-		if _, err := s.pool.Exec(ctx, `UPDATE bulk_import_job SET max_failures = nullif($2, 0), max_failure_ratio = nullif($3, 0),
+		if _, err := s.pool.Exec(ctx, `UPDATE bulk_import_job SET max_failures = nullif($2::integer, 0), max_failure_ratio = nullif($3::double precision, 0),
 			min_sample = $4, updated_at = now() WHERE job_id = $1`, id, limits.MaxFailures, limits.MaxFailureRatio, limits.MinSample); err != nil {
 			return Job{}, false, fmt.Errorf("set limits of job %s: %w", id, err)
 		}
@@ -131,6 +143,9 @@ func (s *Store) CreateJob(ctx context.Context, id string, force bool, limits Lim
 	if job.CancelledAt != nil {
 		return Job{}, false, fmt.Errorf("job %s: %w (%s); start a new job", id, ErrCancelled, job.CancelReason)
 	}
+	if job.PrunedAt != nil {
+		return Job{}, false, fmt.Errorf("job %s: %w; start a new job", id, ErrPruned)
+	}
 	return job, created, nil
 }
 
@@ -140,10 +155,12 @@ func (s *Store) Job(ctx context.Context, id string) (Job, error) {
 	var maxFailures *int
 	var maxRatio *float64
 	err := s.pool.QueryRow(ctx, `SELECT job_id, force_registration, created_at, recorded_at, sent_at, finished_at,
-		cancelled_at, coalesce(cancel_reason, ''), max_failures, max_failure_ratio, min_sample, completion, results_written
+		cancelled_at, coalesce(cancel_reason, ''), max_failures, max_failure_ratio, min_sample, completion,
+		results_written, results_written_at, coalesce(results_location, ''), coalesce(results_error, ''), results_failures, pruned_at
 		FROM bulk_import_job WHERE job_id = $1`, id).
 		Scan(&j.ID, &j.ForceRegistration, &j.CreatedAt, &j.RecordedAt, &j.SentAt, &j.FinishedAt,
-			&j.CancelledAt, &j.CancelReason, &maxFailures, &maxRatio, &j.Limits.MinSample, &j.Completion, &j.ResultsWritten)
+			&j.CancelledAt, &j.CancelReason, &maxFailures, &maxRatio, &j.Limits.MinSample, &j.Completion,
+			&j.Results.Written, &j.Results.WrittenAt, &j.Results.Location, &j.Results.Error, &j.Results.Failures, &j.PrunedAt)
 	if maxFailures != nil {
 		j.Limits.MaxFailures = *maxFailures
 	}
@@ -283,42 +300,6 @@ func (c *copySource) Err() error { return c.err }
 func (s *Store) MarkRecorded(ctx context.Context, jobID string) error {
 	if _, err := s.pool.Exec(ctx, `UPDATE bulk_import_job SET recorded_at = coalesce(recorded_at, now()), updated_at = now() WHERE job_id = $1`, jobID); err != nil {
 		return fmt.Errorf("mark job %s recorded: %w", jobID, err)
-	}
-	return nil
-}
-
-// PendingRow is a recorded row whose message has not been sent yet.
-type PendingRow struct {
-	Row   int64
-	Email string
-	FEIN  string
-}
-
-// UnsentRows returns up to limit queued rows not yet sent, after row afterRow.
-func (s *Store) UnsentRows(ctx context.Context, jobID string, afterRow int64, limit int) ([]PendingRow, error) {
-	rows, err := s.pool.Query(ctx, `SELECT row_no, email, fein FROM bulk_import_row
-		WHERE job_id = $1 AND state = 'queued' AND sent_at IS NULL AND row_no > $2
-		ORDER BY row_no LIMIT $3`, jobID, afterRow, limit)
-	if err != nil {
-		return nil, fmt.Errorf("read unsent rows of job %s: %w", jobID, err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (PendingRow, error) {
-		var p PendingRow
-		return p, r.Scan(&p.Row, &p.Email, &p.FEIN)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read unsent rows of job %s: %w", jobID, err)
-	}
-	return out, nil
-}
-
-// MarkSent records that the rows' messages were accepted by the queue.
-func (s *Store) MarkSent(ctx context.Context, jobID string, rows []int64) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	if _, err := s.pool.Exec(ctx, `UPDATE bulk_import_row SET sent_at = now() WHERE job_id = $1 AND row_no = ANY($2) AND sent_at IS NULL`, jobID, rows); err != nil {
-		return fmt.Errorf("mark rows of job %s sent: %w", jobID, err)
 	}
 	return nil
 }

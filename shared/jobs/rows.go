@@ -8,16 +8,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-const (
-	startAttemptSQL = `UPDATE bulk_import_row r SET attempts = greatest(r.attempts, $3), updated_at = now()
-		FROM bulk_import_job j
-		WHERE r.job_id = $1 AND r.row_no = $2 AND j.job_id = r.job_id
-		RETURNING r.state, coalesce(r.email, ''), coalesce(r.fein, ''), j.force_registration, r.attempts`
-	succeedSQL = `UPDATE bulk_import_row
-		SET state = 'succeeded', error_code = NULL, error_message = NULL, finished_at = now(), updated_at = now()
-		WHERE job_id = $1 AND row_no = $2 AND state IN ('queued', 'failed', 'cancelled')`
-)
-
 // RowInfo is what a worker needs to know about a row before registering it.
 type RowInfo struct {
 	State             string
@@ -27,25 +17,17 @@ type RowInfo struct {
 	Attempts          int
 }
 
-// StartAttempt records that a worker received the row's message for the
-// receiveCount-th time and returns the row as recorded, or ErrRowNotFound.
-// Attempts only grow: a stale redelivery never lowers them.
-func (s *Store) StartAttempt(ctx context.Context, jobID string, row int64, receiveCount int) (RowInfo, error) {
-	var ri RowInfo
-	err := s.pool.QueryRow(ctx, startAttemptSQL, jobID, row, receiveCount).Scan(&ri.State, &ri.Email, &ri.FEIN, &ri.ForceRegistration, &ri.Attempts)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return RowInfo{}, fmt.Errorf("job %s row %d: %w", jobID, row, ErrRowNotFound)
-	}
-	if err != nil {
-		return RowInfo{}, fmt.Errorf("start attempt on job %s row %d: %w", jobID, row, err)
-	}
-	return ri, nil
-}
-
-// QueueStartAttempt queues StartAttempt into a batch; into is filled when
-// the batch is sent, with an empty State when the row does not exist.
+// QueueStartAttempt queues, into a batch, recording that a worker received
+// the row's message for the receiveCount-th time (attempts only grow: a
+// stale redelivery never lowers them) and reading the row as recorded.
+// into is filled when the batch is sent, with an empty State when the row
+// does not exist.
 func (s *Store) QueueStartAttempt(b *pgx.Batch, jobID string, row int64, receiveCount int, into *RowInfo) {
-	b.Queue(startAttemptSQL, jobID, row, receiveCount).Query(func(rows pgx.Rows) error {
+	b.Queue(`UPDATE bulk_import_row r SET attempts = greatest(r.attempts, $3), updated_at = now()
+		FROM bulk_import_job j
+		WHERE r.job_id = $1 AND r.row_no = $2 AND j.job_id = r.job_id
+		RETURNING r.state, coalesce(r.email, ''), coalesce(r.fein, ''), j.force_registration, r.attempts`,
+		jobID, row, receiveCount).Query(func(rows pgx.Rows) error {
 		got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RowInfo, error) {
 			var ri RowInfo
 			return ri, r.Scan(&ri.State, &ri.Email, &ri.FEIN, &ri.ForceRegistration, &ri.Attempts)
@@ -57,24 +39,15 @@ func (s *Store) QueueStartAttempt(b *pgx.Batch, jobID string, row int64, receive
 	})
 }
 
-// QueueSucceed queues Succeed into a batch, followed by a check of whether
-// the job still has queued rows (left is filled when the batch is sent):
-// when it has none, the job may be complete.
-func (s *Store) QueueSucceed(b *pgx.Batch, jobID string, row int64, left *bool) {
-	b.Queue(succeedSQL, jobID, row)
-	b.Queue(`SELECT EXISTS (SELECT 1 FROM bulk_import_row WHERE job_id = $1 AND state = 'queued')`, jobID).
-		QueryRow(func(r pgx.Row) error { return r.Scan(left) })
-}
-
-// Succeed marks the row succeeded. A row that failed or was cancelled
-// meanwhile (a duplicate delivery gave up; the job was cancelled while the
-// row was being registered) is corrected: it is registered, and success is
-// the truth once reached.
-func (s *Store) Succeed(ctx context.Context, jobID string, row int64) error {
-	if _, err := s.pool.Exec(ctx, succeedSQL, jobID, row); err != nil {
-		return fmt.Errorf("mark job %s row %d succeeded: %w", jobID, row, err)
-	}
-	return nil
+// QueueSucceed queues, into a batch, marking the row succeeded. A row that
+// failed or was cancelled meanwhile (a duplicate delivery gave up; the job
+// was cancelled while the row was being registered) is corrected: it is
+// registered, and success is the truth once reached. Whether the job is
+// now complete is the maintainer's business, not the row's.
+func (s *Store) QueueSucceed(b *pgx.Batch, jobID string, row int64) {
+	b.Queue(`UPDATE bulk_import_row
+		SET state = 'succeeded', error_code = NULL, error_message = NULL, finished_at = now(), updated_at = now()
+		WHERE job_id = $1 AND row_no = $2 AND state IN ('queued', 'failed', 'cancelled')`, jobID, row)
 }
 
 // Fail marks a queued row failed for good with an error code and message.
@@ -94,4 +67,74 @@ func (s *Store) NoteError(ctx context.Context, jobID string, row int64, code, me
 		return fmt.Errorf("note error on job %s row %d: %w", jobID, row, err)
 	}
 	return nil
+}
+
+// Pruned reports whether the job exists and its row data was deleted by
+// retention: a message of such a job has no row to register.
+func (s *Store) Pruned(ctx context.Context, jobID string) (bool, error) {
+	var pruned bool
+	err := s.pool.QueryRow(ctx, `SELECT pruned_at IS NOT NULL FROM bulk_import_job WHERE job_id = $1`, jobID).Scan(&pruned)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read job %s: %w", jobID, err)
+	}
+	return pruned, nil
+}
+
+// Requeue returns rows to queued before their messages are replayed from
+// the dead-letter queue, counting the replay, and reopens the job (its
+// completion is recorded again once every row is final). Rows already
+// succeeded, rejected, duplicate or cancelled are left alone; rows of a
+// cancelled job too (ErrCancelled), and of a pruned one (ErrPruned). The
+// job's row is locked first, as the completion of a job locks it, so a
+// job is never completed with rows queued by a replay.
+func (s *Store) Requeue(ctx context.Context, jobID string, rows []int64) (int64, error) {
+	var n int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var cancelled, pruned bool
+		if err := tx.QueryRow(ctx, `SELECT cancelled_at IS NOT NULL, pruned_at IS NOT NULL FROM bulk_import_job WHERE job_id = $1 FOR UPDATE`,
+			jobID).Scan(&cancelled, &pruned); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("job %s: %w", jobID, ErrJobNotFound)
+			}
+			return err
+		}
+		switch {
+		case cancelled:
+			return fmt.Errorf("job %s: %w", jobID, ErrCancelled)
+		case pruned:
+			return fmt.Errorf("job %s: %w", jobID, ErrPruned)
+		}
+		tag, err := tx.Exec(ctx, `UPDATE bulk_import_row SET state = 'queued', replays = replays + 1, finished_at = NULL, updated_at = now()
+			WHERE job_id = $1 AND row_no = ANY($2) AND state IN ('failed', 'queued') AND purged_at IS NULL`, jobID, rows)
+		if err != nil {
+			return err
+		}
+		n = tag.RowsAffected()
+		if n > 0 {
+			_, err = tx.Exec(ctx, `UPDATE bulk_import_job SET finished_at = NULL, updated_at = now() WHERE job_id = $1`, jobID)
+		}
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("requeue rows of job %s: %w", jobID, err)
+	}
+	return n, nil
+}
+
+// Purge marks rows failed for good: their dead-letter messages are being
+// deleted and they will not be replayed. Rows still queued (their messages
+// were moved by SQS after a worker died on every attempt) fail with code.
+func (s *Store) Purge(ctx context.Context, jobID string, rows []int64, code string) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE bulk_import_row
+		SET state = 'failed', purged_at = now(), updated_at = now(), finished_at = coalesce(finished_at, now()),
+		    error_code = coalesce(error_code, $3),
+		    error_message = coalesce(error_message || ' ', '') || '(purged from the dead-letter queue: not retried)'
+		WHERE job_id = $1 AND row_no = ANY($2) AND state IN ('failed', 'queued') AND purged_at IS NULL`, jobID, rows, code)
+	if err != nil {
+		return 0, fmt.Errorf("purge rows of job %s: %w", jobID, err)
+	}
+	return tag.RowsAffected(), nil
 }

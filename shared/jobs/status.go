@@ -2,75 +2,145 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
-// Status counts a job's rows by state. Total is every data row read; each
-// row is in exactly one of the other counts. Unsent counts queued rows whose
+// Counts are a job's rows by state. Total is every data row read; each row
+// is in exactly one of the other counts. Unsent counts queued rows whose
 // message has not been sent yet.
-type Status struct {
-	Job               string     `json:"job"`
-	ForceRegistration bool       `json:"force_registration"`
-	CreatedAt         time.Time  `json:"created_at"`
-	Total             int64      `json:"total"`
-	Queued            int64      `json:"queued"`
-	Succeeded         int64      `json:"succeeded"`
-	Failed            int64      `json:"failed"`
-	Rejected          int64      `json:"rejected"`
-	Duplicate         int64      `json:"duplicate"`
-	Cancelled         int64      `json:"cancelled"`
-	Unsent            int64      `json:"unsent"`
-	FinishedAt        *time.Time `json:"finished_at,omitempty"`
-	CancelledAt       *time.Time `json:"cancelled_at,omitempty"`
-	CancelReason      string     `json:"cancel_reason,omitempty"`
+type Counts struct {
+	Total     int64 `json:"total"`
+	Queued    int64 `json:"queued"`
+	Succeeded int64 `json:"succeeded"`
+	Failed    int64 `json:"failed"`
+	Rejected  int64 `json:"rejected"`
+	Duplicate int64 `json:"duplicate"`
+	Cancelled int64 `json:"cancelled"`
+	Unsent    int64 `json:"unsent"`
 }
 
-// Done reports whether every row of the job is in a final state.
-func (s Status) Done() bool { return s.Queued == 0 }
+// Result file states in Status.Results.
+const (
+	ResultsPending    = "pending"     // the completion is recorded; the maintainer writes the files within a tick
+	ResultsWritten    = "written"     // written to ResultsLocation at ResultsWrittenAt
+	ResultsRetrying   = "retrying"    // the last write failed (ResultsError); the maintainer tries again
+	ResultsNotWritten = "not_written" // not written, and will not be (ResultsError says why: no bucket)
+)
 
-// Status returns the job's counts, or ErrJobNotFound.
+// Status is a job's counts and where it stands.
+type Status struct {
+	Job               string    `json:"job"`
+	ForceRegistration bool      `json:"force_registration"`
+	CreatedAt         time.Time `json:"created_at"`
+	Counts
+	// Done: every row is final and the job's completion is recorded
+	// (FinishedAt); its result files follow (Results).
+	Done             bool       `json:"done"`
+	FinishedAt       *time.Time `json:"finished_at,omitempty"`
+	Completion       int        `json:"completion"`
+	Results          string     `json:"results,omitempty"`
+	ResultsWrittenAt *time.Time `json:"results_written_at,omitempty"`
+	ResultsLocation  string     `json:"results_location,omitempty"`
+	ResultsError     string     `json:"results_error,omitempty"`
+	CancelledAt      *time.Time `json:"cancelled_at,omitempty"`
+	CancelReason     string     `json:"cancel_reason,omitempty"`
+	PrunedAt         *time.Time `json:"pruned_at,omitempty"` // row data deleted; the counts are those kept then
+}
+
+// summary is what retention keeps of a job's rows.
+type summary struct {
+	Counts
+	FailuresByCode map[string]int64 `json:"failures_by_code"`
+}
+
+// Status returns the job's counts and state, or ErrJobNotFound.
 func (s *Store) Status(ctx context.Context, jobID string) (Status, error) {
 	job, err := s.Job(ctx, jobID)
 	if err != nil {
 		return Status{}, err
 	}
 	st := Status{Job: job.ID, ForceRegistration: job.ForceRegistration, CreatedAt: job.CreatedAt,
-		FinishedAt: job.FinishedAt, CancelledAt: job.CancelledAt, CancelReason: job.CancelReason}
-	rows, err := s.pool.Query(ctx, `SELECT state, count(*), count(*) FILTER (WHERE state = 'queued' AND sent_at IS NULL)
+		FinishedAt: job.FinishedAt, Completion: job.Completion, CancelledAt: job.CancelledAt, CancelReason: job.CancelReason,
+		PrunedAt: job.PrunedAt}
+	if job.PrunedAt != nil {
+		sum, err := s.summary(ctx, jobID)
+		if err != nil {
+			return Status{}, err
+		}
+		st.Counts = sum.Counts
+	} else if st.Counts, err = s.counts(ctx, s.pool, jobID); err != nil {
+		return Status{}, err
+	}
+	st.Done = st.Queued == 0 && job.FinishedAt != nil
+	if st.Done {
+		r := job.Results
+		st.ResultsError = r.Error
+		switch {
+		case r.Written >= job.Completion && r.Location != "":
+			st.Results, st.ResultsWrittenAt, st.ResultsLocation = ResultsWritten, r.WrittenAt, r.Location
+		case r.Written >= job.Completion:
+			st.Results = ResultsNotWritten
+		case r.Failures > 0:
+			st.Results = ResultsRetrying
+		default:
+			st.Results, st.ResultsError = ResultsPending, ""
+		}
+	}
+	return st, nil
+}
+
+// counts reads the job's rows by state.
+func (s *Store) counts(ctx context.Context, q querier, jobID string) (Counts, error) {
+	var c Counts
+	rows, err := q.Query(ctx, `SELECT state, count(*), count(*) FILTER (WHERE state = 'queued' AND sent_at IS NULL)
 		FROM bulk_import_row WHERE job_id = $1 GROUP BY state`, jobID)
 	if err != nil {
-		return Status{}, fmt.Errorf("status of job %s: %w", jobID, err)
+		return c, fmt.Errorf("status of job %s: %w", jobID, err)
 	}
 	var state string
 	var n, unsent int64
 	_, err = pgx.ForEachRow(rows, []any{&state, &n, &unsent}, func() error {
-		st.Total += n
-		st.Unsent += unsent
+		c.Total += n
+		c.Unsent += unsent
 		switch state {
 		case Queued:
-			st.Queued = n
+			c.Queued = n
 		case Succeeded:
-			st.Succeeded = n
+			c.Succeeded = n
 		case Failed:
-			st.Failed = n
+			c.Failed = n
 		case Rejected:
-			st.Rejected = n
+			c.Rejected = n
 		case Duplicate:
-			st.Duplicate = n
+			c.Duplicate = n
 		case Cancelled:
-			st.Cancelled = n
+			c.Cancelled = n
 		default:
 			return fmt.Errorf("unknown row state %q", state)
 		}
 		return nil
 	})
 	if err != nil {
-		return Status{}, fmt.Errorf("status of job %s: %w", jobID, err)
+		return c, fmt.Errorf("status of job %s: %w", jobID, err)
 	}
-	return st, nil
+	return c, nil
+}
+
+// querier is a pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func (s *Store) summary(ctx context.Context, jobID string) (summary, error) {
+	var sum summary
+	if err := s.pool.QueryRow(ctx, `SELECT coalesce(summary, '{}') FROM bulk_import_job WHERE job_id = $1`, jobID).Scan(&sum); err != nil {
+		return sum, fmt.Errorf("summary of job %s: %w", jobID, err)
+	}
+	return sum, nil
 }
 
 // Details are what an operator watching a job needs beyond the counts.
@@ -84,18 +154,20 @@ type Details struct {
 const RecentWindow = 5 * time.Minute
 
 // Details reads a job's failures by code, the age of its oldest queued row
-// and its recent rate.
+// and its recent rate. Of a pruned job only the failures by code are kept.
 func (s *Store) Details(ctx context.Context, jobID string) (Details, error) {
-	d := Details{FailuresByCode: map[string]int64{}}
-	rows, err := s.pool.Query(ctx, `SELECT coalesce(error_code, 'UNKNOWN'), count(*) FROM bulk_import_row
-		WHERE job_id = $1 AND state IN ('failed', 'rejected', 'cancelled') GROUP BY 1`, jobID)
-	if err != nil {
-		return d, fmt.Errorf("failures of job %s: %w", jobID, err)
+	d := Details{}
+	if pruned, err := s.Pruned(ctx, jobID); err != nil || pruned {
+		sum, serr := s.summary(ctx, jobID)
+		d.FailuresByCode = sum.FailuresByCode
+		if d.FailuresByCode == nil {
+			d.FailuresByCode = map[string]int64{}
+		}
+		return d, errors.Join(err, serr)
 	}
-	var code string
-	var n int64
-	if _, err := pgx.ForEachRow(rows, []any{&code, &n}, func() error { d.FailuresByCode[code] = n; return nil }); err != nil {
-		return d, fmt.Errorf("failures of job %s: %w", jobID, err)
+	var err error
+	if d.FailuresByCode, err = s.failuresByCode(ctx, s.pool, jobID); err != nil {
+		return d, err
 	}
 	var recent int64
 	if err := s.pool.QueryRow(ctx, `SELECT (SELECT min(coalesce(sent_at, updated_at)) FROM bulk_import_row WHERE job_id = $1 AND state = 'queued'),
@@ -105,6 +177,22 @@ func (s *Store) Details(ctx context.Context, jobID string) (Details, error) {
 	}
 	d.RecentPerSecond = float64(recent) / RecentWindow.Seconds()
 	return d, nil
+}
+
+// failuresByCode counts the job's failed, rejected and cancelled rows by code.
+func (s *Store) failuresByCode(ctx context.Context, q querier, jobID string) (map[string]int64, error) {
+	out := map[string]int64{}
+	rows, err := q.Query(ctx, `SELECT coalesce(error_code, 'UNKNOWN'), count(*) FROM bulk_import_row
+		WHERE job_id = $1 AND state IN ('failed', 'rejected', 'cancelled') GROUP BY 1`, jobID)
+	if err != nil {
+		return nil, fmt.Errorf("failures of job %s: %w", jobID, err)
+	}
+	var code string
+	var n int64
+	if _, err := pgx.ForEachRow(rows, []any{&code, &n}, func() error { out[code] = n; return nil }); err != nil {
+		return nil, fmt.Errorf("failures of job %s: %w", jobID, err)
+	}
+	return out, nil
 }
 
 // Recent returns the status of the most recently created jobs.

@@ -30,6 +30,15 @@ type Worker struct {
 	Heartbeats atomic.Int64 // visibility extensions
 	InFlight   atomic.Int64 // messages being handled now
 
+	// The maintainer's work, counted by the worker that was leader.
+	Leader         atomic.Int64 // 1 while this worker's maintainer is the leader
+	JobsCompleted  atomic.Int64 // completions recorded
+	JobsCancelled  atomic.Int64 // jobs cancelled by their failure limits
+	ResultsWritten atomic.Int64 // result files written (one set per completion)
+	ResultsFailed  atomic.Int64 // failed writes of result files (retried)
+	RowsResent     atomic.Int64 // messages re-sent for rows whose message was lost
+	RowsPruned     atomic.Int64 // rows whose data retention deleted
+
 	mu     sync.Mutex
 	errors map[string]int64 // failures (final or not) by error code
 	steps  map[string]*step
@@ -73,6 +82,8 @@ func (m *Worker) Step(name string, took time.Duration, err error) {
 type Snapshot struct {
 	At                                                                            time.Time
 	Received, Succeeded, Failed, Skipped, Retried, Released, Heartbeats, InFlight int64
+	Leader, JobsCompleted, JobsCancelled, ResultsWritten, ResultsFailed           int64
+	RowsResent, RowsPruned                                                        int64
 	Errors                                                                        map[string]int64
 	StepCalls, StepErrors                                                         map[string]int64
 	StepSeconds                                                                   map[string]float64
@@ -84,6 +95,9 @@ func (m *Worker) Snapshot(now time.Time) Snapshot {
 		At: now, Received: m.Received.Load(), Succeeded: m.Succeeded.Load(), Failed: m.Failed.Load(),
 		Skipped: m.Skipped.Load(), Retried: m.Retried.Load(), Released: m.Released.Load(),
 		Heartbeats: m.Heartbeats.Load(), InFlight: m.InFlight.Load(),
+		Leader: m.Leader.Load(), JobsCompleted: m.JobsCompleted.Load(), JobsCancelled: m.JobsCancelled.Load(),
+		ResultsWritten: m.ResultsWritten.Load(), ResultsFailed: m.ResultsFailed.Load(),
+		RowsResent: m.RowsResent.Load(), RowsPruned: m.RowsPruned.Load(),
 		Errors: map[string]int64{}, StepCalls: map[string]int64{}, StepErrors: map[string]int64{}, StepSeconds: map[string]float64{},
 	}
 	m.mu.Lock()
@@ -136,6 +150,19 @@ func (s Snapshot) WritePrometheus(w io.Writer) error {
 	for _, st := range slices.Sorted(maps.Keys(s.StepErrors)) {
 		b = fmt.Appendf(b, "bulk_import_step_errors_total{step=%q} %d\n", st, s.StepErrors[st])
 	}
+	metric("bulk_import_maintainer_leader", "gauge", "1 while this worker's maintainer is the elected leader.")
+	b = fmt.Appendf(b, "bulk_import_maintainer_leader %d\n", s.Leader)
+	metric("bulk_import_jobs_completed_total", "counter", "Job completions recorded by this worker's maintainer.")
+	b = fmt.Appendf(b, "bulk_import_jobs_completed_total %d\n", s.JobsCompleted)
+	metric("bulk_import_jobs_cancelled_total", "counter", "Jobs cancelled by their failure limits.")
+	b = fmt.Appendf(b, "bulk_import_jobs_cancelled_total %d\n", s.JobsCancelled)
+	metric("bulk_import_result_files_total", "counter", "Writes of a job's result files, by outcome.")
+	b = fmt.Appendf(b, "bulk_import_result_files_total{outcome=\"written\"} %d\nbulk_import_result_files_total{outcome=\"failed\"} %d\n",
+		s.ResultsWritten, s.ResultsFailed)
+	metric("bulk_import_rows_resent_total", "counter", "Messages re-sent for queued rows whose message was lost.")
+	b = fmt.Appendf(b, "bulk_import_rows_resent_total %d\n", s.RowsResent)
+	metric("bulk_import_rows_pruned_total", "counter", "Rows whose data was deleted by retention.")
+	b = fmt.Appendf(b, "bulk_import_rows_pruned_total %d\n", s.RowsPruned)
 	_, err := w.Write(b)
 	return err
 }
@@ -152,10 +179,12 @@ func WriteEMF(w io.Writer, service string, prev, cur Snapshot) error {
 		"RowsFailed":       cur.Failed - prev.Failed,
 		"RowsRetried":      cur.Retried - prev.Retried,
 		"RowsReleased":     cur.Released - prev.Released,
+		"RowsResent":       cur.RowsResent - prev.RowsResent,
+		"ResultsFailed":    cur.ResultsFailed - prev.ResultsFailed,
 		"InFlight":         cur.InFlight,
 	}
 	var defs []map[string]string
-	for _, name := range []string{"MessagesReceived", "RowsSucceeded", "RowsFailed", "RowsRetried", "RowsReleased", "InFlight"} {
+	for _, name := range []string{"MessagesReceived", "RowsSucceeded", "RowsFailed", "RowsRetried", "RowsReleased", "RowsResent", "ResultsFailed", "InFlight"} {
 		defs = append(defs, map[string]string{"Name": name, "Unit": "Count"})
 	}
 	record["_aws"] = map[string]any{"Timestamp": ts, "CloudWatchMetrics": []any{map[string]any{

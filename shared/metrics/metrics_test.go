@@ -19,6 +19,9 @@ func TestPrometheusText(t *testing.T) {
 	m.Error("EMPLOYER_NOT_FOUND")
 	m.Step("cognito", 1500*time.Millisecond, nil)
 	m.Step("cognito", 500*time.Millisecond, errors.New("x"))
+	m.Leader.Store(1)
+	m.RowsResent.Add(4)
+	m.ResultsFailed.Add(1)
 	rec := httptest.NewRecorder()
 	m.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body := rec.Body.String()
@@ -31,6 +34,10 @@ func TestPrometheusText(t *testing.T) {
 		`bulk_import_step_duration_seconds_count{step="cognito"} 2` + "\n",
 		`bulk_import_step_errors_total{step="cognito"} 1` + "\n",
 		"# TYPE bulk_import_in_flight gauge\n",
+		"bulk_import_maintainer_leader 1\n",
+		"bulk_import_rows_resent_total 4\n",
+		`bulk_import_result_files_total{outcome="failed"} 1` + "\n",
+		`bulk_import_result_files_total{outcome="written"} 0` + "\n",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("missing %q in:\n%s", want, body)

@@ -249,6 +249,57 @@ func (q *Queue) ChangeVisibilityBatch(ctx context.Context, receiptHandles []stri
 	return batchErrors(out.Failed), nil
 }
 
+// Depth is the queue's approximate message counts: visible (waiting to be
+// received), delayed, and in flight (received and not deleted, including
+// those waiting out a retry delay).
+type Depth struct {
+	Visible, Delayed, InFlight int
+}
+
+// Waiting is the number of messages not in flight.
+func (d Depth) Waiting() int { return d.Visible + d.Delayed }
+
+// Depth reads the queue's approximate counts. SQS updates them within
+// about a minute.
+func (q *Queue) Depth(ctx context.Context) (Depth, error) {
+	out, err := q.api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl: &q.url, AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameApproximateNumberOfMessages,
+			types.QueueAttributeNameApproximateNumberOfMessagesDelayed, types.QueueAttributeNameApproximateNumberOfMessagesNotVisible},
+	})
+	if err != nil {
+		return Depth{}, fmt.Errorf("sqs GetQueueAttributes %s: %w", q.url, err)
+	}
+	var d Depth
+	for name, into := range map[types.QueueAttributeName]*int{
+		types.QueueAttributeNameApproximateNumberOfMessages:           &d.Visible,
+		types.QueueAttributeNameApproximateNumberOfMessagesDelayed:    &d.Delayed,
+		types.QueueAttributeNameApproximateNumberOfMessagesNotVisible: &d.InFlight,
+	} {
+		n, err := strconv.Atoi(out.Attributes[string(name)])
+		if err != nil {
+			return Depth{}, fmt.Errorf("sqs GetQueueAttributes %s: %s is %q", q.url, name, out.Attributes[string(name)])
+		}
+		*into = n
+	}
+	return d, nil
+}
+
+// Retention reads how long the queue keeps a message (MessageRetentionPeriod).
+func (q *Queue) Retention(ctx context.Context) (time.Duration, error) {
+	out, err := q.api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl: &q.url, AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameMessageRetentionPeriod},
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqs GetQueueAttributes %s: %w", q.url, err)
+	}
+	raw := out.Attributes[string(types.QueueAttributeNameMessageRetentionPeriod)]
+	secs, err := strconv.Atoi(raw)
+	if err != nil || secs <= 0 {
+		return 0, fmt.Errorf("sqs GetQueueAttributes %s: MessageRetentionPeriod is %q", q.url, raw)
+	}
+	return time.Duration(secs) * time.Second, nil
+}
+
 // RedrivePolicy is the queue's dead-letter configuration.
 type RedrivePolicy struct {
 	DeadLetterTargetARN string

@@ -65,7 +65,6 @@ type Result struct {
 	UserCreated      bool   // the Cognito user was created now
 	FineosWebID      string // set when the pair is registered in FINEOS
 	FineosRegistered bool   // the FINEOS call was made now
-	JobMayBeDone     bool   // the row was the job's last queued one
 }
 
 // FineosAPI is the FINEOS call registration needs.
@@ -148,6 +147,13 @@ func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request)
 	if req.Job != "" {
 		switch {
 		case row.State == "":
+			// A job whose row data retention deleted is finished: its rows
+			// were final. Anything else is an unknown row.
+			if pruned, err := r.Jobs.Pruned(ctx, req.Job); err != nil {
+				return res, Classify(StepDatabase, err)
+			} else if pruned {
+				return res, &RowFinalError{State: "deleted by retention"}
+			}
 			return res, fmt.Errorf("job %s row %d: %w", req.Job, req.Row, jobs.ErrRowNotFound)
 		case row.State != jobs.Queued:
 			return res, &RowFinalError{State: row.State}
@@ -195,18 +201,16 @@ func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request)
 	}
 	res.Sub, res.UserCreated = user.Sub, user.Created
 
-	left := true
 	if !req.ForceRegistration {
 		// The user, role and link, and the row's success, in one transaction.
 		if err := r.send(ctx, log, StepDatabase, func(b *pgx.Batch) {
 			r.PFML.QueueEnsureLeaveAdmin(b, user.Sub, req.Email, emp.ID)
 			if req.Job != "" {
-				r.Jobs.QueueSucceed(b, req.Job, req.Row, &left)
+				r.Jobs.QueueSucceed(b, req.Job, req.Row)
 			}
 		}); err != nil {
 			return res, err
 		}
-		res.JobMayBeDone = req.Job != "" && !left
 		return res, nil
 	}
 
@@ -253,11 +257,10 @@ func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request)
 			r.PFML.QueueRecordFineosWebID(b, user.Sub, req.Email, emp.ID, webID)
 		}
 		if req.Job != "" {
-			r.Jobs.QueueSucceed(b, req.Job, req.Row, &left)
+			r.Jobs.QueueSucceed(b, req.Job, req.Row)
 		}
 	}); err != nil {
 		return res, fmt.Errorf("after FINEOS accepted web id %s: %w", webID, err)
 	}
-	res.JobMayBeDone = req.Job != "" && !left
 	return res, nil
 }

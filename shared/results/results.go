@@ -102,6 +102,11 @@ func (l layout) extra() []string {
 // row it repeats.
 func Generate(ctx context.Context, store *jobs.Store, jobID string, succeeded, failed, pending io.Writer) (Counts, error) {
 	var c Counts
+	if pruned, err := store.Pruned(ctx, jobID); err != nil {
+		return c, err
+	} else if pruned {
+		return c, fmt.Errorf("job %s: %w: its result files were written at completion (and expire in S3)", jobID, jobs.ErrPruned)
+	}
 	sources, err := store.Sources(ctx, jobID)
 	if err != nil {
 		return c, err

@@ -1,26 +1,21 @@
 package results_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jackc/pgx/v5"
 
+	"github.com/massgov/bulk-user-import/localstack/pgtest"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
-	"github.com/massgov/bulk-user-import/shared/awsconf"
 	"github.com/massgov/bulk-user-import/shared/csvrows"
 	"github.com/massgov/bulk-user-import/shared/jobs"
-	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/results"
 )
 
@@ -83,13 +78,8 @@ func TestReportFilesHoldEveryRowWhereItBelongs(t *testing.T) {
 			"555666777,wait@b.co,+1 555\n", // row 6: still queued
 		"Name,EMAIL,fein,extra\n"+ // a second file with other columns, in another order
 			"Two,two@b.co,123456789,@x\n") // row 7: succeeds
-	if err := store.Succeed(ctx, "j1", 1); err != nil {
-		t.Fatal(err)
-	}
+	pgtest.Batch(t, s.Pool, func(b *pgx.Batch) { store.QueueSucceed(b, "j1", 1); store.QueueSucceed(b, "j1", 7) })
 	if err := store.Fail(ctx, "j1", 2, "EMPLOYER_NOT_FOUND", "employer: no employer has this FEIN"); err != nil {
-		t.Fatal(err)
-	}
-	if err := store.Succeed(ctx, "j1", 7); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
@@ -122,9 +112,7 @@ func TestReportFilesHoldEveryRowWhereItBelongs(t *testing.T) {
 	}
 
 	// Once nothing is pending, a new report drops the stale PENDING.csv.
-	if err := store.Succeed(ctx, "j1", 6); err != nil {
-		t.Fatal(err)
-	}
+	pgtest.Batch(t, s.Pool, func(b *pgx.Batch) { store.QueueSucceed(b, "j1", 6) })
 	if _, err := results.WriteDir(ctx, store, "j1", dir); err != nil {
 		t.Fatal(err)
 	}
@@ -145,109 +133,19 @@ func TestNeutralize(t *testing.T) {
 	}
 }
 
-// countingS3 counts the result files put.
-type countingS3 struct {
-	api  results.S3API
-	puts atomic.Int64
-}
-
-func (c *countingS3) PutObject(ctx context.Context, in *s3.PutObjectInput, opts ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
-	c.puts.Add(1)
-	return c.api.PutObject(ctx, in, opts...)
-}
-
-func TestResultsAreWrittenOnceWhenWorkersFinishTheLastRowsTogether(t *testing.T) {
+func TestPublisherNeedsABucketAndRefusesPrunedJobs(t *testing.T) {
 	t.Parallel()
 	s := stacktest.New(t, stacktest.Options{})
 	store := jobs.NewStore(s.Pool)
 	ctx := context.Background()
-	s3api := awsconf.S3(s.AWS)
-	counter := &countingS3{api: s3api}
-	fin := results.NewFinisher(store, counter, s.Resources.ResultsBucket, logging.Discard())
-
-	const jobsN, workers = 10, 8
-	for j := range jobsN {
-		job := fmt.Sprintf("race-%d", j)
-		var b strings.Builder
-		b.WriteString("fein,email\n")
-		for w := range workers {
-			fmt.Fprintf(&b, "123456789,u%d@b.co\n", w)
-		}
-		record(t, store, job, b.String())
-		// Eight workers finish the job's eight rows at the same moment.
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for w := range workers {
-			wg.Go(func() {
-				<-start
-				if err := store.Succeed(ctx, job, int64(w+1)); err != nil {
-					t.Error(err)
-				}
-				fin.RowFinal(ctx, job, false)
-			})
-		}
-		close(start)
-		wg.Wait()
+	record(t, store, "p1", "fein,email\n123456789,a@b.co\n")
+	if _, err := (&results.Publisher{Jobs: store}).Write(ctx, "p1"); !errors.Is(err, results.ErrNoBucket) {
+		t.Fatalf("no bucket: %v", err)
 	}
-	if got := counter.puts.Load(); got != 2*jobsN {
-		t.Fatalf("%d files put for %d jobs, want %d: results written more than once, or not at all", got, jobsN, 2*jobsN)
-	}
-	out, err := s3api.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.Resources.ResultsBucket, Key: aws.String(results.Key("race-3", results.FileSucceeded))})
-	if err != nil {
+	if _, err := s.Pool.Exec(ctx, `UPDATE bulk_import_job SET pruned_at = now() WHERE job_id = 'p1'`); err != nil {
 		t.Fatal(err)
 	}
-	defer out.Body.Close()
-	var body bytes.Buffer
-	_, _ = body.ReadFrom(out.Body)
-	if n := strings.Count(body.String(), "\n"); n != workers+1 {
-		t.Fatalf("SUCCEEDED.csv has %d lines, want %d:\n%s", n, workers+1, body.String())
-	}
-
-	// A replay that completes the job again rewrites both files.
-	if _, err := s.Pool.Exec(ctx, `UPDATE bulk_import_row SET state = 'failed', error_code = 'EMPLOYER_NOT_FOUND' WHERE job_id = 'race-0' AND row_no = 1`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Requeue(ctx, "race-0", []int64{1}); err != nil {
-		t.Fatal(err)
-	}
-	before := counter.puts.Load()
-	if err := store.Succeed(ctx, "race-0", 1); err != nil {
-		t.Fatal(err)
-	}
-	fin.RowFinal(ctx, "race-0", false)
-	if got := counter.puts.Load() - before; got != 2 {
-		t.Fatalf("completing the job again put %d files, want 2", got)
-	}
-	job, err := store.Job(ctx, "race-0")
-	if err != nil || job.Completion != 2 || job.ResultsWritten != 2 {
-		t.Fatalf("job %+v, %v", job, err)
-	}
-}
-
-func TestUnwrittenResultsAreClaimedBySweepOnlyWhenStale(t *testing.T) {
-	t.Parallel()
-	s := stacktest.New(t, stacktest.Options{})
-	store := jobs.NewStore(s.Pool)
-	ctx := context.Background()
-	record(t, store, "crashed", "fein,email\n123456789,a@b.co\n")
-	if err := store.Succeed(ctx, "crashed", 1); err != nil {
-		t.Fatal(err)
-	}
-	// The winner of the completion dies before writing.
-	if _, won, err := store.Complete(ctx, "crashed"); err != nil || !won {
-		t.Fatalf("complete: %v %v", won, err)
-	}
-	if _, _, ok, err := store.ClaimUnwrittenResults(ctx, time.Minute); err != nil || ok {
-		t.Fatalf("a fresh claim was taken over: %v %v", ok, err)
-	}
-	if _, err := s.Pool.Exec(ctx, `UPDATE bulk_import_job SET results_claimed_at = now() - interval '10 minutes' WHERE job_id = 'crashed'`); err != nil {
-		t.Fatal(err)
-	}
-	job, completion, ok, err := store.ClaimUnwrittenResults(ctx, time.Minute)
-	if err != nil || !ok || job != "crashed" || completion != 1 {
-		t.Fatalf("claim: %s %d %v %v", job, completion, ok, err)
-	}
-	if _, _, ok, _ := store.ClaimUnwrittenResults(ctx, time.Minute); ok {
-		t.Fatal("claimed twice")
+	if _, err := results.WriteDir(ctx, store, "p1", t.TempDir()); !errors.Is(err, jobs.ErrPruned) {
+		t.Fatalf("report of a pruned job: %v", err)
 	}
 }

@@ -11,32 +11,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
-	"sync"
-	"time"
-
-	"github.com/cenkalti/backoff/v4"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/massgov/bulk-user-import/shared/csvrows"
+	"github.com/massgov/bulk-user-import/shared/enqueue"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/message"
-	"github.com/massgov/bulk-user-import/shared/queue"
-	"github.com/massgov/bulk-user-import/shared/results"
 	"github.com/massgov/bulk-user-import/shared/source"
 )
-
-// Sender sends message batches.
-type Sender interface {
-	SendBatch(ctx context.Context, entries []queue.Entry) ([]queue.EntryError, error)
-}
-
-var _ Sender = (*queue.Queue)(nil)
 
 // Splitter records and enqueues jobs.
 type Splitter struct {
 	Jobs   *jobs.Store
-	Queue  Sender
+	Queue  enqueue.Sender
 	Opener source.Opener
 	Log    *slog.Logger
 	// SendConcurrency is the number of SendMessageBatch calls in flight
@@ -46,10 +32,15 @@ type Splitter struct {
 	PageSize        int
 	// Progress, if set, hears how far reading and sending have come.
 	Progress Progress
-	// Finisher, if set, completes the job when every row is already final
-	// once recorded (all rejected or duplicate, or a re-run of a finished
-	// job), writing its results.
-	Finisher *results.Finisher
+	// Finisher, if set, completes the job at the end of the run when every
+	// row is already final (all rejected or duplicate, or a re-run of a
+	// finished job): no worker may be running to do it.
+	Finisher Finisher
+}
+
+// Finisher completes a job now if it is ready; *lifecycle.Lifecycle is one.
+type Finisher interface {
+	Finish(ctx context.Context, jobID string)
 }
 
 // Progress is told how far a run has come. Calls come from the goroutine
@@ -111,9 +102,11 @@ func (s *Splitter) Run(ctx context.Context, opts Options) (Result, error) {
 		return res, err
 	}
 	defer unlock()
-	if _, res.Created, err = s.Jobs.CreateJob(ctx, opts.Job, opts.ForceRegistration, opts.Limits); err != nil {
+	job, created, err := s.Jobs.CreateJob(ctx, opts.Job, opts.ForceRegistration, opts.Limits)
+	if err != nil {
 		return res, err
 	}
+	res.Created = created
 	log := s.Log.With("job", opts.Job)
 
 	seen := map[string]bool{}
@@ -136,13 +129,13 @@ func (s *Splitter) Run(ctx context.Context, opts Options) (Result, error) {
 	if err := s.Jobs.MarkRecorded(ctx, opts.Job); err != nil {
 		return res, err
 	}
-	res.Sent, err = s.send(ctx, opts)
+	res.Sent, err = s.send(ctx, job)
 	if err != nil {
 		return res, fmt.Errorf("send messages of job %s (re-run with --job %s to send the rest): %w", opts.Job, opts.Job, err)
 	}
 	log.Info("messages sent", "sent", res.Sent)
 	if s.Finisher != nil {
-		s.Finisher.JobMayBeDone(ctx, opts.Job)
+		s.Finisher.Finish(ctx, opts.Job)
 	}
 	return res, nil
 }
@@ -192,119 +185,28 @@ func (s *Splitter) recordSource(ctx context.Context, job, src string, seen map[s
 	return sr, err
 }
 
-// send pages through the job's unsent rows and sends them.
-func (s *Splitter) send(ctx context.Context, opts Options) (int64, error) {
-	pageSize := s.PageSize
-	if pageSize <= 0 {
-		pageSize = 1000
-	}
-	conc := s.SendConcurrency
-	if conc <= 0 {
-		conc = 8
-	}
-	st, err := s.Jobs.Status(ctx, opts.Job)
+// send sends the job's unsent rows, then notes the job sent when none is
+// left.
+func (s *Splitter) send(ctx context.Context, job jobs.Job) (int64, error) {
+	st, err := s.Jobs.Status(ctx, job.ID)
 	if err != nil {
 		return 0, err
 	}
-	var sent, after int64
-	for {
-		page, err := s.Jobs.UnsentRows(ctx, opts.Job, after, pageSize)
-		if err != nil {
-			return sent, err
-		}
-		if len(page) == 0 {
-			break
-		}
-		after = page[len(page)-1].Row
-		entries := make([]queue.Entry, 0, len(page))
-		for _, r := range page {
-			body, err := message.Encode(message.Row{Job: opts.Job, Row: r.Row, Email: r.Email, FEIN: r.FEIN, ForceRegistration: opts.ForceRegistration})
-			if err != nil {
-				return sent, fmt.Errorf("row %d: %w", r.Row, err)
-			}
-			entries = append(entries, queue.Entry{ID: strconv.FormatInt(r.Row, 10), Body: body})
-		}
-		ok, err := s.sendPage(ctx, entries, conc)
-		// Record what went out even when part of the page failed.
-		if merr := s.Jobs.MarkSent(context.WithoutCancel(ctx), opts.Job, ok); merr != nil {
-			return sent, merr
-		}
-		sent += int64(len(ok))
-		if s.Progress != nil {
-			s.Progress.Sending(sent, st.Unsent)
-		}
-		if err != nil {
-			return sent, err
-		}
+	e := &enqueue.Enqueuer{Jobs: s.Jobs, Queue: s.Queue, Concurrency: s.SendConcurrency, PageSize: s.PageSize}
+	if s.Progress != nil {
+		e.Progress = func(sent int64) { s.Progress.Sending(sent, st.Unsent) }
 	}
-	st, err = s.Jobs.Status(ctx, opts.Job)
+	sent, err := e.SendUnsent(ctx, job)
 	if err != nil {
 		return sent, err
 	}
+	if st, err = s.Jobs.Status(ctx, job.ID); err != nil {
+		return sent, err
+	}
 	if st.Unsent == 0 {
-		return sent, s.Jobs.MarkJobSent(ctx, opts.Job)
+		return sent, s.Jobs.MarkJobSent(ctx, job.ID)
 	}
 	return sent, nil
-}
-
-// sendPage sends entries in batches, conc calls in flight, and returns the
-// rows whose messages SQS accepted. Entries refused for a passing reason
-// are retried with backoff.
-func (s *Splitter) sendPage(ctx context.Context, entries []queue.Entry, conc int) ([]int64, error) {
-	batches, err := queue.Batches(entries)
-	if err != nil {
-		return nil, err
-	}
-	var mu sync.Mutex
-	var ok []int64
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(conc)
-	for _, b := range batches {
-		g.Go(func() error {
-			sent, err := s.sendBatch(gctx, b)
-			mu.Lock()
-			ok = append(ok, sent...)
-			mu.Unlock()
-			return err
-		})
-	}
-	return ok, g.Wait()
-}
-
-func (s *Splitter) sendBatch(ctx context.Context, batch []queue.Entry) ([]int64, error) {
-	var ok []int64
-	pending := batch
-	bo := backoff.WithContext(backoff.WithMaxRetries(backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
-		backoff.WithMaxElapsedTime(0)), 6), ctx)
-	err := backoff.Retry(func() error {
-		failed, err := s.Queue.SendBatch(ctx, pending)
-		if err != nil {
-			return err // the SDK already retried the call; try the batch again
-		}
-		refused := map[string]queue.EntryError{}
-		for _, f := range failed {
-			if f.SenderFault {
-				return backoff.Permanent(fmt.Errorf("SQS refused message %s: %w", f.ID, f))
-			}
-			refused[f.ID] = f
-		}
-		var retry []queue.Entry
-		for _, e := range pending {
-			if _, bad := refused[e.ID]; bad {
-				retry = append(retry, e)
-				continue
-			}
-			row, _ := strconv.ParseInt(e.ID, 10, 64)
-			ok = append(ok, row)
-		}
-		pending = retry
-		if len(pending) > 0 {
-			return fmt.Errorf("%d messages refused for now: %v", len(pending), failed[0])
-		}
-		return nil
-	}, bo)
-	return ok, err
 }
 
 // countingReader reports the bytes read so far.

@@ -7,8 +7,10 @@ import (
 	"github.com/massgov/bulk-user-import/shared/jobs"
 )
 
-// Wait polls the job's status every interval until every row is final,
-// calling tick with each status read, and returns the final status.
+// Wait polls the job's status every interval until the job is done (every
+// row final and its completion recorded) and its result files are handled
+// (written, not to be written, or a failed write recorded), calling tick
+// with each status read, and returns the last status.
 func Wait(ctx context.Context, store *jobs.Store, job string, interval time.Duration, tick func(jobs.Status)) (jobs.Status, error) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -20,7 +22,7 @@ func Wait(ctx context.Context, store *jobs.Store, job string, interval time.Dura
 		if tick != nil {
 			tick(st)
 		}
-		if st.Done() {
+		if st.Done && st.Results != jobs.ResultsPending {
 			return st, nil
 		}
 		select {

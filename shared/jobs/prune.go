@@ -1,0 +1,123 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// PruneCandidates returns up to limit jobs whose completion was recorded
+// more than age ago and whose row data is still there, oldest first.
+func (s *Store) PruneCandidates(ctx context.Context, age time.Duration, limit int) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT job_id FROM bulk_import_job j
+		WHERE finished_at < now() - $1 * interval '1 second'
+		  AND (pruned_at IS NULL OR EXISTS (SELECT 1 FROM bulk_import_row r WHERE r.job_id = j.job_id))
+		ORDER BY finished_at LIMIT $2`, age.Seconds(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("find jobs past retention: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("find jobs past retention: %w", err)
+	}
+	return ids, nil
+}
+
+// PruneOptions pace the deletion of a job's rows.
+type PruneOptions struct {
+	Batch int           // rows deleted per transaction (default 1000)
+	Pause time.Duration // between batches, so a big job never means a long lock
+	// Continue, if set, is asked before each batch; false stops the
+	// deletion (it goes on at the next call).
+	Continue func() bool
+}
+
+// Prune deletes the per-row data of a finished job: its rows (their raw
+// fields, emails, FEINs and errors) and the FINEOS web id plans of emails
+// no other row names any more. First, in one transaction, it keeps the
+// job's counts by state and failures by code (Status and Details read
+// them from then on) and marks the job pruned, so that it is never
+// reopened, replayed or re-run; then it deletes in batches. It returns the
+// rows deleted; an interrupted call is finished by the next one.
+func (s *Store) Prune(ctx context.Context, jobID string, o PruneOptions) (int64, error) {
+	if o.Batch <= 0 {
+		o.Batch = 1000
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var finished, pruned bool
+		if err := tx.QueryRow(ctx, `SELECT finished_at IS NOT NULL, pruned_at IS NOT NULL FROM bulk_import_job WHERE job_id = $1 FOR UPDATE`,
+			jobID).Scan(&finished, &pruned); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("job %s: %w", jobID, ErrJobNotFound)
+			}
+			return err
+		}
+		if !finished {
+			return fmt.Errorf("job %s is not finished", jobID)
+		}
+		if pruned {
+			return nil
+		}
+		var sum summary
+		var err error
+		if sum.Counts, err = s.counts(ctx, tx, jobID); err != nil {
+			return err
+		}
+		if sum.FailuresByCode, err = s.failuresByCode(ctx, tx, jobID); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE bulk_import_job SET pruned_at = now(), summary = $2, updated_at = now() WHERE job_id = $1`, jobID, sum)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune job %s: %w", jobID, err)
+	}
+	var deleted int64
+	for {
+		if o.Continue != nil && !o.Continue() {
+			return deleted, nil
+		}
+		var n int64
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, `DELETE FROM bulk_import_row WHERE job_id = $1 AND row_no IN
+				(SELECT row_no FROM bulk_import_row WHERE job_id = $1 ORDER BY row_no LIMIT $2) RETURNING email`, jobID, o.Batch)
+			if err != nil {
+				return err
+			}
+			emails, err := pgx.CollectRows(rows, pgx.RowTo[*string])
+			if err != nil {
+				return err
+			}
+			n = int64(len(emails))
+			seen := map[string]bool{}
+			var unique []string
+			for _, e := range emails {
+				if e != nil && !seen[*e] {
+					seen[*e] = true
+					unique = append(unique, *e)
+				}
+			}
+			if len(unique) == 0 {
+				return nil
+			}
+			_, err = tx.Exec(ctx, `DELETE FROM bulk_import_fineos_plan p WHERE p.email = ANY($1)
+				AND NOT EXISTS (SELECT 1 FROM bulk_import_row r WHERE r.email = p.email)`, unique)
+			return err
+		})
+		if err != nil {
+			return deleted, fmt.Errorf("prune job %s: delete rows: %w", jobID, err)
+		}
+		deleted += n
+		if n < int64(o.Batch) {
+			return deleted, nil
+		}
+		select {
+		case <-ctx.Done():
+			return deleted, ctx.Err()
+		case <-time.After(o.Pause):
+		}
+	}
+}
