@@ -42,7 +42,8 @@ func runBin(t *testing.T, envv []string, name string, args ...string) proctest.R
 // startWorker starts a worker with quick timings, stopped at the end of the test.
 func startWorker(t *testing.T, envv []string, args ...string) *proctest.Proc {
 	t.Helper()
-	args = append([]string{"--wait-time", "1s", "--retry-base", "1s", "--retry-max", "2s", "--concurrency", "4"}, args...)
+	args = append([]string{"--wait-time", "1s", "--retry-base", "1s", "--retry-max", "2s", "--concurrency", "4",
+		"--maintain-interval", "250ms", "--leader-lease", "3s"}, args...)
 	p, err := proctest.Start(filepath.Join(binDir, "worker"), envv, args...)
 	if err != nil {
 		t.Fatal(err)

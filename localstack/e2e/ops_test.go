@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/massgov/bulk-user-import/localstack/fineosstub"
 	"github.com/massgov/bulk-user-import/localstack/proctest"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
@@ -42,11 +45,15 @@ func status(t *testing.T, envv []string, job string) map[string]any {
 	return st
 }
 
-// waitDone polls until the job has no queued row.
+// waitDone polls until the job is done (its completion recorded) and its
+// result files written.
 func waitDone(t *testing.T, envv []string, job string) map[string]any {
 	t.Helper()
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if st := status(t, envv, job); st["queued"] == 0.0 {
+		if st := status(t, envv, job); st["done"] == true && st["results"] == "written" {
+			if st["queued"] != 0.0 {
+				t.Fatalf("job %s done with queued rows: %v", job, st)
+			}
 			return st
 		}
 	}
@@ -211,22 +218,33 @@ func TestCancelAndFailureLimits(t *testing.T) {
 	envv := env(s)
 	startWorker(t, envv, "--concurrency", "2")
 
-	// A wrong file: every row fails, and the job cancels itself.
+	// A wrong file: every row fails (FINEOS refuses each, slowly enough
+	// that the maintainer's ticks see the failures pile up), and the job
+	// cancels itself within a tick of passing its limit.
+	s.Fineos.SetLatency(100 * time.Millisecond)
+	s.Fineos.SetFaultRate(1, fineosstub.Fault{Status: http.StatusUnprocessableEntity})
 	var rows []string
 	for i := range 40 {
-		rows = append(rows, fmt.Sprintf("444444444,w%d@example.com,W", i))
+		rows = append(rows, fmt.Sprintf("123456789,w%d@example.com,W", i))
 	}
-	r := runBin(t, envv, "splitter", "--wait", "--poll-interval", "200ms", "--job", "limit-1", "--max-failures", "5", writeRows(t, "wrong.csv", rows...))
-	if r.Code != 3 || !regexp.MustCompile(`the job was cancelled: [67] rows failed, more than the 5 allowed`).MatchString(r.Stdout) {
+	r := runBin(t, envv, "splitter", "--wait", "--poll-interval", "200ms", "--job", "limit-1", "--force-registration", "--max-failures", "5", writeRows(t, "wrong.csv", rows...))
+	m := regexp.MustCompile(`the job was cancelled: (\d+) rows failed, more than the 5 allowed`).FindStringSubmatch(r.Stdout)
+	if r.Code != 3 || m == nil {
 		t.Fatalf("limited job: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
+	// 2 rows in flight at 10 rows/s each, ticks every 250 ms: a few rows
+	// past the limit at most.
+	if n, _ := strconv.Atoi(m[1]); n > 15 {
+		t.Fatalf("the job was cancelled only after %d failures", n)
+	}
 	st := status(t, envv, "limit-1")
-	if st["total"] != 40.0 || st["cancelled"].(float64) < 20 || st["failed"].(float64)+st["cancelled"].(float64) != 40 {
+	if st["total"] != 40.0 || st["cancelled"].(float64) < 20 || st["failed"].(float64)+st["cancelled"].(float64)+st["succeeded"].(float64) != 40 {
 		t.Fatalf("limited job: %v", st)
 	}
-	if r := runBin(t, envv, "splitter", "--job", "limit-1", writeRows(t, "again.csv", "123456789,x@example.com,X")); r.Code != 1 || !strings.Contains(r.Stderr, "cancelled") {
+	if r := runBin(t, envv, "splitter", "--job", "limit-1", "--force-registration", writeRows(t, "again.csv", "123456789,x@example.com,X")); r.Code != 1 || !strings.Contains(r.Stderr, "cancelled") {
 		t.Fatalf("re-running a cancelled job: exit %d %s", r.Code, r.Stderr)
 	}
+	s.Fineos.SetFaultRate(0, fineosstub.Fault{})
 
 	// An operator cancels a job while FINEOS is slow.
 	s.Fineos.SetLatency(2 * time.Second)
@@ -242,14 +260,22 @@ func TestCancelAndFailureLimits(t *testing.T) {
 	if r.Code != 0 || !strings.Contains(r.Stdout, "job cancel-1 cancelled") {
 		t.Fatalf("cancel: %d %s %s", r.Code, r.Stdout, r.Stderr)
 	}
+	waitDone(t, envv, "cancel-1")
+	// Rows that were in flight finish (and succeed) after the cancel: each
+	// reopens the job, whose completion and files follow them.
+	time.Sleep(3 * time.Second)
 	st = waitDone(t, envv, "cancel-1")
 	succeeded, cancelled := st["succeeded"].(float64), st["cancelled"].(float64)
 	if succeeded+cancelled != 20 || cancelled < 15 {
 		t.Fatalf("after cancel: %v", st)
 	}
-	time.Sleep(3 * time.Second) // rows that were in flight have finished
 	if n := len(s.Fineos.Users()); float64(n) != succeeded {
 		t.Fatalf("%d FINEOS users for %v succeeded rows: a cancelled row was registered", n, succeeded)
+	}
+	for name, want := range map[string]int{results.FileSucceeded: int(succeeded), results.FileFailed: int(cancelled)} {
+		if rows := s3CSV(t, s, results.Key("cancel-1", name)); len(rows)-1 != want {
+			t.Fatalf("%s in S3 lists %d rows, want %d: %v", name, len(rows)-1, want, rows)
+		}
 	}
 	dir := t.TempDir()
 	if r := runBin(t, envv, "splitter", "report", "cancel-1", "--out", dir); r.Code != 0 {

@@ -43,11 +43,19 @@ func (s *Store) QueueStartAttempt(b *pgx.Batch, jobID string, row int64, receive
 // failed or was cancelled meanwhile (a duplicate delivery gave up; the job
 // was cancelled while the row was being registered) is corrected: it is
 // registered, and success is the truth once reached. Whether the job is
-// now complete is the maintainer's business, not the row's.
+// now complete is the maintainer's business, not the row's; but a
+// correction may come after the job's completion was recorded, so the
+// job is reopened (and completed again, its files rewritten) when it is
+// cancelled or finished. For a running job, the usual case, that second
+// statement matches nothing and locks nothing; for a cancelled one it
+// waits for a completion in progress, so the completion either saw this
+// row succeeded or is undone.
 func (s *Store) QueueSucceed(b *pgx.Batch, jobID string, row int64) {
 	b.Queue(`UPDATE bulk_import_row
 		SET state = 'succeeded', error_code = NULL, error_message = NULL, finished_at = now(), updated_at = now()
 		WHERE job_id = $1 AND row_no = $2 AND state IN ('queued', 'failed', 'cancelled')`, jobID, row)
+	b.Queue(`UPDATE bulk_import_job SET finished_at = NULL, updated_at = now()
+		WHERE job_id = $1 AND (finished_at IS NOT NULL OR cancelled_at IS NOT NULL)`, jobID)
 }
 
 // Fail marks a queued row failed for good with an error code and message.

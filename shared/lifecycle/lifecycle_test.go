@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/jackc/pgx/v5"
 
@@ -385,6 +387,57 @@ func TestExceeded(t *testing.T) {
 	} {
 		if got := lifecycle.Exceeded(tt.limits, tt.failed, tt.finished); got != tt.want {
 			t.Errorf("Exceeded(%+v, %d, %d) = %q, want %q", tt.limits, tt.failed, tt.finished, got, tt.want)
+		}
+	}
+}
+
+func TestRowsFinishingAfterACancelReopenTheJobSoItsFilesTellTheTruth(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	api := awsconf.S3(f.stack.AWS)
+	for round := range 15 {
+		job := fmt.Sprintf("cancel-%d", round)
+		f.record(t, job, 10, jobs.Limits{})
+		// The operator cancels (and completes, and writes the files) while
+		// three rows that workers were registering finish.
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			<-start
+			if _, err := f.lc.Cancel(ctx, job, "wrong file"); err != nil {
+				t.Error(err)
+			}
+			f.lc.Finish(ctx, job)
+		})
+		for r := int64(1); r <= 3; r++ {
+			wg.Go(func() { <-start; f.succeed(t, job, r) })
+		}
+		close(start)
+		wg.Wait()
+		// The maintainer's next tick.
+		if _, err := f.lc.CompleteReady(ctx, 100); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if _, out, err := f.lc.WriteResults(ctx, ""); err != nil {
+				t.Fatal(err)
+			} else if out == lifecycle.Nothing {
+				break
+			}
+		}
+		st := f.status(t, job)
+		if !st.Done || st.Succeeded != 3 || st.Cancelled != 7 || st.Results != jobs.ResultsWritten {
+			t.Fatalf("round %d: %+v", round, st)
+		}
+		out, err := api.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.stack.Resources.ResultsBucket, Key: aws.String(results.Key(job, results.FileSucceeded))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(out.Body)
+		out.Body.Close()
+		if n := strings.Count(string(body), "\n") - 1; n != 3 {
+			t.Fatalf("round %d: SUCCEEDED.csv lists %d rows, the job has 3 succeeded:\n%s", round, n, body)
 		}
 	}
 }
