@@ -53,14 +53,15 @@ var (
 // of the packages it runs (checked against the code below), on the
 // resources it calls them on.
 var roles = map[string][]grant{
-	// worker (the service): shared/consume, shared/queue, shared/cognito, shared/results, shared/ecsprotect
+	// worker (the service): shared/consume, shared/queue, shared/cognito, shared/maintain (lifecycle, results, enqueue), shared/ecsprotect
 	"worker": {
 		{"sqs:ReceiveMessage", importQueue},          // queue.Receive
 		{"sqs:DeleteMessage", importQueue},           // queue.DeleteBatch
 		{"sqs:ChangeMessageVisibility", importQueue}, // queue.ChangeVisibility(Batch): retries, heartbeat, release
-		{"sqs:GetQueueAttributes", importQueue},      // queue.Redrive at start
+		{"sqs:GetQueueAttributes", importQueue},      // queue.Redrive at start; queue.Depth, the maintainer's rescuer
 		{"sqs:SendMessage", importQueue},             // queue.Send: release near the last attempt
 		{"sqs:SendMessage", dlq},                     // queue.Send: dead letters
+		{"sqs:GetQueueAttributes", dlq},              // queue.Retention at start, for the rescuer
 		{"cognito-idp:AdminGetUser", pool},
 		{"cognito-idp:AdminCreateUser", pool},
 		{"cognito-idp:AdminSetUserPassword", pool},
@@ -71,7 +72,7 @@ var roles = map[string][]grant{
 	"splitter": {
 		{"s3:GetObject", sources},        // source.Opener
 		{"sqs:SendMessage", importQueue}, // queue.SendBatch
-		{"s3:PutObject", results},        // results.Publisher (jobs complete once recorded, cancel)
+		{"s3:PutObject", results},        // results.Publisher (jobs complete once recorded, cancel); splitter resend sends with SendMessage
 	},
 	// worker dlq ...: shared/dlq, shared/results
 	"dlq_tools": {

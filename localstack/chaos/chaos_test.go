@@ -216,7 +216,8 @@ func TestChaos(t *testing.T) {
 	workerArgs := []string{"--concurrency", "8", "--wait-time", "1s", "--visibility-timeout", "6s", "--heartbeat-interval", "2s",
 		"--message-timeout", "60s", "--shutdown-timeout", "2s", "--retry-base", "1s", "--retry-max", "3s", "--call-retry-time", "15s",
 		"--summary-interval", "5s", "--cognito-get-rate", "0", "--cognito-create-rate", "0", "--cognito-password-rate", "0",
-		"--fineos-rate", "15"} // about 60 rows/s in all: the import lasts long enough for the chaos
+		"--fineos-rate", "15", // about 60 rows/s in all: the import lasts long enough for the chaos
+		"--maintain-interval", "500ms", "--leader-lease", "3s"} // the leader is killed too
 	var workers, retired []*proctest.Proc
 	start := func() {
 		p, err := proctest.Start(filepath.Join(binDir, "worker"), env, workerArgs...)
@@ -267,7 +268,7 @@ func TestChaos(t *testing.T) {
 		if s, err := store.Status(ctx, "chaos"); err == nil {
 			st = s
 		}
-		if st.Total > 0 && st.Done {
+		if st.Total > 0 && st.Done && st.Results != jobs.ResultsPending {
 			break
 		}
 		switch x := rng.Float64(); {
@@ -309,6 +310,9 @@ func TestChaos(t *testing.T) {
 		if got != want {
 			t.Errorf("%s: %d, want %d", what, got, want)
 		}
+	}
+	if st.Results != jobs.ResultsWritten {
+		t.Errorf("the job's result files: %s (%s)", st.Results, st.ResultsError)
 	}
 	check("rows", int(st.Total), data.rows)
 	check("succeeded", int(st.Succeeded), len(data.succeed))

@@ -136,3 +136,33 @@ func TestMissingQueueIsRecognised(t *testing.T) {
 		t.Fatalf("GetQueueUrl err = %v", err)
 	}
 }
+
+func TestDepthAndRetention(t *testing.T) {
+	t.Parallel()
+	s := stacktest.New(t, stacktest.Options{})
+	ctx := context.Background()
+	q := queue.New(awsconf.SQS(s.AWS), s.Resources.QueueURL)
+	for i := range 3 {
+		if err := q.Send(ctx, queue.Entry{Body: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := q.Depth(ctx)
+	if err != nil || d.Visible != 3 || d.Waiting() != 3 || d.InFlight != 0 {
+		t.Fatalf("depth %+v, %v", d, err)
+	}
+	if msgs, err := q.Receive(ctx, 2, 0, time.Minute); err != nil || len(msgs) != 2 {
+		t.Fatalf("receive: %d, %v", len(msgs), err)
+	}
+	if d, err = q.Depth(ctx); err != nil || d.Visible != 1 || d.InFlight != 2 {
+		t.Fatalf("depth after receiving two %+v, %v", d, err)
+	}
+	// The bootstrap keeps dead letters for SQS's longest, 14 days.
+	dlq := queue.New(awsconf.SQS(s.AWS), s.Resources.DLQURL)
+	if r, err := dlq.Retention(ctx); err != nil || r != 14*24*time.Hour {
+		t.Fatalf("DLQ retention %s, %v", r, err)
+	}
+	if _, err := queue.New(awsconf.SQS(s.AWS), s.Resources.QueueURL+"-missing").Depth(ctx); !queue.IsQueueMissing(err) {
+		t.Fatalf("missing queue: %v", err)
+	}
+}

@@ -66,8 +66,10 @@ data "aws_iam_policy_document" "worker" {
     resources = [aws_sqs_queue.import.arn]
   }
   statement {
-    sid       = "DeadLetter"
-    actions   = ["sqs:SendMessage"]
+    sid = "DeadLetter"
+    # GetQueueAttributes: the DLQ's retention, after which the maintainer
+    # re-sends rows whose message SQS moved there.
+    actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
     resources = [aws_sqs_queue.dlq.arn]
   }
   statement {

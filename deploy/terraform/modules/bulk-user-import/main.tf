@@ -53,6 +53,7 @@ locals {
     "--cognito-create-rate", tostring(var.cognito_rates.create),
     "--cognito-password-rate", tostring(var.cognito_rates.password),
     "--fineos-rate", tostring(var.fineos_rate),
+    "--retention", "${var.row_data_retention_days}d",
     "--summary-interval", "60s",
     "--emf",
   ]

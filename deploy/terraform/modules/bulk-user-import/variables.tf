@@ -63,6 +63,16 @@ variable "results_retention_days" {
   default     = 90
 }
 
+variable "row_data_retention_days" {
+  description = "The workers' maintainer deletes the per-row data (fields, emails, FEINs) the tool keeps in the PFML database for jobs finished longer ago than this many days, keeping each job's counts (worker --retention; 0: kept for ever)."
+  type        = number
+  default     = 30
+  validation {
+    condition     = var.row_data_retention_days >= 0 && floor(var.row_data_retention_days) == var.row_data_retention_days
+    error_message = "row_data_retention_days must be a whole number of days, 0 or more."
+  }
+}
+
 variable "source_retention_days" {
   description = "Source CSV files are deleted after this many days (0: kept)."
   type        = number
