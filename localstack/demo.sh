@@ -44,7 +44,7 @@ fi
 echo "== starting two workers (logs in the work directory)"
 export LOG_FORMAT=text
 for i in 1 2; do
-  bin/worker --concurrency 8 --wait-time 2s --retry-base 1s --retry-max 5s >"$work/worker$i.log" 2>&1 &
+  bin/worker --concurrency 8 --wait-time 2s --retry-base 1s --retry-max 5s --maintain-interval 1s >"$work/worker$i.log" 2>&1 &
   pids+=($!)
 done
 
@@ -72,7 +72,7 @@ status=$?
 set -e
 
 echo
-echo "== the result files (also written to s3://$RESULTS_BUCKET/$job/ by the worker that finished the job)"
+echo "== the result files (also written to s3://$RESULTS_BUCKET/$job/ by the workers' maintainer)"
 bin/splitter report "$job" --out "$work/report"
 echo "--- FAILED.csv"
 cat "$work/report/FAILED.csv"
