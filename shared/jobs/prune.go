@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -47,22 +46,16 @@ func (s *Store) Prune(ctx context.Context, jobID string, o PruneOptions) (int64,
 		o.Batch = 1000
 	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var finished, pruned bool
-		if err := tx.QueryRow(ctx, `SELECT finished_at IS NOT NULL, pruned_at IS NOT NULL FROM bulk_import_job WHERE job_id = $1 FOR UPDATE`,
-			jobID).Scan(&finished, &pruned); err != nil {
-			if errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("job %s: %w", jobID, ErrJobNotFound)
-			}
+		j, err := lockJob(ctx, tx, jobID)
+		switch {
+		case err != nil:
 			return err
-		}
-		if !finished {
+		case !j.finished:
 			return fmt.Errorf("job %s is not finished", jobID)
-		}
-		if pruned {
+		case j.pruned:
 			return nil
 		}
 		var sum summary
-		var err error
 		if sum.Counts, err = s.counts(ctx, tx, jobID); err != nil {
 			return err
 		}

@@ -101,18 +101,14 @@ func (s *Store) Pruned(ctx context.Context, jobID string) (bool, error) {
 func (s *Store) Requeue(ctx context.Context, jobID string, rows []int64) (int64, error) {
 	var n int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var cancelled, pruned bool
-		if err := tx.QueryRow(ctx, `SELECT cancelled_at IS NOT NULL, pruned_at IS NOT NULL FROM bulk_import_job WHERE job_id = $1 FOR UPDATE`,
-			jobID).Scan(&cancelled, &pruned); err != nil {
-			if errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("job %s: %w", jobID, ErrJobNotFound)
-			}
+		j, err := lockJob(ctx, tx, jobID)
+		if err != nil {
 			return err
 		}
 		switch {
-		case cancelled:
+		case j.cancelled:
 			return fmt.Errorf("job %s: %w", jobID, ErrCancelled)
-		case pruned:
+		case j.pruned:
 			return fmt.Errorf("job %s: %w", jobID, ErrPruned)
 		}
 		tag, err := tx.Exec(ctx, `UPDATE bulk_import_row SET state = 'queued', replays = replays + 1, finished_at = NULL, updated_at = now()
@@ -130,6 +126,21 @@ func (s *Store) Requeue(ctx context.Context, jobID string, rows []int64) (int64,
 		return 0, fmt.Errorf("requeue rows of job %s: %w", jobID, err)
 	}
 	return n, nil
+}
+
+// lockedJob is what lockJob reads of a job.
+type lockedJob struct{ finished, cancelled, pruned bool }
+
+// lockJob locks the job's row for the rest of tx (as a completion does)
+// and reads its state; ErrJobNotFound when there is none.
+func lockJob(ctx context.Context, tx pgx.Tx, jobID string) (lockedJob, error) {
+	var j lockedJob
+	err := tx.QueryRow(ctx, `SELECT finished_at IS NOT NULL, cancelled_at IS NOT NULL, pruned_at IS NOT NULL
+		FROM bulk_import_job WHERE job_id = $1 FOR UPDATE`, jobID).Scan(&j.finished, &j.cancelled, &j.pruned)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return j, fmt.Errorf("job %s: %w", jobID, ErrJobNotFound)
+	}
+	return j, err
 }
 
 // Purge marks rows failed for good: their dead-letter messages are being
