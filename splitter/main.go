@@ -269,7 +269,11 @@ func wait(ctx context.Context, store *jobs.Store, job string, every time.Duratio
 		case !noted && time.Since(finalSince) > completionHint:
 			noted = true
 			bar.Done()
-			fmt.Fprintf(stderr, "every row is final; waiting for a worker's maintainer to record the job's completion and write its result files (is a worker running?)\n")
+			if !st.Recorded {
+				fmt.Fprintf(stderr, "not every source of the job is recorded (a splitter run stopped): run the splitter again with --job %s and the same sources\n", job)
+			} else {
+				fmt.Fprintf(stderr, "every row is final; waiting for a worker's maintainer to record the job's completion and write its result files (is a worker running?)\n")
+			}
 		}
 	})
 }

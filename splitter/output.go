@@ -86,6 +86,8 @@ func printStatus(w io.Writer, st jobs.Status, d jobs.Details, now time.Time) {
 	case st.Done:
 		fmt.Fprintf(w, "done %s: every row is final and the job's completion is recorded\n", stamp(*st.FinishedAt))
 		fmt.Fprintf(w, "result files: %s\n", resultsLine(st))
+	case !st.Recorded:
+		fmt.Fprintf(w, "not every source of the job is recorded (a splitter run stopped): run the splitter again with --job %s and the same sources\n", st.Job)
 	case st.Total > 0 && st.Queued == 0:
 		fmt.Fprintln(w, "every row is final; the job's completion is not recorded yet (a worker's maintainer records it within seconds: is a worker running?)")
 	}

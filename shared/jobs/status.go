@@ -36,6 +36,9 @@ type Status struct {
 	Job               string    `json:"job"`
 	ForceRegistration bool      `json:"force_registration"`
 	CreatedAt         time.Time `json:"created_at"`
+	// Recorded: every source given to the job's last splitter run is
+	// recorded (a run that stopped half-way leaves it false until re-run).
+	Recorded bool `json:"recorded"`
 	Counts
 	// Done: every row is final and the job's completion is recorded
 	// (FinishedAt); its result files follow (Results).
@@ -63,7 +66,7 @@ func (s *Store) Status(ctx context.Context, jobID string) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	st := Status{Job: job.ID, ForceRegistration: job.ForceRegistration, CreatedAt: job.CreatedAt,
+	st := Status{Job: job.ID, ForceRegistration: job.ForceRegistration, CreatedAt: job.CreatedAt, Recorded: job.RecordedAt != nil,
 		FinishedAt: job.FinishedAt, Completion: job.Completion, CancelledAt: job.CancelledAt, CancelReason: job.CancelReason,
 		PrunedAt: job.PrunedAt}
 	if job.PrunedAt != nil {
