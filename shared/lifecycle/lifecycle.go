@@ -228,7 +228,7 @@ const (
 	Written                   // written
 	NotWritten                // handled without writing: there is nowhere to write them
 	Failed                    // the write failed; it is retried after a backoff
-	Released                  // interrupted (the process is stopping); the claim was released
+	Released                  // not written now (the process is stopping, or a replay reopened the job); the claim was released
 )
 
 // WriteResults claims the result files of one job that are due (jobID's,
@@ -274,10 +274,14 @@ func (l *Lifecycle) WriteResults(ctx context.Context, jobID string) (string, Out
 			results_location = NULL, results_error = $3, results_failures = 0, results_retry_at = NULL, results_claimed_at = NULL
 			WHERE job_id = $1`, job, completion, werr.Error())
 		log.Warn("result files not written: " + werr.Error() + "; `splitter report " + job + " --out DIR` writes them locally")
-	case ctx.Err() != nil:
+	case ctx.Err() != nil || errors.Is(werr, results.ErrQueuedAgain):
 		out = Released
 		_, err = l.pool.Exec(bctx, `UPDATE bulk_import_job SET results_claimed_at = NULL WHERE job_id = $1`, job)
-		log.Info("stopping: result files not written; another worker's maintainer writes them", "err", werr)
+		if ctx.Err() != nil {
+			log.Info("stopping: result files not written; another worker's maintainer writes them", "err", werr)
+		} else {
+			log.Info("result files not written: a replay reopened the job; its next completion writes them")
+		}
 	default:
 		out = Failed
 		delay := min(l.RetryBase<<min(failures, 20), l.RetryMax)

@@ -34,7 +34,7 @@ func (c *completer) run(ctx context.Context) error {
 		case lifecycle.Failed:
 			m.Metrics.ResultsFailed.Add(1)
 		}
-		if err != nil || out == lifecycle.Nothing || out == lifecycle.Released {
+		if err != nil || out == lifecycle.Nothing || ctx.Err() != nil {
 			return errors.Join(lerr, cerr, err)
 		}
 	}

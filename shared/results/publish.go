@@ -69,8 +69,14 @@ type Publisher struct {
 	Bucket string
 }
 
-// ErrNoBucket says there is nowhere to write the result files.
-var ErrNoBucket = errors.New("no results bucket configured (RESULTS_BUCKET)")
+// Errors of Write.
+var (
+	// ErrNoBucket says there is nowhere to write the result files.
+	ErrNoBucket = errors.New("no results bucket configured (RESULTS_BUCKET)")
+	// ErrQueuedAgain says rows of the job are queued again (a replay
+	// reopened it): its next completion writes the files.
+	ErrQueuedAgain = errors.New("rows of the job are queued again")
+)
 
 // Key returns the S3 key of a job's result file.
 func Key(jobID, file string) string { return jobID + "/" + file }
@@ -93,7 +99,7 @@ func (p *Publisher) Write(ctx context.Context, jobID string) (string, error) {
 		return "", err
 	}
 	if c.Pending > 0 {
-		return "", fmt.Errorf("results: %d rows of job %s are queued again", c.Pending, jobID)
+		return "", fmt.Errorf("results: job %s: %w (%d rows)", jobID, ErrQueuedAgain, c.Pending)
 	}
 	for _, name := range []string{FileSucceeded, FileFailed} {
 		f, err := os.Open(filepath.Join(dir, name))
