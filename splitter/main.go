@@ -36,6 +36,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/enqueue"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/lifecycle"
+	"github.com/massgov/bulk-user-import/shared/maintain"
 	"github.com/massgov/bulk-user-import/shared/progress"
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/results"
@@ -372,16 +373,22 @@ func runStatus(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitError
 	}
+	var leader maintainerLeader
+	if leader.ID, leader.Live, _, err = maintain.Leader(ctx, c.pool, maintain.LeaseName); err != nil {
+		fmt.Fprintln(stderr, "splitter:", err)
+		return cli.ExitError
+	}
 	if *asJSON {
 		if err := json.NewEncoder(stdout).Encode(struct {
 			jobs.Status
 			jobs.Details
-		}{st, d}); err != nil {
+			Maintainer maintainerLeader `json:"maintainer"`
+		}{st, d, leader}); err != nil {
 			return cli.ExitError
 		}
 		return cli.ExitOK
 	}
-	printStatus(stdout, st, d, time.Now())
+	printStatus(stdout, st, d, leader, time.Now())
 	return cli.ExitOK
 }
 

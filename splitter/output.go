@@ -73,7 +73,13 @@ func printSummary(w io.Writer, st jobs.Status, probs []jobs.Problem) {
 	}
 }
 
-func printStatus(w io.Writer, st jobs.Status, d jobs.Details, now time.Time) {
+// maintainerLeader is the worker whose maintainer completes jobs.
+type maintainerLeader struct {
+	ID   string `json:"leader,omitempty"` // host/pid/random of the worker holding the lease
+	Live bool   `json:"live"`             // its lease has not expired
+}
+
+func printStatus(w io.Writer, st jobs.Status, d jobs.Details, leader maintainerLeader, now time.Time) {
 	force := "no"
 	if st.ForceRegistration {
 		force = "yes"
@@ -115,6 +121,11 @@ func printStatus(w io.Writer, st jobs.Status, d jobs.Details, now time.Time) {
 		fmt.Fprintf(w, "oldest queued row waiting for %s\n", now.Sub(*d.OldestQueued).Round(time.Second))
 	}
 	fmt.Fprintf(w, "rate over the last %s: %.1f rows/s\n", jobs.RecentWindow, d.RecentPerSecond)
+	if leader.Live {
+		fmt.Fprintf(w, "maintainer: the leader is the worker %s\n", leader.ID)
+	} else {
+		fmt.Fprintln(w, "maintainer: no worker holds the leader's lease (no worker is running, or a new leader is being elected)")
+	}
 }
 
 func printJobs(w io.Writer, list []jobs.Status) {

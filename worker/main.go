@@ -314,7 +314,7 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	log.Info("worker started", "concurrency", loop.Concurrency, "db_max_conns", conns, "max_receive_count", maxReceive,
 		"visibility_timeout", loop.VisibilityTimeout.String(), "message_timeout", loop.MessageTimeout.String(),
 		"cognito_create_rate", f.cognitoLimits.Create, "fineos", cfg.Fineos.Enabled(), "fineos_rate", f.fineosRate,
-		"maintain_interval", mc.Interval.String(), "recover_after", mc.RecoverAfter.String(), "retention", retentionText(mc.Retention),
+		"maintainer_id", maint.Elector.ID(), "maintain_interval", mc.Interval.String(), "recover_after", mc.RecoverAfter.String(), "retention", retentionText(mc.Retention),
 		"dlq_retention", mc.DLQRetention.String())
 	return w.Run(ctx)
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -221,6 +222,23 @@ func TestAKilledLeaderIsReplacedAndTheNewOneWorks(t *testing.T) {
 	t.Logf("a new leader %s after the old one was killed", time.Since(killed).Round(100*time.Millisecond))
 	importJobs(t, envv, map[string]string{"after": writeRows(t, "a.csv", generatedRows("after", 5)...)})
 	waitAllDone(t, s, []string{"after"}, 30*time.Second)
+	r := runBin(t, envv, "splitter", "status", "after")
+	if r.Code != 0 || !strings.Contains(r.Stdout, fmt.Sprintf("maintainer: the leader is the worker %s/%d/", mustHostname(t), next)) {
+		t.Fatalf("status does not name the leader %d:\n%s", next, r.Stdout)
+	}
+	st := status(t, envv, "after")
+	if m, ok := st["maintainer"].(map[string]any); !ok || m["live"] != true {
+		t.Fatalf("status --json maintainer: %v", st["maintainer"])
+	}
+}
+
+func mustHostname(t *testing.T) string {
+	t.Helper()
+	h, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
 
 func TestLostMessagesAreSentAgainByTheMaintainerAndBySplitterResend(t *testing.T) {

@@ -7,8 +7,8 @@ import (
 	"github.com/massgov/bulk-user-import/shared/lifecycle"
 )
 
-// completeBatch bounds the jobs completed per tick; the rest follow at
-// the next.
+// completeBatch bounds the jobs completed, and the result files written,
+// per tick; the rest follow at the next.
 const completeBatch = 100
 
 // completer ends jobs: it cancels running jobs whose failures exceed
@@ -26,7 +26,10 @@ func (c *completer) run(ctx context.Context) error {
 	m.Metrics.JobsCancelled.Add(int64(len(cancelled)))
 	done, cerr := m.Lifecycle.CompleteReady(ctx, completeBatch)
 	m.Metrics.JobsCompleted.Add(int64(len(done)))
-	for m.leading(ctx) {
+	for range completeBatch {
+		if !m.leading(ctx) {
+			break
+		}
 		_, out, err := m.Lifecycle.WriteResults(ctx, "")
 		switch out {
 		case lifecycle.Written:
