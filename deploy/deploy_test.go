@@ -65,6 +65,7 @@ var roles = map[string][]grant{
 		{"cognito-idp:AdminGetUser", pool},
 		{"cognito-idp:AdminCreateUser", pool},
 		{"cognito-idp:AdminSetUserPassword", pool},
+		{"cognito-idp:DescribeUserPool", pool},    // the start-up check
 		{"s3:PutObject", results},                 // results.Publisher
 		{"ecs:UpdateTaskProtection", workerTasks}, // ecsprotect, through the ECS agent
 	},

@@ -34,6 +34,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/config"
 	"github.com/massgov/bulk-user-import/shared/dbpool"
 	"github.com/massgov/bulk-user-import/shared/enqueue"
+	"github.com/massgov/bulk-user-import/shared/fleet"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/maintain"
@@ -373,8 +374,12 @@ func runStatus(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitError
 	}
-	var leader maintainerLeader
-	if leader.ID, leader.Live, _, err = maintain.Leader(ctx, c.pool, maintain.LeaseName); err != nil {
+	var fl fleetState
+	if fl.Maintainer.ID, fl.Maintainer.Live, _, err = maintain.Leader(ctx, c.pool, maintain.LeaseName); err != nil {
+		fmt.Fprintln(stderr, "splitter:", err)
+		return cli.ExitError
+	}
+	if fl.Workers, err = fleet.Live(ctx, c.pool); err != nil {
 		fmt.Fprintln(stderr, "splitter:", err)
 		return cli.ExitError
 	}
@@ -382,13 +387,13 @@ func runStatus(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		if err := json.NewEncoder(stdout).Encode(struct {
 			jobs.Status
 			jobs.Details
-			Maintainer maintainerLeader `json:"maintainer"`
-		}{st, d, leader}); err != nil {
+			fleetState
+		}{st, d, fl}); err != nil {
 			return cli.ExitError
 		}
 		return cli.ExitOK
 	}
-	printStatus(stdout, st, d, leader, time.Now())
+	printStatus(stdout, st, d, fl, time.Now())
 	return cli.ExitOK
 }
 

@@ -5,9 +5,12 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/massgov/bulk-user-import/shared/breaker"
+	"github.com/massgov/bulk-user-import/shared/fleet"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/split"
 )
@@ -73,13 +76,17 @@ func printSummary(w io.Writer, st jobs.Status, probs []jobs.Problem) {
 	}
 }
 
-// maintainerLeader is the worker whose maintainer completes jobs.
-type maintainerLeader struct {
-	ID   string `json:"leader,omitempty"` // host/pid/random of the worker holding the lease
-	Live bool   `json:"live"`             // its lease has not expired
+// fleetState is where the workers stand: which one's maintainer leads,
+// and which are paused.
+type fleetState struct {
+	Maintainer struct {
+		ID   string `json:"leader,omitempty"` // host/pid/random of the worker holding the lease
+		Live bool   `json:"live"`             // its lease has not expired
+	} `json:"maintainer"`
+	Workers []fleet.Worker `json:"workers"` // heard from in the last 30 s
 }
 
-func printStatus(w io.Writer, st jobs.Status, d jobs.Details, leader maintainerLeader, now time.Time) {
+func printStatus(w io.Writer, st jobs.Status, d jobs.Details, fl fleetState, now time.Time) {
 	force := "no"
 	if st.ForceRegistration {
 		force = "yes"
@@ -121,11 +128,50 @@ func printStatus(w io.Writer, st jobs.Status, d jobs.Details, leader maintainerL
 		fmt.Fprintf(w, "oldest queued row waiting for %s\n", now.Sub(*d.OldestQueued).Round(time.Second))
 	}
 	fmt.Fprintf(w, "rate over the last %s: %.1f rows/s\n", jobs.RecentWindow, d.RecentPerSecond)
-	if leader.Live {
-		fmt.Fprintf(w, "maintainer: the leader is the worker %s\n", leader.ID)
+	printFleet(w, fl, now)
+}
+
+// printFleet says how many workers run, which are paused and why, and
+// which one's maintainer leads.
+func printFleet(w io.Writer, fl fleetState, now time.Time) {
+	paused := map[breaker.Dependency][]breaker.Fault{}
+	npaused := 0
+	for _, wk := range fl.Workers {
+		if len(wk.Paused) > 0 {
+			npaused++
+		}
+		for d, f := range wk.Paused {
+			paused[d] = append(paused[d], f)
+		}
+	}
+	switch {
+	case len(fl.Workers) == 0:
+		fmt.Fprintln(w, "workers: none running (none heard from in the last 30 s)")
+	case npaused == 0:
+		fmt.Fprintf(w, "workers: %d running\n", len(fl.Workers))
+	default:
+		fmt.Fprintf(w, "workers: %d running, %d PAUSED:\n", len(fl.Workers), npaused)
+		for _, d := range slices.Sorted(maps.Keys(paused)) {
+			fs := paused[d]
+			f := fs[0]
+			fmt.Fprintf(w, "  %s refuses the pipeline (%d workers) since %s: %s %s\n    fix: %s\n",
+				d, len(fs), now.Sub(f.Since).Round(time.Second), f.Code, oneLine(f.Error, 200), f.Fix)
+		}
+	}
+	if fl.Maintainer.Live {
+		fmt.Fprintf(w, "maintainer: the leader is the worker %s\n", fl.Maintainer.ID)
 	} else {
 		fmt.Fprintln(w, "maintainer: no worker holds the leader's lease (no worker is running, or a new leader is being elected)")
 	}
+}
+
+// oneLine folds s onto one line of at most n bytes.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		s = strings.ToValidUTF8(s[:n], "") + "…"
+	}
+	return s
 }
 
 func printJobs(w io.Writer, list []jobs.Status) {

@@ -174,7 +174,7 @@ func dlqTool(ctx context.Context, cfg config.Config, hold time.Duration, log *sl
 }
 
 func printListing(w io.Writer, url string, l dlq.Listing) {
-	fmt.Fprintf(w, "dead-letter queue %s: %d messages looked at, %d matching\n", url, l.Seen, l.Matching)
+	fmt.Fprintf(w, "dead-letter queue %s: %d messages looked at, %d matching (%d rows)\n", url, l.Seen, l.Matching, l.Rows)
 	if l.Partial {
 		fmt.Fprintln(w, "(partial: the pass stopped before the end of the queue)")
 	}
@@ -195,6 +195,12 @@ func printReplay(w io.Writer, o dlq.ReplayOptions, r dlq.ReplayResult) {
 		verb = "would move (dry run: nothing moved)"
 	}
 	fmt.Fprintf(w, "replay: %d %s, %d skipped, %d errors (%d messages looked at)\n", r.Moved, verb, r.Skipped, r.Errors, r.Seen)
+	if r.Later > 0 {
+		fmt.Fprintf(w, "  %d dead-lettered after the pass began (rows that failed again among them): left for the next replay\n", r.Later)
+	}
+	if r.Duplicates > 0 {
+		fmt.Fprintf(w, "  %d extra copies of moved rows' dead letters deleted\n", r.Duplicates)
+	}
 	for code, n := range r.ByCode {
 		fmt.Fprintf(w, "  %s: %d\n", code, n)
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/ecsprotect"
 	"github.com/massgov/bulk-user-import/shared/enqueue"
 	"github.com/massgov/bulk-user-import/shared/fineos"
+	"github.com/massgov/bulk-user-import/shared/fleet"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/maintain"
@@ -220,19 +221,27 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 		log.Warn("cannot read the dead-letter queue's retention; assuming SQS's longest, 14 days", "err", err)
 		dlqRetention = maintain.DefaultDLQRetention
 	}
-	var fc register.FineosAPI
+	// The dependencies, checked before anything is received: a definite
+	// misconfiguration stops the worker, a dependency that is down is
+	// waited for.
+	cog := cognito.New(cognito.Limit(awsconf.Cognito(awsCfg), f.cognitoLimits), cfg.UserPoolID)
+	var fc *fineos.Client
 	if cfg.Fineos.Enabled() {
-		c, err := fineos.New(cfg.Fineos, nil)
-		if err != nil {
+		if fc, err = fineos.New(cfg.Fineos, nil); err != nil {
 			return err
 		}
-		c.SetRateLimit(f.fineosRate)
-		fc = c
+		fc.SetRateLimit(f.fineosRate)
 	} else {
-		log.Warn("FINEOS is not configured: rows of force-registration jobs will fail with " + register.CodeFineosNotConfigured)
+		log.Warn("FINEOS is not configured: rows of force-registration jobs wait (" + register.CodeFineosNotConfigured + ") for a worker that has every FINEOS_CLIENT_* variable")
+	}
+	if err := checkDependencies(ctx, cog, fc, cfg, f.dbConnectTimeout, log); err != nil {
+		return err
 	}
 
 	m := &metrics.Worker{}
+	id := fleet.NewID()
+	breakers, stopBreakers := startBreakers(ctx, pool, id, store, cog, fc, m, log)
+	defer stopBreakers()
 	if f.metricsAddr != "" {
 		stopMetrics, err := serveMetrics(f.metricsAddr, m, log)
 		if err != nil {
@@ -258,7 +267,7 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	lc.RetryBase = mc.Interval
 	maint := &maintain.Maintainer{
 		Config:    mc,
-		Elector:   maintain.NewElector(pool, maintain.LeaseName, mc.Lease, log),
+		Elector:   maintain.NewElector(pool, maintain.LeaseName, id, mc.Lease, log),
 		Lifecycle: lc,
 		Jobs:      jobStore,
 		Queue:     importQueue,
@@ -278,18 +287,24 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 
 	loop := f.loop
 	loop.MaxReceiveCount = maxReceive
+	var fapi register.FineosAPI
+	if fc != nil {
+		fapi = fc
+	}
 	w := &consume.Worker{
-		Queue:   importQueue,
-		Config:  loop,
-		Log:     log,
-		Metrics: m,
+		Queue:    importQueue,
+		Config:   loop,
+		Log:      log,
+		Metrics:  m,
+		Breakers: breakers,
 		Handler: &consume.Handler{
-			Jobs: jobStore,
+			Jobs:     jobStore,
+			Breakers: breakers,
 			Registrar: &register.Registrar{
 				PFML:    store,
 				Jobs:    jobStore,
-				Cognito: cognito.New(cognito.Limit(awsconf.Cognito(awsCfg), f.cognitoLimits), cfg.UserPoolID),
-				Fineos:  fc,
+				Cognito: cog,
+				Fineos:  fapi,
 				Log:     log,
 				Retry:   f.callRetry,
 				Observe: m.Step,
@@ -314,7 +329,7 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	log.Info("worker started", "concurrency", loop.Concurrency, "db_max_conns", conns, "max_receive_count", maxReceive,
 		"visibility_timeout", loop.VisibilityTimeout.String(), "message_timeout", loop.MessageTimeout.String(),
 		"cognito_create_rate", f.cognitoLimits.Create, "fineos", cfg.Fineos.Enabled(), "fineos_rate", f.fineosRate,
-		"maintainer_id", maint.Elector.ID(), "maintain_interval", mc.Interval.String(), "recover_after", mc.RecoverAfter.String(), "retention", retentionText(mc.Retention),
+		"worker_id", id, "maintain_interval", mc.Interval.String(), "recover_after", mc.RecoverAfter.String(), "retention", retentionText(mc.Retention),
 		"dlq_retention", mc.DLQRetention.String())
 	return w.Run(ctx)
 }
@@ -345,7 +360,9 @@ func startupTransient(err error) bool {
 	case retry.IsContextError(err), queue.IsQueueMissing(err), errors.Is(err, queue.ErrNoRedrivePolicy), errors.Is(err, pfml.ErrSchema):
 		return false
 	}
-	return !register.Classify(register.StepDatabase, err).Permanent
+	f := register.Classify(register.StepDatabase, err)
+	// A read-only server (a failover) passes; missing privileges do not.
+	return f.Code == register.CodeDatabaseReadOnly || f.Retryable()
 }
 
 // serveMetrics serves the Prometheus endpoint until the returned stop.

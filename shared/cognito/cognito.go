@@ -18,6 +18,7 @@ type API interface {
 	AdminGetUser(ctx context.Context, in *cip.AdminGetUserInput, opts ...func(*cip.Options)) (*cip.AdminGetUserOutput, error)
 	AdminCreateUser(ctx context.Context, in *cip.AdminCreateUserInput, opts ...func(*cip.Options)) (*cip.AdminCreateUserOutput, error)
 	AdminSetUserPassword(ctx context.Context, in *cip.AdminSetUserPasswordInput, opts ...func(*cip.Options)) (*cip.AdminSetUserPasswordOutput, error)
+	DescribeUserPool(ctx context.Context, in *cip.DescribeUserPoolInput, opts ...func(*cip.Options)) (*cip.DescribeUserPoolOutput, error)
 }
 
 var _ API = (*cip.Client)(nil)
@@ -143,6 +144,47 @@ func (c *Client) setPassword(ctx context.Context, email string) error {
 		return fmt.Errorf("cognito AdminSetUserPassword: %w", err) // the SDK error never holds the password
 	}
 	return nil
+}
+
+// Pool is what the start-up check learns of the user pool.
+type Pool struct {
+	Name string
+	// CaseSensitive usernames: the import lower-cases every email, so an
+	// existing user whose email has capitals would not be found. A pool
+	// without the setting is case-sensitive.
+	CaseSensitive bool
+}
+
+// DescribePool reads the user pool: it exists, and these credentials may
+// read it.
+func (c *Client) DescribePool(ctx context.Context) (Pool, error) {
+	out, err := c.api.DescribeUserPool(ctx, &cip.DescribeUserPoolInput{UserPoolId: &c.poolID})
+	if err != nil {
+		return Pool{}, fmt.Errorf("cognito DescribeUserPool %s: %w", c.poolID, err)
+	}
+	p := Pool{CaseSensitive: true}
+	if out.UserPool != nil {
+		p.Name = aws.ToString(out.UserPool.Name)
+		if uc := out.UserPool.UsernameConfiguration; uc != nil && uc.CaseSensitive != nil {
+			p.CaseSensitive = *uc.CaseSensitive
+		}
+	}
+	return p, nil
+}
+
+// probeUser is an email no PFML user has: looking it up exercises the
+// credentials and the pool without touching anybody.
+const probeUser = "bulk-user-import-probe@example.invalid"
+
+// Probe tells whether Cognito serves this pool to these credentials again:
+// it looks up a user that does not exist (nil when Cognito answers that).
+func (c *Client) Probe(ctx context.Context) error {
+	_, err := c.get(ctx, probeUser)
+	var notFound *types.UserNotFoundException
+	if err == nil || errors.As(err, &notFound) {
+		return nil
+	}
+	return err
 }
 
 func attribute(attrs []types.AttributeType, name string) string {

@@ -147,3 +147,25 @@ func TestEnsureUserWithAnExpectedSubCreatesNothingOnMismatch(t *testing.T) {
 		t.Fatalf("matching sub: %+v %v", got, err)
 	}
 }
+
+func TestDescribePoolAndProbe(t *testing.T) {
+	t.Parallel()
+	api, pool := newPool(t)
+	ctx := context.Background()
+	c := cognito.New(api, pool)
+	p, err := c.DescribePool(ctx)
+	if err != nil || !strings.HasPrefix(p.Name, "pool-") {
+		t.Fatalf("describe: %+v, %v", p, err)
+	}
+	if err := c.Probe(ctx); err != nil {
+		t.Fatalf("probe of a working pool: %v", err)
+	}
+	missing := cognito.New(api, "us-east-1_doesnotexist")
+	var rnf *types.ResourceNotFoundException
+	if _, err := missing.DescribePool(ctx); !errors.As(err, &rnf) {
+		t.Fatalf("describe of a missing pool: %v", err)
+	}
+	if err := missing.Probe(ctx); !errors.As(err, &rnf) {
+		t.Fatalf("probe of a missing pool: %v", err)
+	}
+}

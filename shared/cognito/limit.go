@@ -61,3 +61,8 @@ func (l *limited) AdminSetUserPassword(ctx context.Context, in *cip.AdminSetUser
 	}
 	return l.api.AdminSetUserPassword(ctx, in, opts...)
 }
+
+// DescribeUserPool is called once at start: not limited.
+func (l *limited) DescribeUserPool(ctx context.Context, in *cip.DescribeUserPoolInput, opts ...func(*cip.Options)) (*cip.DescribeUserPoolOutput, error) {
+	return l.api.DescribeUserPool(ctx, in, opts...)
+}

@@ -26,6 +26,10 @@ func (c *countingAPI) AdminSetUserPassword(context.Context, *cip.AdminSetUserPas
 	return &cip.AdminSetUserPasswordOutput{}, nil
 }
 
+func (c *countingAPI) DescribeUserPool(context.Context, *cip.DescribeUserPoolInput, ...func(*cip.Options)) (*cip.DescribeUserPoolOutput, error) {
+	return &cip.DescribeUserPoolOutput{}, nil
+}
+
 var _ API = (*countingAPI)(nil)
 
 func TestLimitPacesEachOperationOnItsOwn(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/massgov/bulk-user-import/shared/breaker"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/message"
@@ -37,6 +38,9 @@ const (
 
 // Dead-letter message attributes.
 const (
+	// AttrReplayPass marks a message a DLQ replay moved, with the pass's id;
+	// its dead letter keeps it, so that the pass never moves it twice.
+	AttrReplayPass   = "replay_pass"
 	AttrErrorCode    = "error_code"
 	AttrErrorMessage = "error_message"
 	AttrAttempts     = "attempts"
@@ -48,14 +52,21 @@ const (
 // maxErrorMessage bounds an error message stored or sent as an attribute.
 const maxErrorMessage = 1000
 
-// Action is what to do with a message after handling.
+// Action is what the worker loop does with a message after its handler.
 type Action int
 
 // Actions.
 const (
-	Ack     Action = iota // delete it: the row is final (or never will be)
-	Retry                 // leave it to reappear after Outcome.Delay
-	Release               // make it visible now: the worker is stopping
+	// Ack deletes the message: its row is final (or it never will be).
+	Ack Action = iota
+	// Retry leaves the message to reappear after Outcome.Delay; the
+	// attempt counts towards the queue's maxReceiveCount.
+	Retry
+	// Release hands the message back, visible after Outcome.Delay (0: at
+	// once), without using up an attempt: the worker is stopping, or a
+	// dependency's breaker is open. A message whose next receive would be
+	// its last attempt is replaced by a fresh copy.
+	Release
 )
 
 func (a Action) String() string {
@@ -69,11 +80,24 @@ func (a Action) String() string {
 	}
 }
 
-// Outcome of one message.
+// Result is what became of a message, for the counters.
+type Result int
+
+// Results.
+const (
+	Succeeded Result = iota // the row was registered
+	Failed                  // the row failed for good: sent to the dead-letter queue
+	Skipped                 // the row was final already: the message is dropped
+	Retried                 // a transient failure: tried again later
+	Released                // the worker is stopping: handed back untouched
+	Paused                  // a dependency's breaker is open: handed back untouched
+)
+
+// Outcome of one message: what to do with it, and what became of it.
 type Outcome struct {
 	Action Action
-	Delay  time.Duration // for Retry
-	Result string        // succeeded, failed, skipped, retry, released: for counters
+	Delay  time.Duration // for Retry and Release
+	Result Result
 }
 
 // Backoff is the schedule of retry delays across attempts: the n-th retry
@@ -120,6 +144,9 @@ type Handler struct {
 	Log             *slog.Logger
 	Now             func() time.Time
 	Metrics         *metrics.Worker // optional: counts failures by code
+	// Breakers pause the rows that need a dependency that refuses the
+	// pipeline (nil: nothing is ever paused; such errors are retried).
+	Breakers *breaker.Set
 }
 
 func (h *Handler) countError(code string) {
@@ -132,18 +159,32 @@ func (h *Handler) countError(code string) {
 // worker is stopping.
 const bookkeepingTimeout = 10 * time.Second
 
+// Needs returns the dependencies a row's registration calls.
+func Needs(forceRegistration bool) []breaker.Dependency {
+	if forceRegistration {
+		return []breaker.Dependency{breaker.Database, breaker.Cognito, breaker.Fineos}
+	}
+	return []breaker.Dependency{breaker.Database, breaker.Cognito}
+}
+
 // Handle processes m and says what to do with it. It never panics on bad
 // input and never loses a row: every path ends in an acknowledged final
 // state, a dead-lettered message, or a message left for another attempt.
 // It records its row's outcome and nothing else: the job as a whole (its
-// completion, failure limits and result files) is the maintainer's.
+// completion, failure limits and result files) is the maintainer's. A row
+// that needs a dependency whose breaker is open is handed back untouched;
+// an error that says the pipeline, not the row, is at fault opens the
+// dependency's breaker and hands the row back too: it never fails a row.
 func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 	log := h.Log.With("message_id", m.ID, "attempt", m.ReceiveCount)
 	msg, err := message.Decode(m.Body)
 	if err != nil {
-		return h.deadLetter(ctx, log, m, nil, CodeMalformedMessage, err.Error())
+		return h.deadLetter(ctx, log.With("step", StepCheck, "error_code", CodeMalformedMessage), m, nil, CodeMalformedMessage, err.Error())
 	}
 	log = log.With("job", msg.Job, "row", msg.Row)
+	if b := h.Breakers.Blocking(Needs(msg.ForceRegistration)...); b != nil {
+		return Outcome{Action: Release, Delay: b.RetryIn(), Result: Paused}
+	}
 
 	res, err := h.Registrar.Register(ctx, log, register.Request{
 		Email: msg.Email, FEIN: msg.FEIN, ForceRegistration: msg.ForceRegistration,
@@ -154,37 +195,47 @@ func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 	case err == nil:
 		log.Info("row succeeded", "step", StepDone, logging.Email(msg.Email), logging.FEIN(msg.FEIN),
 			"user_created", res.UserCreated, "fineos_registered", res.FineosRegistered)
-		return Outcome{Action: Ack, Result: "succeeded"}
+		return Outcome{Action: Ack, Result: Succeeded}
 	case errors.Is(err, jobs.ErrRowNotFound):
-		return h.deadLetter(ctx, log, m, &msg, CodeUnknownRow, err.Error())
+		return h.deadLetter(ctx, log.With("step", StepCheck, "error_code", CodeUnknownRow), m, &msg, CodeUnknownRow, err.Error())
+	case errors.As(err, &final) && final.State == jobs.Failed && final.Row.DeadLetter == jobs.DeadLetterPending:
+		// A worker claimed the row's failure and died before its dead
+		// letter was surely sent: finish the send.
+		log = log.With("step", StepCheck, "error_code", final.Row.ErrorCode)
+		log.Warn("the row failed but its dead letter may not have been sent; sending it")
+		return h.sendDeadLetter(ctx, log, m, &msg, final.Row.ErrorCode, final.Row.ErrorMessage)
 	case errors.As(err, &final):
 		log.Info("row already final; message dropped", "step", StepCheck, "state", final.State)
-		return Outcome{Action: Ack, Result: "skipped"}
+		return Outcome{Action: Ack, Result: Skipped}
 	case errors.Is(err, register.ErrMessageMismatch):
-		return h.deadLetter(ctx, log, m, &msg, CodeMessageMismatch, err.Error())
+		return h.deadLetter(ctx, log.With("step", StepCheck, "error_code", CodeMessageMismatch), m, &msg, CodeMessageMismatch, err.Error())
 	}
 	var f *register.Failure
 	if !errors.As(err, &f) {
 		f = register.Classify("", err)
 	}
-	return h.retry(ctx, log, m, &msg, f)
+	return h.failed(ctx, log.With("step", f.Step, "error_code", f.Code), m, &msg, f)
 }
 
-// retry handles a failed attempt: permanent failures, and transient ones on
-// the last allowed attempt, go to the dead-letter queue; others wait.
-func (h *Handler) retry(ctx context.Context, log *slog.Logger, m queue.Message, msg *message.Row, f *register.Failure) Outcome {
+// failed handles a failed attempt: systemic failures open their breaker
+// and hand the row back; permanent failures, and transient ones on the
+// last allowed attempt, go to the dead-letter queue; others wait.
+func (h *Handler) failed(ctx context.Context, log *slog.Logger, m queue.Message, msg *message.Row, f *register.Failure) Outcome {
 	if errors.Is(f.Err, context.Canceled) && ctx.Err() != nil {
 		// The worker is stopping: interrupted work is not a failure.
-		return Outcome{Action: Release, Result: "released"}
+		return Outcome{Action: Release, Result: Released}
 	}
-	log = log.With("step", f.Step, "error_code", f.Code)
+	h.countError(f.Code)
+	if b := h.Breakers.Get(f.Pause); b != nil {
+		b.Trip(f.Code, f.Error(), f.Fix)
+		return Outcome{Action: Release, Delay: b.RetryIn(), Result: Paused}
+	}
 	if f.Permanent {
 		return h.deadLetter(ctx, log, m, msg, f.Code, f.Error())
 	}
 	if h.MaxReceiveCount > 0 && m.ReceiveCount >= h.MaxReceiveCount {
 		return h.deadLetter(ctx, log, m, msg, f.Code, fmt.Sprintf("gave up after %d attempts: %v", m.ReceiveCount, f))
 	}
-	h.countError(f.Code)
 	delay := h.Backoff.Delay(m.ReceiveCount)
 	log.Warn("transient failure; will retry", "err", f.Error(), "retry_in", delay.Round(time.Second).String())
 	if err := h.bookkeep(ctx, log, func(ctx context.Context) error {
@@ -192,21 +243,41 @@ func (h *Handler) retry(ctx context.Context, log *slog.Logger, m queue.Message, 
 	}); err != nil {
 		log.Warn("could not record the error on the row", "err", err)
 	}
-	return Outcome{Action: Retry, Delay: delay, Result: "retry"}
+	return Outcome{Action: Retry, Delay: delay, Result: Retried}
 }
 
-// deadLetter sends the message to the DLQ with the reason, then marks the
-// row failed. The send comes first: a crash in between leaves a message to
-// redeliver (and a duplicate in the DLQ at worst), never a lost row.
+// deadLetter fails the message for good. A row's failure is claimed first
+// (the row goes from queued to failed, its dead letter pending), so that of
+// several deliveries failing at once only one sends the row's one dead
+// letter; a delivery that finds the row final drops its message. A crash
+// after the claim leaves the message to be delivered again, which finishes
+// the send (see Handle). A message without a (matching) recorded row has
+// no row to claim: it is sent as it is.
 func (h *Handler) deadLetter(ctx context.Context, log *slog.Logger, m queue.Message, msg *message.Row, code, reason string) Outcome {
 	reason = truncate(reason)
-	h.countError(code)
-	// A message without a (matching) recorded row fails on its own; a row's
-	// failure is recorded on the row.
 	ownRow := msg != nil && code != CodeUnknownRow && code != CodeMessageMismatch
-	if !ownRow {
-		log = log.With("step", StepCheck) // failures of registration steps carry their step already
+	if ownRow {
+		var claimed bool
+		if err := h.bookkeep(ctx, log, func(ctx context.Context) (err error) {
+			claimed, err = h.Jobs.ClaimFailure(ctx, msg.Job, msg.Row, code, reason)
+			return err
+		}); err != nil {
+			log.Error("could not mark the row failed; will retry", "err", err)
+			return Outcome{Action: Retry, Delay: h.Backoff.Delay(m.ReceiveCount), Result: Retried}
+		}
+		if !claimed {
+			log.Info("the row is final already (another delivery finished it); message dropped")
+			return Outcome{Action: Ack, Result: Skipped}
+		}
 	}
+	return h.sendDeadLetter(ctx, log, m, msg, code, reason)
+}
+
+// sendDeadLetter sends the message to the dead-letter queue with the
+// reason and, for a row, records that its dead letter is sent. A message
+// that came from a replay keeps the replay's pass attribute, so that the
+// pass does not move it again.
+func (h *Handler) sendDeadLetter(ctx context.Context, log *slog.Logger, m queue.Message, msg *message.Row, code, reason string) Outcome {
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
 	defer cancel()
 	attrs := map[string]string{
@@ -215,31 +286,37 @@ func (h *Handler) deadLetter(ctx context.Context, log *slog.Logger, m queue.Mess
 		AttrAttempts:     strconv.Itoa(m.ReceiveCount),
 		AttrFailedAt:     h.now().UTC().Format(time.RFC3339),
 	}
+	if pass := m.Attributes[AttrReplayPass]; pass != "" {
+		attrs[AttrReplayPass] = pass
+	}
+	ownRow := msg != nil && code != CodeUnknownRow && code != CodeMessageMismatch
 	if msg != nil {
 		attrs[AttrJob], attrs[AttrRow] = msg.Job, strconv.FormatInt(msg.Row, 10)
 	}
 	send := func() error { return h.DLQ.Send(bctx, queue.Entry{Body: m.Body, Attributes: attrs}) }
 	if err := retry.Do(bctx, h.Registrar.Retry, func(err error) bool { return !retry.IsContextError(err) }, send, nil); err != nil {
-		log.Error("could not send the message to the dead-letter queue; it will be redelivered", "error_code", code, "err", err)
-		return Outcome{Action: Retry, Delay: h.Backoff.Delay(m.ReceiveCount), Result: "retry"}
+		// The message comes back; a claimed row's send is finished then.
+		log.Error("could not send the message to the dead-letter queue; it will be redelivered", "err", err)
+		return Outcome{Action: Retry, Delay: h.Backoff.Delay(m.ReceiveCount), Result: Retried}
 	}
 	if ownRow {
-		if err := h.bookkeep(ctx, log, func(ctx context.Context) error { return h.Jobs.Fail(ctx, msg.Job, msg.Row, code, reason) }); err != nil {
-			// Try again later rather than leave the row queued for ever;
-			// the dead-letter queue may then hold the message twice.
-			log.Error("sent to the dead-letter queue but could not mark the row failed; will retry", "err", err)
-			return Outcome{Action: Retry, Delay: h.Backoff.Delay(m.ReceiveCount), Result: "retry"}
+		if err := h.bookkeep(ctx, log, func(ctx context.Context) error { return h.Jobs.DeadLettered(ctx, msg.Job, msg.Row) }); err != nil {
+			// The dead letter is sent; the row only keeps saying it may not be.
+			log.Warn("sent to the dead-letter queue but could not record it on the row", "err", err)
 		}
 	}
-	log.Warn("row failed; sent to the dead-letter queue", "error_code", code, "reason", reason)
-	return Outcome{Action: Ack, Result: "failed"}
+	if !ownRow {
+		h.countError(code)
+	}
+	log.Warn("row failed; sent to the dead-letter queue", "reason", reason)
+	return Outcome{Action: Ack, Result: Failed}
 }
 
 // db runs a bookkeeping call within the attempt, retrying transient
 // database errors (a restart, a lost connection) on the registrar's schedule.
 func (h *Handler) db(ctx context.Context, log *slog.Logger, fn func(context.Context) error) error {
 	return retry.Do(ctx, h.Registrar.Retry, func(err error) bool {
-		return !retry.IsContextError(err) && !errors.Is(err, jobs.ErrRowNotFound) && !register.Classify(register.StepDatabase, err).Permanent
+		return !retry.IsContextError(err) && !errors.Is(err, jobs.ErrRowNotFound) && register.Classify(register.StepDatabase, err).Retryable()
 	}, func() error { return fn(ctx) }, func(err error, wait time.Duration) {
 		log.Warn("database error; retrying", "step", register.StepDatabase, "retry_in", wait.Round(time.Millisecond).String(), "err", err.Error())
 	})

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/massgov/bulk-user-import/shared/breaker"
 	"github.com/massgov/bulk-user-import/shared/metrics"
 	"github.com/massgov/bulk-user-import/shared/queue"
 )
@@ -130,22 +131,15 @@ type Worker struct {
 	Config  Config
 	Log     *slog.Logger
 	Metrics *metrics.Worker // counters; created by Run when nil
+	// Breakers, if set: while the database's or Cognito's is open (every
+	// row needs both), the worker receives nothing.
+	Breakers *breaker.Set
 
-	mu       sync.Mutex
-	inflight map[string]*tracked // by receipt handle
+	mu     sync.Mutex
+	leases *queue.Leases // of the messages being handled, by receipt handle
 
 	acks    chan string   // receipt handles to delete
 	ackStop chan struct{} // closed when the acknowledger must flush and stop
-}
-
-// tracked is a message being handled. Its mutex orders the heartbeat's
-// extension against the final delete or release, so a released message is
-// never hidden again by a late heartbeat.
-type tracked struct {
-	msg        queue.Message
-	mu         sync.Mutex
-	done       bool
-	extendedAt time.Time
 }
 
 // Stats returns the counters so far.
@@ -171,8 +165,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker configuration: %w", err)
 	}
 	m := w.metrics()
+	leases := queue.NewLeases(w.Queue, w.Config.VisibilityTimeout, w.Config.HeartbeatInterval, w.Log)
+	leases.OnExtend = func(n int) { m.Heartbeats.Add(int64(n)) }
 	w.mu.Lock()
-	w.inflight = map[string]*tracked{}
+	w.leases = leases
 	w.mu.Unlock()
 
 	// In-flight work outlives ctx until the shutdown deadline.
@@ -184,7 +180,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	w.acks, w.ackStop = make(chan string, 4*queue.MaxBatchEntries), make(chan struct{})
 	background.Go(w.acknowledge)
-	background.Go(func() { w.heartbeat(bgCtx) })
+	background.Go(func() { leases.Run(bgCtx) })
 	if w.Config.SummaryInterval > 0 {
 		background.Go(func() { w.summarize(bgCtx) })
 	}
@@ -214,7 +210,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	background.Wait()
 	st := m.Snapshot(time.Now())
 	w.Log.Info("stopped", "received", st.Received, "succeeded", st.Succeeded, "failed", st.Failed,
-		"skipped", st.Skipped, "retried", st.Retried, "released", st.Released)
+		"skipped", st.Skipped, "retried", st.Retried, "released", st.Released, "paused", st.Paused)
 	return runErr
 }
 
@@ -229,6 +225,14 @@ func (w *Worker) receiveLoop(ctx, workCtx context.Context, handlers *sync.WaitGr
 	running := make(chan struct{}, w.Config.Concurrency)    // messages being handled
 	errDelay := time.Second
 	for {
+		if b := w.Breakers.Blocking(breaker.Database, breaker.Cognito); b != nil {
+			_, f, _ := b.State()
+			w.Log.Info("not receiving while "+string(b.Dependency())+" refuses the pipeline", "error_code", f.Code)
+			if err := w.Breakers.WaitClosed(ctx, breaker.Database, breaker.Cognito); err != nil {
+				return nil
+			}
+			w.Log.Info("receiving again")
+		}
 		for range batch {
 			select {
 			case held <- struct{}{}:
@@ -257,12 +261,8 @@ func (w *Worker) receiveLoop(ctx, workCtx context.Context, handlers *sync.WaitGr
 			continue
 		}
 		errDelay = time.Second
-		now := time.Now()
 		for _, msg := range msgs {
-			t := &tracked{msg: msg, extendedAt: now}
-			w.mu.Lock()
-			w.inflight[msg.ReceiptHandle] = t
-			w.mu.Unlock()
+			w.leases.Hold(msg.ReceiptHandle, msg.ReceiptHandle)
 			m.Received.Add(1)
 			m.InFlight.Add(1)
 			handlers.Go(func() {
@@ -272,11 +272,11 @@ func (w *Worker) receiveLoop(ctx, workCtx context.Context, handlers *sync.WaitGr
 				case running <- struct{}{}:
 				case <-ctx.Done():
 					// Stopping before it started: hand it back untouched.
-					w.settle(t, Outcome{Action: Release, Result: "released"})
+					w.settle(msg, Outcome{Action: Release, Result: Released})
 					return
 				}
 				defer func() { <-running }()
-				w.settle(t, w.handle(workCtx, msg))
+				w.settle(msg, w.handle(workCtx, msg))
 			})
 		}
 	}
@@ -290,7 +290,7 @@ func (w *Worker) handle(ctx context.Context, m queue.Message) (out Outcome) {
 	defer func() {
 		if p := recover(); p != nil {
 			w.Log.Error("handler panicked; message will be retried", "message_id", m.ID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			out = Outcome{Action: Retry, Result: "retry"}
+			out = Outcome{Action: Retry, Result: Retried}
 		}
 	}()
 	return w.Handler.Handle(ctx, m)
@@ -306,24 +306,22 @@ func (w *Worker) ack(receiptHandle string) {
 	}
 }
 
-func (w *Worker) settle(t *tracked, out Outcome) {
-	t.mu.Lock()
-	t.done = true // no heartbeat touches it from now on
-	t.mu.Unlock()
-	w.mu.Lock()
-	delete(w.inflight, t.msg.ReceiptHandle)
-	w.mu.Unlock()
-
+// settle ends the message's lease, so that no heartbeat touches it from
+// now on, counts its result and carries out its action.
+func (w *Worker) settle(msg queue.Message, out Outcome) {
+	w.leases.End(msg.ReceiptHandle)
 	m := w.metrics()
 	switch out.Result {
-	case "succeeded":
+	case Succeeded:
 		m.Succeeded.Add(1)
-	case "failed":
+	case Failed:
 		m.Failed.Add(1)
-	case "skipped":
+	case Skipped:
 		m.Skipped.Add(1)
-	case "released":
+	case Released:
 		m.Released.Add(1)
+	case Paused:
+		m.Paused.Add(1)
 	default:
 		m.Retried.Add(1)
 	}
@@ -331,104 +329,33 @@ func (w *Worker) settle(t *tracked, out Outcome) {
 	defer cancel()
 	switch out.Action {
 	case Ack:
-		w.ack(t.msg.ReceiptHandle)
+		w.ack(msg.ReceiptHandle)
 	case Retry:
-		if err := w.Queue.ChangeVisibility(ctx, t.msg.ReceiptHandle, out.Delay); err != nil {
-			w.Log.Warn("could not delay the message's retry; it reappears after the visibility timeout", "message_id", t.msg.ID, "err", err)
+		if err := w.Queue.ChangeVisibility(ctx, msg.ReceiptHandle, out.Delay); err != nil {
+			w.Log.Warn("could not delay the message's retry; it reappears after the visibility timeout", "message_id", msg.ID, "err", err)
 		}
 	case Release:
-		w.release(ctx, t.msg)
+		w.release(ctx, msg, out.Delay)
 	}
 }
 
-// release hands an unfinished message back. Each receive counts towards
-// the queue's maxReceiveCount, so a message whose next receive would be its
-// last attempt (or past it) is sent again as a new message and the old one
-// deleted: an interruption must not use up a row's attempts. Otherwise its
-// visibility is set to zero, for another worker to take at once.
-func (w *Worker) release(ctx context.Context, msg queue.Message) {
+// release hands an unfinished message back, visible after delay. Each
+// receive counts towards the queue's maxReceiveCount, so a message whose
+// next receive would be its last attempt (or past it) is sent again as a
+// new message (delayed, up to SQS's 15 minutes) and the old one deleted:
+// an interruption or a pause must not use up a row's attempts. Otherwise
+// its visibility is set to delay.
+func (w *Worker) release(ctx context.Context, msg queue.Message, delay time.Duration) {
 	if w.Config.MaxReceiveCount > 0 && msg.ReceiveCount+1 >= w.Config.MaxReceiveCount {
-		err := w.Queue.Send(ctx, queue.Entry{Body: msg.Body, Attributes: msg.Attributes})
+		err := w.Queue.Send(ctx, queue.Entry{Body: msg.Body, Attributes: msg.Attributes, Delay: min(delay, queue.MaxDelay)})
 		if err == nil {
 			w.ack(msg.ReceiptHandle)
 			return
 		}
 		w.Log.Warn("could not send the released message again; releasing it as it is", "message_id", msg.ID, "err", err)
 	}
-	if err := w.Queue.ChangeVisibility(ctx, msg.ReceiptHandle, 0); err != nil {
+	if err := w.Queue.ChangeVisibility(ctx, msg.ReceiptHandle, delay); err != nil {
 		w.Log.Warn("could not release the message; it reappears after the visibility timeout", "message_id", msg.ID, "err", err)
-	}
-}
-
-// heartbeat extends the visibility of messages in flight, in batches, every
-// HeartbeatInterval, so that a slow message is never handed to a second
-// worker while this one works on it.
-func (w *Worker) heartbeat(ctx context.Context) {
-	tick := time.NewTicker(w.Config.HeartbeatInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		due := time.Now().Add(-w.Config.HeartbeatInterval / 2)
-		w.mu.Lock()
-		var batch []*tracked
-		for _, t := range w.inflight {
-			if t.extendedAt.Before(due) {
-				batch = append(batch, t)
-			}
-		}
-		w.mu.Unlock()
-		for len(batch) > 0 {
-			n := min(len(batch), queue.MaxBatchEntries)
-			w.extend(ctx, batch[:n])
-			batch = batch[n:]
-		}
-	}
-}
-
-func (w *Worker) extend(ctx context.Context, batch []*tracked) {
-	var live []*tracked
-	for _, t := range batch {
-		t.mu.Lock()
-		if t.done {
-			t.mu.Unlock()
-			continue
-		}
-		live = append(live, t) // stays locked until its extension is sent
-	}
-	defer func() {
-		for _, t := range live {
-			t.mu.Unlock()
-		}
-	}()
-	if len(live) == 0 {
-		return
-	}
-	handles := make([]string, len(live))
-	for i, t := range live {
-		handles[i] = t.msg.ReceiptHandle
-	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	failed, err := w.Queue.ChangeVisibilityBatch(cctx, handles, w.Config.VisibilityTimeout)
-	if err != nil {
-		w.Log.Warn("could not extend the visibility of messages in flight; another worker may take them (harmless: every step is idempotent)", "count", len(live), "err", err)
-		return
-	}
-	bad := map[string]bool{}
-	for _, f := range failed {
-		bad[f.ID] = true
-		w.Log.Warn("could not extend a message's visibility", "code", f.Code, "err", f.Message)
-	}
-	now := time.Now()
-	for i, t := range live {
-		if !bad[fmt.Sprint(i)] {
-			t.extendedAt = now
-			w.metrics().Heartbeats.Add(1)
-		}
 	}
 }
 
@@ -446,7 +373,7 @@ func (w *Worker) summarize(ctx context.Context) {
 		cur := w.metrics().Snapshot(time.Now())
 		rate := float64(cur.Finished()-prev.Finished()) / cur.At.Sub(prev.At).Seconds()
 		w.Log.Info("summary", "processed", cur.Received, "succeeded", cur.Succeeded, "failed", cur.Failed,
-			"retried", cur.Retried, "skipped", cur.Skipped, "released", cur.Released, "in_flight", cur.InFlight,
+			"retried", cur.Retried, "skipped", cur.Skipped, "released", cur.Released, "paused", cur.Paused, "in_flight", cur.InFlight,
 			"rows_per_s", fmt.Sprintf("%.1f", rate), "leader", cur.Leader == 1, "jobs_completed", cur.JobsCompleted,
 			"rows_resent", cur.RowsResent)
 		prev = cur

@@ -13,11 +13,9 @@ package dlq
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/massgov/bulk-user-import/shared/consume"
@@ -76,6 +74,16 @@ type Entry struct {
 
 	body   string
 	handle string
+	sentAt time.Time // when SQS got it: the dead letter's sending, or the original send for a redrive
+	pass   string    // the replay pass whose move this message came from
+}
+
+// key names the row of the message ("" for a message without one).
+func (e Entry) key() string {
+	if e.Job == "" || e.Row <= 0 {
+		return ""
+	}
+	return e.Job + "/" + strconv.FormatInt(e.Row, 10)
 }
 
 func describe(m queue.Message) Entry {
@@ -83,6 +91,7 @@ func describe(m queue.Message) Entry {
 		ID: m.ID, Code: m.Attributes[consume.AttrErrorCode], Error: m.Attributes[consume.AttrErrorMessage],
 		Attempts: m.Attributes[consume.AttrAttempts], FailedAt: m.Attributes[consume.AttrFailedAt],
 		Job: m.Attributes[consume.AttrJob], body: m.Body, handle: m.ReceiptHandle,
+		sentAt: m.SentAt, pass: m.Attributes[consume.AttrReplayPass],
 	}
 	e.Row, _ = strconv.ParseInt(m.Attributes[consume.AttrRow], 10, 64)
 	if e.Code == "" {
@@ -133,7 +142,7 @@ type Pass struct {
 func (t *Tool) scan(ctx context.Context, visit func(ctx context.Context, batch []Entry) (removed map[string]bool, stop bool, err error)) (Pass, error) {
 	hold, wait, maxHeld := t.defaults()
 	var p Pass
-	h := &holder{q: t.DLQ, hold: hold, log: t.Log, held: map[string]string{}}
+	leases := queue.NewLeases(t.DLQ, hold, hold/2, t.Log)
 	hbCtx, stopHeartbeat := context.WithCancel(ctx)
 	hbDone := make(chan struct{})
 	defer func() {
@@ -141,11 +150,13 @@ func (t *Tool) scan(ctx context.Context, visit func(ctx context.Context, batch [
 		// would hide released messages again.
 		stopHeartbeat()
 		<-hbDone
-		h.releaseAll()
+		rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		leases.ReleaseAll(rctx)
 	}()
 	go func() {
 		defer close(hbDone)
-		h.heartbeat(hbCtx)
+		leases.Run(hbCtx)
 	}()
 
 	seen := map[string]bool{}
@@ -162,7 +173,7 @@ func (t *Tool) scan(ctx context.Context, visit func(ctx context.Context, batch [
 		empties = 0
 		var batch []Entry
 		for _, m := range msgs {
-			h.add(m.ID, m.ReceiptHandle)
+			leases.Hold(m.ID, m.ReceiptHandle)
 			if !seen[m.ID] {
 				seen[m.ID] = true
 				batch = append(batch, describe(m))
@@ -171,7 +182,7 @@ func (t *Tool) scan(ctx context.Context, visit func(ctx context.Context, batch [
 		p.Seen += len(batch)
 		removed, stop, err := visit(ctx, batch)
 		for id := range removed {
-			h.remove(id)
+			leases.End(id)
 		}
 		if err != nil {
 			return p, err
@@ -180,88 +191,11 @@ func (t *Tool) scan(ctx context.Context, visit func(ctx context.Context, batch [
 			p.Partial = true
 			return p, nil
 		}
-		if h.count() >= maxHeld {
-			t.Log.Warn("pass stopped: too many messages held", "held", h.count())
+		if leases.Len() >= maxHeld {
+			t.Log.Warn("pass stopped: too many messages held", "held", leases.Len())
 			p.Partial = true
 			return p, nil
 		}
 	}
 	return p, nil
-}
-
-// holder keeps the receipt handles of held messages, extends their
-// visibility while the pass runs and releases them at its end.
-type holder struct {
-	q    Queue
-	hold time.Duration
-	log  *slog.Logger
-	mu   sync.Mutex
-	held map[string]string // message id -> receipt handle
-}
-
-func (h *holder) add(id, handle string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.held[id] = handle
-}
-
-func (h *holder) remove(id string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	delete(h.held, id)
-}
-
-func (h *holder) count() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.held)
-}
-
-func (h *holder) handles() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := make([]string, 0, len(h.held))
-	for _, handle := range h.held {
-		out = append(out, handle)
-	}
-	return out
-}
-
-func (h *holder) heartbeat(ctx context.Context) {
-	t := time.NewTicker(h.hold / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		h.setVisibility(ctx, h.handles(), h.hold)
-	}
-}
-
-// releaseAll makes every held message visible again, even when the pass
-// was interrupted.
-func (h *holder) releaseAll() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	h.setVisibility(ctx, h.handles(), 0)
-}
-
-func (h *holder) setVisibility(ctx context.Context, handles []string, d time.Duration) {
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
-	for len(handles) > 0 {
-		n := min(len(handles), queue.MaxBatchEntries)
-		batch := handles[:n]
-		handles = handles[n:]
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if _, err := h.q.ChangeVisibilityBatch(ctx, batch, d); err != nil && !errors.Is(err, context.Canceled) {
-				h.log.Warn("could not change the visibility of held messages", "count", len(batch), "visibility", d.String(), "err", err)
-			}
-		})
-	}
-	wg.Wait()
 }

@@ -71,13 +71,16 @@ func (f fixture) deadLetter(t *testing.T, job, code string, n int) {
 		var ri jobs.RowInfo
 		pgtest.Batch(t, f.stack.Pool, func(b *pgx.Batch) { f.jobs.QueueStartAttempt(b, job, row, 1, &ri) })
 		body, _ := message.Encode(message.Row{Job: job, Row: row, Email: ri.Email, FEIN: ri.FEIN})
+		if claimed, err := f.jobs.ClaimFailure(ctx, job, row, code, "boom"); err != nil || !claimed {
+			t.Fatal(claimed, err)
+		}
 		if err := f.dead.Send(ctx, queue.Entry{Body: body, Attributes: map[string]string{
 			consume.AttrErrorCode: code, consume.AttrErrorMessage: "boom", consume.AttrAttempts: "1",
 			consume.AttrFailedAt: "2026-11-29T10:00:00Z", consume.AttrJob: job, consume.AttrRow: fmt.Sprint(row),
 		}}); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.jobs.Fail(ctx, job, row, code, "boom"); err != nil {
+		if err := f.jobs.DeadLettered(ctx, job, row); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -2,17 +2,21 @@ package dlq
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strconv"
+	"time"
 
 	"golang.org/x/time/rate"
 
 	"github.com/massgov/bulk-user-import/shared/consume"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/queue"
+	"github.com/massgov/bulk-user-import/shared/retry"
 )
 
 // Group is the messages of one error code.
@@ -26,6 +30,7 @@ type Group struct {
 type Listing struct {
 	Pass
 	Matching int     `json:"matching"`
+	Rows     int     `json:"rows"`   // distinct rows among the matching messages (those without a row count one each)
 	Groups   []Group `json:"groups"` // largest first
 }
 
@@ -34,12 +39,17 @@ type Listing struct {
 func (t *Tool) List(ctx context.Context, f Filter, samples int) (Listing, error) {
 	groups := map[string]*Group{}
 	var l Listing
+	rows := map[string]bool{}
 	pass, err := t.scan(ctx, func(_ context.Context, batch []Entry) (map[string]bool, bool, error) {
 		for _, e := range batch {
 			if !f.Match(e) {
 				continue
 			}
 			l.Matching++
+			if k := e.key(); k == "" || !rows[k] {
+				l.Rows++
+				rows[k] = k != ""
+			}
 			g := groups[e.Code]
 			if g == nil {
 				g = &Group{Code: e.Code}
@@ -71,19 +81,35 @@ type ReplayOptions struct {
 // ReplayResult counts what a replay did.
 type ReplayResult struct {
 	Pass
-	Moved   int            `json:"moved"`   // sent to the import queue and deleted here (or would be, dry run)
-	Skipped int            `json:"skipped"` // not matching, or not replayable; left in place
-	Errors  int            `json:"errors"`  // matching but not moved; left in place
-	ByCode  map[string]int `json:"moved_by_code"`
-	Notes   []string       `json:"notes,omitempty"` // why messages were skipped or not moved
+	Moved      int            `json:"moved"`      // sent to the import queue and deleted here (or would be, dry run)
+	Skipped    int            `json:"skipped"`    // not matching, or not replayable; left in place
+	Later      int            `json:"later"`      // dead-lettered after the pass began (its own moves failing again among them): left for the next pass
+	Duplicates int            `json:"duplicates"` // extra copies of a moved row's dead letter, deleted
+	Errors     int            `json:"errors"`     // matching but not moved; left in place
+	ByCode     map[string]int `json:"moved_by_code"`
+	Notes      []string       `json:"notes,omitempty"` // why messages were skipped or not moved
 }
+
+// duplicateMargin: a second dead letter of a moved row older than the
+// pass by this much is a copy (SQS stored a send twice, or an interrupted
+// replay left it), deleted; a younger one is left, in case clocks differ.
+const duplicateMargin = time.Minute
 
 // Replay moves the matching messages back to the import queue: for each
 // batch it returns the rows to queued (with a replay count), sends the
 // messages, and deletes from the dead-letter queue those the import queue
 // accepted. Malformed messages are replayed only when asked for by code.
+//
+// A pass moves each row at most once, and only messages that were in the
+// dead-letter queue when it began: every message it sends carries the
+// pass's id, which the worker keeps on a dead letter, and a message SQS
+// got after the pass began waits for the next pass. So a row that fails
+// again while the pass runs stays in the dead-letter queue, once. Extra
+// copies of a moved row's dead letter are deleted.
 func (t *Tool) Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 	res := ReplayResult{ByCode: map[string]int{}}
+	begin := time.Now()
+	pass := newPassID()
 	var limiter *rate.Limiter
 	if o.Rate > 0 {
 		limiter = rate.NewLimiter(rate.Limit(o.Rate), 1)
@@ -95,17 +121,35 @@ func (t *Tool) Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error
 			res.Notes = append(res.Notes, s)
 		}
 	}
-	pass, err := t.scan(ctx, func(ctx context.Context, batch []Entry) (map[string]bool, bool, error) {
-		var move []Entry
+	moved := map[string]Entry{} // by row: the message moved
+	held := map[string][]Entry{}  // by row: messages held, not moved
+	isCopy := func(e, of Entry) bool {
+		return e.sentAt.Before(begin.Add(-duplicateMargin)) ||
+			e.sentAt.Before(begin) && e.FailedAt == of.FailedAt && e.Code == of.Code && e.Error == of.Error
+	}
+	p, err := t.scan(ctx, func(ctx context.Context, batch []Entry) (map[string]bool, bool, error) {
+		removed := map[string]bool{}
+		var move, copies []Entry
 		for _, e := range batch {
+			first, done := moved[e.key()]
 			switch {
+			case e.pass == pass || !e.sentAt.Before(begin):
+				res.Later++
+			case done && e.key() != "" && isCopy(e, first):
+				copies = append(copies, e)
+			case done && e.key() != "":
+				res.Later++ // the row's newer dead letter: the next pass
 			case !o.Match(e):
 				res.Skipped++
+				held[e.key()] = append(held[e.key()], e)
 			case e.Code == consume.CodeMalformedMessage && o.Code != consume.CodeMalformedMessage:
 				res.Skipped++
 				note("malformed messages are not replayed unless asked for with --error " + consume.CodeMalformedMessage)
 			case o.Limit > 0 && res.Moved+len(move) >= o.Limit:
 				res.Skipped++
+				held[e.key()] = append(held[e.key()], e)
+			case e.key() != "" && slices.ContainsFunc(move, func(m Entry) bool { return m.key() == e.key() }):
+				copies = append(copies, e) // two copies in one batch: move one
 			default:
 				move = append(move, e)
 			}
@@ -114,10 +158,11 @@ func (t *Tool) Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error
 			for _, e := range move {
 				res.Moved++
 				res.ByCode[e.Code]++
+				moved[e.key()] = e
 			}
+			res.Duplicates += len(copies)
 			return nil, o.Limit > 0 && res.Moved >= o.Limit, nil
 		}
-		removed := map[string]bool{}
 		for len(move) > 0 {
 			n := 1
 			if limiter == nil {
@@ -125,23 +170,74 @@ func (t *Tool) Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error
 			} else if err := limiter.Wait(ctx); err != nil {
 				return removed, false, err
 			}
-			moved, err := t.move(ctx, move[:n], &res, note)
-			for _, id := range moved {
-				removed[id] = true
+			done, err := t.move(ctx, move[:n], pass, &res, note)
+			for _, e := range done {
+				removed[e.ID] = true
+				if k := e.key(); k != "" {
+					moved[k] = e
+					// Copies of its dead letter seen earlier in the pass.
+					for _, c := range held[k] {
+						if isCopy(c, e) {
+							copies = append(copies, c)
+						}
+					}
+					delete(held, k)
+				}
 			}
 			if err != nil {
 				return removed, false, err
 			}
 			move = move[n:]
 		}
+		for id := range t.deleteCopies(ctx, copies, &res, note) {
+			removed[id] = true
+		}
 		return removed, o.Limit > 0 && res.Moved >= o.Limit, nil
 	})
-	res.Pass = pass
+	res.Pass = p
 	return res, err
 }
 
-// move replays some messages and returns the ids deleted from the DLQ.
-func (t *Tool) move(ctx context.Context, batch []Entry, res *ReplayResult, note func(string)) ([]string, error) {
+// deleteCopies deletes extra copies of moved rows' dead letters and
+// returns the ids deleted.
+func (t *Tool) deleteCopies(ctx context.Context, copies []Entry, res *ReplayResult, note func(string)) map[string]bool {
+	removed := map[string]bool{}
+	for len(copies) > 0 {
+		n := min(len(copies), queue.MaxBatchEntries)
+		batch := copies[:n]
+		copies = copies[n:]
+		handles := make([]string, len(batch))
+		for i, e := range batch {
+			handles[i] = e.handle
+		}
+		failed, err := t.DLQ.DeleteBatch(ctx, handles)
+		if err != nil {
+			note("could not delete extra copies of dead letters (a later pass does): " + err.Error())
+			continue
+		}
+		bad := map[string]bool{}
+		for _, f := range failed {
+			bad[f.ID] = true
+		}
+		for i, e := range batch {
+			if !bad[strconv.Itoa(i)] {
+				removed[e.ID] = true
+				res.Duplicates++
+			}
+		}
+	}
+	return removed
+}
+
+// newPassID names a replay pass.
+func newPassID() string {
+	b := make([]byte, 8)
+	_, _ = crand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// move replays some messages and returns those deleted from the DLQ.
+func (t *Tool) move(ctx context.Context, batch []Entry, pass string, res *ReplayResult, note func(string)) ([]Entry, error) {
 	// The rows first: a crash after this leaves rows queued with their
 	// messages still here, and a second replay moves them.
 	byJob := map[string][]int64{}
@@ -170,7 +266,7 @@ func (t *Tool) move(ctx context.Context, batch []Entry, res *ReplayResult, note 
 		}
 		id := strconv.Itoa(i)
 		pending[id] = e
-		entries = append(entries, queue.Entry{ID: id, Body: e.body})
+		entries = append(entries, queue.Entry{ID: id, Body: e.body, Attributes: map[string]string{consume.AttrReplayPass: pass}})
 	}
 	if len(entries) == 0 {
 		return nil, nil
@@ -186,34 +282,41 @@ func (t *Tool) move(ctx context.Context, batch []Entry, res *ReplayResult, note 
 		res.Errors++
 		note("the import queue refused a message: " + f.Error())
 	}
-	var handles, ids []string
+	var sent []Entry
+	var handles []string
 	for _, e := range pending {
+		sent = append(sent, e)
 		handles = append(handles, e.handle)
-		ids = append(ids, e.ID)
 	}
-	dfailed, err := t.DLQ.DeleteBatch(ctx, handles)
+	// Sent: delete here, retrying, so that the row's dead letter, should it
+	// fail again, is its only one.
+	var dfailed []queue.EntryError
+	err = retry.Do(ctx, retry.DefaultPolicy, func(err error) bool { return !retry.IsContextError(err) }, func() (err error) {
+		dfailed, err = t.DLQ.DeleteBatch(ctx, handles)
+		return err
+	}, nil)
 	if err != nil {
-		// Sent but not deleted: the messages stay here too, duplicates the
-		// worker absorbs. Report them as not moved.
+		// Sent but not deleted: the messages stay here too; a later pass
+		// deletes them as copies. Report them as not moved.
 		res.Errors += len(handles)
-		note("delete from the dead-letter queue failed (the messages were sent; a later replay sends them again, harmlessly): " + err.Error())
+		note("delete from the dead-letter queue failed (the messages were sent; a later pass removes the copies): " + err.Error())
 		return nil, nil
 	}
-	notDeleted := map[string]bool{}
+	notDeleted := map[int]bool{}
 	for _, f := range dfailed {
 		i, _ := strconv.Atoi(f.ID)
-		notDeleted[ids[i]] = true
+		notDeleted[i] = true
 		res.Errors++
 		note("a message was sent but not deleted here: " + f.Error())
 	}
-	var removed []string
-	for _, e := range pending {
-		if notDeleted[e.ID] {
+	var removed []Entry
+	for i, e := range sent {
+		if notDeleted[i] {
 			continue
 		}
 		res.Moved++
 		res.ByCode[e.Code]++
-		removed = append(removed, e.ID)
+		removed = append(removed, e)
 	}
 	return removed, nil
 }

@@ -268,6 +268,16 @@ func (c *Client) accessToken(ctx context.Context) (string, error) {
 	return c.token, nil
 }
 
+// Probe fetches a new token: nil when FINEOS accepts the credentials.
+// The token is kept for the calls that follow.
+func (c *Client) Probe(ctx context.Context) error {
+	c.mu.Lock()
+	c.token = ""
+	c.mu.Unlock()
+	_, err := c.accessToken(ctx)
+	return err
+}
+
 func (c *Client) dropToken(token string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -204,10 +204,10 @@ func TestUnsentRowsAndRowTransitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	pgtest.Batch(t, pool, func(b *pgx.Batch) { s.QueueSucceed(b, "j1", 1) })
-	if err := s.Fail(ctx, "j1", 1, "X", "late failure"); err != nil {
+	if _, err := s.ClaimFailure(ctx, "j1", 1, "X", "late failure"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Fail(ctx, "j1", 2, "EMPLOYER_NOT_FOUND", "no employer"); err != nil {
+	if _, err := s.ClaimFailure(ctx, "j1", 2, "EMPLOYER_NOT_FOUND", "no employer"); err != nil {
 		t.Fatal(err)
 	}
 	st, err := s.Status(ctx, "j1")
@@ -253,7 +253,7 @@ func TestSelectionPicksIdleRowsAndLeavesRedrivenOnesToTheDLQ(t *testing.T) {
 		t.Fatal(err)
 	}
 	startAttempt(t, pool, s, "j1", 2, 1)
-	if err := s.Fail(ctx, "j1", 5, "EMPLOYER_NOT_FOUND", "no employer"); err != nil {
+	if _, err := s.ClaimFailure(ctx, "j1", 5, "EMPLOYER_NOT_FOUND", "no employer"); err != nil {
 		t.Fatal(err)
 	}
 	rows := func(sel jobs.Selection) []int64 {
@@ -329,7 +329,7 @@ func TestPruneKeepsTheCountsAndDeletesTheRowsAndTheirPlans(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Fail(ctx, "old", 2, "EMPLOYER_NOT_FOUND", "x"); err != nil {
+	if _, err := s.ClaimFailure(ctx, "old", 2, "EMPLOYER_NOT_FOUND", "x"); err != nil {
 		t.Fatal(err)
 	}
 	pgtest.Batch(t, pool, func(b *pgx.Batch) {

@@ -15,7 +15,18 @@ type RowInfo struct {
 	FEIN              string
 	ForceRegistration bool
 	Attempts          int
+	// Of a failed row: its error, and where its dead letter stands
+	// (DeadLetterPending: claimed, perhaps not sent).
+	ErrorCode    string
+	ErrorMessage string
+	DeadLetter   string
 }
+
+// Dead-letter states of a failed row.
+const (
+	DeadLetterPending = "pending" // the failure is claimed; the message may not be in the DLQ yet
+	DeadLetterSent    = "sent"    // the message is in the dead-letter queue
+)
 
 // QueueStartAttempt queues, into a batch, recording that a worker received
 // the row's message for the receiveCount-th time (attempts only grow: a
@@ -26,11 +37,12 @@ func (s *Store) QueueStartAttempt(b *pgx.Batch, jobID string, row int64, receive
 	b.Queue(`UPDATE bulk_import_row r SET attempts = greatest(r.attempts, $3), updated_at = now()
 		FROM bulk_import_job j
 		WHERE r.job_id = $1 AND r.row_no = $2 AND j.job_id = r.job_id
-		RETURNING r.state, coalesce(r.email, ''), coalesce(r.fein, ''), j.force_registration, r.attempts`,
+		RETURNING r.state, coalesce(r.email, ''), coalesce(r.fein, ''), j.force_registration, r.attempts,
+			coalesce(r.error_code, ''), coalesce(r.error_message, ''), coalesce(r.dead_letter, '')`,
 		jobID, row, receiveCount).Query(func(rows pgx.Rows) error {
 		got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RowInfo, error) {
 			var ri RowInfo
-			return ri, r.Scan(&ri.State, &ri.Email, &ri.FEIN, &ri.ForceRegistration, &ri.Attempts)
+			return ri, r.Scan(&ri.State, &ri.Email, &ri.FEIN, &ri.ForceRegistration, &ri.Attempts, &ri.ErrorCode, &ri.ErrorMessage, &ri.DeadLetter)
 		})
 		if len(got) == 1 {
 			*into = got[0]
@@ -58,12 +70,26 @@ func (s *Store) QueueSucceed(b *pgx.Batch, jobID string, row int64) {
 		WHERE job_id = $1 AND (finished_at IS NOT NULL OR cancelled_at IS NOT NULL)`, jobID)
 }
 
-// Fail marks a queued row failed for good with an error code and message.
-func (s *Store) Fail(ctx context.Context, jobID string, row int64, code, message string) error {
-	if _, err := s.pool.Exec(ctx, `UPDATE bulk_import_row
-		SET state = 'failed', error_code = $3, error_message = $4, finished_at = now(), updated_at = now()
-		WHERE job_id = $1 AND row_no = $2 AND state = 'queued'`, jobID, row, code, message); err != nil {
-		return fmt.Errorf("mark job %s row %d failed: %w", jobID, row, err)
+// ClaimFailure marks a queued row failed for good with an error code and
+// message, its dead letter pending, and reports whether this call did: of
+// several deliveries of one row failing at once, one claims the failure
+// and sends the one dead letter. Call DeadLettered once it is sent.
+func (s *Store) ClaimFailure(ctx context.Context, jobID string, row int64, code, message string) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE bulk_import_row
+		SET state = 'failed', error_code = $3, error_message = $4, dead_letter = 'pending', finished_at = now(), updated_at = now()
+		WHERE job_id = $1 AND row_no = $2 AND state = 'queued'`, jobID, row, code, message)
+	if err != nil {
+		return false, fmt.Errorf("mark job %s row %d failed: %w", jobID, row, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// DeadLettered records that the failed row's dead letter is in the
+// dead-letter queue.
+func (s *Store) DeadLettered(ctx context.Context, jobID string, row int64) error {
+	if _, err := s.pool.Exec(ctx, `UPDATE bulk_import_row SET dead_letter = 'sent'
+		WHERE job_id = $1 AND row_no = $2 AND state = 'failed' AND dead_letter = 'pending'`, jobID, row); err != nil {
+		return fmt.Errorf("mark job %s row %d dead-lettered: %w", jobID, row, err)
 	}
 	return nil
 }
@@ -111,7 +137,7 @@ func (s *Store) Requeue(ctx context.Context, jobID string, rows []int64) (int64,
 		case j.pruned:
 			return fmt.Errorf("job %s: %w", jobID, ErrPruned)
 		}
-		tag, err := tx.Exec(ctx, `UPDATE bulk_import_row SET state = 'queued', replays = replays + 1, finished_at = NULL, updated_at = now()
+		tag, err := tx.Exec(ctx, `UPDATE bulk_import_row SET state = 'queued', replays = replays + 1, dead_letter = NULL, finished_at = NULL, updated_at = now()
 			WHERE job_id = $1 AND row_no = ANY($2) AND state IN ('failed', 'queued') AND purged_at IS NULL`, jobID, rows)
 		if err != nil {
 			return err
@@ -148,7 +174,7 @@ func lockJob(ctx context.Context, tx pgx.Tx, jobID string) (lockedJob, error) {
 // were moved by SQS after a worker died on every attempt) fail with code.
 func (s *Store) Purge(ctx context.Context, jobID string, rows []int64, code string) (int64, error) {
 	tag, err := s.pool.Exec(ctx, `UPDATE bulk_import_row
-		SET state = 'failed', purged_at = now(), updated_at = now(), finished_at = coalesce(finished_at, now()),
+		SET state = 'failed', purged_at = now(), dead_letter = NULL, updated_at = now(), finished_at = coalesce(finished_at, now()),
 		    error_code = coalesce(error_code, $3),
 		    error_message = coalesce(error_message || ' ', '') || '(purged from the dead-letter queue: not retried)'
 		WHERE job_id = $1 AND row_no = ANY($2) AND state IN ('failed', 'queued') AND purged_at IS NULL`, jobID, rows, code)

@@ -149,7 +149,7 @@ func TestACompletionNeverRacesAReplayIntoAFinishedJobWithQueuedRows(t *testing.T
 	f := setup(t)
 	ctx := context.Background()
 	f.record(t, "replayed", 1, jobs.Limits{})
-	if err := f.store.Fail(ctx, "replayed", 1, "EMPLOYER_NOT_FOUND", "x"); err != nil {
+	if _, err := f.store.ClaimFailure(ctx, "replayed", 1, "EMPLOYER_NOT_FOUND", "x"); err != nil {
 		t.Fatal(err)
 	}
 	if _, won, err := f.lc.Complete(ctx, "replayed"); err != nil || !won {
@@ -177,7 +177,7 @@ func TestACompletionNeverRacesAReplayIntoAFinishedJobWithQueuedRows(t *testing.T
 			t.Fatalf("round %d: the job is finished with %d queued rows", i, st.Queued)
 		}
 		// The row fails again and the job completes again.
-		if err := f.store.Fail(ctx, "replayed", 1, "EMPLOYER_NOT_FOUND", "x"); err != nil {
+		if _, err := f.store.ClaimFailure(ctx, "replayed", 1, "EMPLOYER_NOT_FOUND", "x"); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := f.lc.CompleteReady(ctx, 10); err != nil {
@@ -230,7 +230,7 @@ func TestResultFilesAreWrittenOncePerCompletionAndAgainAfterAReplay(t *testing.T
 		t.Fatalf("written files written again: %v", out)
 	}
 	// A replay reopens the job; its next completion writes the files again.
-	if err := f.store.Fail(ctx, "files", 1, "X", "x"); err != nil {
+	if _, err := f.store.ClaimFailure(ctx, "files", 1, "X", "x"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_row SET state = 'failed' WHERE job_id = 'files' AND row_no = 1`); err != nil {
@@ -337,7 +337,7 @@ func TestJobsThatFailTooMuchAreCancelled(t *testing.T) {
 	f.record(t, "fine", 10, jobs.Limits{MaxFailures: 5})
 	fail := func(job string, rows ...int64) {
 		for _, r := range rows {
-			if err := f.store.Fail(ctx, job, r, "EMPLOYER_NOT_FOUND", "x"); err != nil {
+			if _, err := f.store.ClaimFailure(ctx, job, r, "EMPLOYER_NOT_FOUND", "x"); err != nil {
 				t.Fatal(err)
 			}
 		}

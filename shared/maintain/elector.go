@@ -2,12 +2,9 @@ package maintain
 
 import (
 	"context"
-	crand "crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"time"
 
@@ -41,17 +38,9 @@ type Elector struct {
 }
 
 // NewElector returns an elector for the named role with a lease of the
-// given length.
-func NewElector(pool *pgxpool.Pool, name string, lease time.Duration, log *slog.Logger) *Elector {
-	return &Elector{pool: pool, name: name, id: processID(), lease: lease, log: log, elected: make(chan struct{}, 1)}
-}
-
-// processID names this process in the lease: host, pid and a random part.
-func processID() string {
-	host, _ := os.Hostname()
-	b := make([]byte, 4)
-	_, _ = crand.Read(b)
-	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b))
+// given length; id names this process in the lease (fleet.NewID).
+func NewElector(pool *pgxpool.Pool, name, id string, lease time.Duration, log *slog.Logger) *Elector {
+	return &Elector{pool: pool, name: name, id: id, lease: lease, log: log, elected: make(chan struct{}, 1)}
 }
 
 // ID names this process in the lease.

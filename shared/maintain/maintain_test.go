@@ -17,6 +17,7 @@ import (
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
 	"github.com/massgov/bulk-user-import/shared/enqueue"
+	"github.com/massgov/bulk-user-import/shared/fleet"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/logging"
@@ -46,7 +47,7 @@ func (f fixture) maintainer(cfg maintain.Config) *maintain.Maintainer {
 	lc := lifecycle.New(f.stack.Pool, &results.Publisher{Jobs: f.store, S3: awsconf.S3(f.stack.AWS), Bucket: f.stack.Resources.ResultsBucket}, logging.Discard())
 	return &maintain.Maintainer{
 		Config:    cfg,
-		Elector:   maintain.NewElector(f.stack.Pool, maintain.LeaseName, cfg.Lease, logging.Discard()),
+		Elector:   maintain.NewElector(f.stack.Pool, maintain.LeaseName, fleet.NewID(), cfg.Lease, logging.Discard()),
 		Lifecycle: lc,
 		Jobs:      f.store,
 		Queue:     f.queue,
@@ -111,7 +112,7 @@ func TestOneLeaderAtATimeAndAResignedOrDeadLeaderIsReplaced(t *testing.T) {
 	const lease = 600 * time.Millisecond
 	var electors []*maintain.Elector
 	for range 4 {
-		electors = append(electors, maintain.NewElector(f.stack.Pool, "test-lease", lease, logging.Discard()))
+		electors = append(electors, maintain.NewElector(f.stack.Pool, "test-lease", fleet.NewID(), lease, logging.Discard()))
 	}
 	leaders := func() []int {
 		var out []int

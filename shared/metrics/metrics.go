@@ -27,6 +27,7 @@ type Worker struct {
 	Skipped    atomic.Int64 // messages of rows already final
 	Retried    atomic.Int64 // attempts that will be retried
 	Released   atomic.Int64 // messages handed back unfinished at shutdown
+	Paused     atomic.Int64 // messages handed back untouched: a dependency's breaker was open
 	Heartbeats atomic.Int64 // visibility extensions
 	InFlight   atomic.Int64 // messages being handled now
 
@@ -39,9 +40,20 @@ type Worker struct {
 	RowsResent     atomic.Int64 // messages re-sent for rows whose message was lost
 	RowsPruned     atomic.Int64 // rows whose data retention deleted
 
-	mu     sync.Mutex
-	errors map[string]int64 // failures (final or not) by error code
-	steps  map[string]*step
+	mu       sync.Mutex
+	errors   map[string]int64 // failures (final or not) by error code
+	steps    map[string]*step
+	breakers map[string]bool // dependency -> its breaker is open
+}
+
+// Breaker records whether the breaker of a dependency is open.
+func (m *Worker) Breaker(dependency string, open bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.breakers == nil {
+		m.breakers = map[string]bool{}
+	}
+	m.breakers[dependency] = open
 }
 
 type step struct {
@@ -80,33 +92,48 @@ func (m *Worker) Step(name string, took time.Duration, err error) {
 
 // Snapshot is the counters at one moment.
 type Snapshot struct {
-	At                                                                            time.Time
-	Received, Succeeded, Failed, Skipped, Retried, Released, Heartbeats, InFlight int64
-	Leader, JobsCompleted, JobsCancelled, ResultsWritten, ResultsFailed           int64
-	RowsResent, RowsPruned                                                        int64
-	Errors                                                                        map[string]int64
-	StepCalls, StepErrors                                                         map[string]int64
-	StepSeconds                                                                   map[string]float64
+	At                                                                          time.Time
+	Received, Succeeded, Failed, Skipped, Retried, Released, Paused, Heartbeats int64
+	InFlight                                                                    int64
+	Leader, JobsCompleted, JobsCancelled, ResultsWritten, ResultsFailed         int64
+	RowsResent, RowsPruned                                                      int64
+	Errors                                                                      map[string]int64
+	StepCalls, StepErrors                                                       map[string]int64
+	StepSeconds                                                                 map[string]float64
+	BreakerOpen                                                                 map[string]bool
 }
 
 // Snapshot reads every counter.
 func (m *Worker) Snapshot(now time.Time) Snapshot {
 	s := Snapshot{
 		At: now, Received: m.Received.Load(), Succeeded: m.Succeeded.Load(), Failed: m.Failed.Load(),
-		Skipped: m.Skipped.Load(), Retried: m.Retried.Load(), Released: m.Released.Load(),
+		Skipped: m.Skipped.Load(), Retried: m.Retried.Load(), Released: m.Released.Load(), Paused: m.Paused.Load(),
 		Heartbeats: m.Heartbeats.Load(), InFlight: m.InFlight.Load(),
 		Leader: m.Leader.Load(), JobsCompleted: m.JobsCompleted.Load(), JobsCancelled: m.JobsCancelled.Load(),
 		ResultsWritten: m.ResultsWritten.Load(), ResultsFailed: m.ResultsFailed.Load(),
 		RowsResent: m.RowsResent.Load(), RowsPruned: m.RowsPruned.Load(),
 		Errors: map[string]int64{}, StepCalls: map[string]int64{}, StepErrors: map[string]int64{}, StepSeconds: map[string]float64{},
+		BreakerOpen: map[string]bool{},
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	maps.Copy(s.Errors, m.errors)
+	maps.Copy(s.BreakerOpen, m.breakers)
 	for name, st := range m.steps {
 		s.StepCalls[name], s.StepErrors[name], s.StepSeconds[name] = st.count, st.errors, st.seconds
 	}
 	return s
+}
+
+// BreakersOpen is the number of dependencies whose breaker is open.
+func (s Snapshot) BreakersOpen() int64 {
+	var n int64
+	for _, open := range s.BreakerOpen {
+		if open {
+			n++
+		}
+	}
+	return n
 }
 
 // Finished is the number of rows that reached a final outcome.
@@ -130,7 +157,7 @@ func (s Snapshot) WritePrometheus(w io.Writer) error {
 	for _, o := range []struct {
 		name string
 		n    int64
-	}{{"succeeded", s.Succeeded}, {"failed", s.Failed}, {"skipped", s.Skipped}, {"retried", s.Retried}, {"released", s.Released}} {
+	}{{"succeeded", s.Succeeded}, {"failed", s.Failed}, {"skipped", s.Skipped}, {"retried", s.Retried}, {"released", s.Released}, {"paused", s.Paused}} {
 		b = fmt.Appendf(b, "bulk_import_rows_total{outcome=%q} %d\n", o.name, o.n)
 	}
 	metric("bulk_import_in_flight", "gauge", "Messages being handled now.")
@@ -149,6 +176,14 @@ func (s Snapshot) WritePrometheus(w io.Writer) error {
 	metric("bulk_import_step_errors_total", "counter", "Registration step calls that failed.")
 	for _, st := range slices.Sorted(maps.Keys(s.StepErrors)) {
 		b = fmt.Appendf(b, "bulk_import_step_errors_total{step=%q} %d\n", st, s.StepErrors[st])
+	}
+	metric("bulk_import_breaker_open", "gauge", "1 while the dependency refuses the pipeline and work that needs it is paused.")
+	for _, d := range slices.Sorted(maps.Keys(s.BreakerOpen)) {
+		open := 0
+		if s.BreakerOpen[d] {
+			open = 1
+		}
+		b = fmt.Appendf(b, "bulk_import_breaker_open{dependency=%q} %d\n", d, open)
 	}
 	metric("bulk_import_maintainer_leader", "gauge", "1 while this worker's maintainer is the elected leader.")
 	b = fmt.Appendf(b, "bulk_import_maintainer_leader %d\n", s.Leader)
@@ -179,12 +214,14 @@ func WriteEMF(w io.Writer, service string, prev, cur Snapshot) error {
 		"RowsFailed":       cur.Failed - prev.Failed,
 		"RowsRetried":      cur.Retried - prev.Retried,
 		"RowsReleased":     cur.Released - prev.Released,
+		"RowsPaused":       cur.Paused - prev.Paused,
 		"RowsResent":       cur.RowsResent - prev.RowsResent,
 		"ResultsFailed":    cur.ResultsFailed - prev.ResultsFailed,
 		"InFlight":         cur.InFlight,
+		"BreakersOpen":     cur.BreakersOpen(),
 	}
 	var defs []map[string]string
-	for _, name := range []string{"MessagesReceived", "RowsSucceeded", "RowsFailed", "RowsRetried", "RowsReleased", "RowsResent", "ResultsFailed", "InFlight"} {
+	for _, name := range []string{"MessagesReceived", "RowsSucceeded", "RowsFailed", "RowsRetried", "RowsReleased", "RowsPaused", "RowsResent", "ResultsFailed", "InFlight", "BreakersOpen"} {
 		defs = append(defs, map[string]string{"Name": name, "Unit": "Count"})
 	}
 	record["_aws"] = map[string]any{"Timestamp": ts, "CloudWatchMetrics": []any{map[string]any{

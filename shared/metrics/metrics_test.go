@@ -22,6 +22,9 @@ func TestPrometheusText(t *testing.T) {
 	m.Leader.Store(1)
 	m.RowsResent.Add(4)
 	m.ResultsFailed.Add(1)
+	m.Breaker("fineos", true)
+	m.Breaker("cognito", false)
+	m.Paused.Add(2)
 	rec := httptest.NewRecorder()
 	m.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body := rec.Body.String()
@@ -38,6 +41,9 @@ func TestPrometheusText(t *testing.T) {
 		"bulk_import_rows_resent_total 4\n",
 		`bulk_import_result_files_total{outcome="failed"} 1` + "\n",
 		`bulk_import_result_files_total{outcome="written"} 0` + "\n",
+		`bulk_import_breaker_open{dependency="fineos"} 1` + "\n",
+		`bulk_import_breaker_open{dependency="cognito"} 0` + "\n",
+		`bulk_import_rows_total{outcome="paused"} 2` + "\n",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("missing %q in:\n%s", want, body)

@@ -115,6 +115,40 @@ func NewStore(ctx context.Context, pool *pgxpool.Pool) (*Store, error) {
 	return &Store{pool: pool, ts: ts}, nil
 }
 
+// writes lists the privileges the registration uses.
+var writes = []struct{ table, privilege string }{
+	{"employer", "SELECT"},
+	{`"user"`, "SELECT"}, {`"user"`, "INSERT"},
+	{"link_user_role", "SELECT"}, {"link_user_role", "INSERT"},
+	{"link_user_leave_administrator", "SELECT"}, {"link_user_leave_administrator", "INSERT"}, {"link_user_leave_administrator", "UPDATE"},
+	{"bulk_import_row", "SELECT"}, {"bulk_import_row", "UPDATE"},
+	{"bulk_import_fineos_plan", "SELECT"}, {"bulk_import_fineos_plan", "INSERT"}, {"bulk_import_fineos_plan", "UPDATE"},
+}
+
+// CheckWritable tells whether the import can write again: the server is
+// not read-only (a replica, a failover in progress) and the user holds the
+// privileges the registration uses. It names what is missing.
+func (s *Store) CheckWritable(ctx context.Context) error {
+	tables, privs := make([]string, len(writes)), make([]string, len(writes))
+	for i, w := range writes {
+		tables[i], privs[i] = w.table, w.privilege
+	}
+	var readOnly bool
+	var missing []string
+	err := s.pool.QueryRow(ctx, `SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on',
+		coalesce((SELECT array_agg(w.p || ' on ' || w.t) FROM unnest($1::text[], $2::text[]) AS w(t, p)
+		          WHERE NOT has_table_privilege(w.t, w.p)), '{}')`, tables, privs).Scan(&readOnly, &missing)
+	switch {
+	case err != nil:
+		return fmt.Errorf("check the database: %w", err)
+	case readOnly:
+		return errors.New("the database is read-only")
+	case len(missing) > 0:
+		return fmt.Errorf("the database user lacks %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
 // Send sends a batch of statements queued by the Queue methods (of this
 // store and of the jobs store, on the same database) in one round trip and
 // one implicit transaction: all of it happens, or none. A user row that

@@ -2,6 +2,8 @@ package pfml_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"sync"
@@ -193,5 +195,70 @@ func TestNewStoreNamesMissingColumns(t *testing.T) {
 	_, err = pfml.NewStore(ctx, pool)
 	if !errors.Is(err, pfml.ErrSchema) || !strings.Contains(err.Error(), "employer.fineos_employer_id") || !strings.Contains(err.Error(), "user.sub_id") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestCheckWritableNamesMissingPrivileges(t *testing.T) {
+	t.Parallel()
+	url, pool := pgtest.NewPFMLDatabase(t)
+	ctx := context.Background()
+	store, err := pfml.NewStore(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.CheckWritable(ctx); err != nil {
+		t.Fatalf("owner: %v", err)
+	}
+	// A user that may read but not write the PFML tables.
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	role := "bui_reader_" + hex.EncodeToString(b)
+	for _, q := range []string{
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`GRANT SELECT ON ALL TABLES IN SCHEMA public TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE ON bulk_import_row TO ` + role,
+	} {
+		if _, err := pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), `DROP OWNED BY `+role)
+		_, _ = pool.Exec(context.Background(), `DROP ROLE `+role)
+	})
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.User = role
+	reader, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	rstore, err := pfml.NewStore(ctx, reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var who string
+	_ = reader.QueryRow(ctx, "select current_user").Scan(&who)
+	err = rstore.CheckWritable(ctx)
+	if err == nil || !strings.Contains(err.Error(), `INSERT on "user"`) || strings.Contains(err.Error(), "SELECT on \"user\"") || !strings.Contains(err.Error(), "link_user_leave_administrator") {
+		t.Fatalf("reader %s: %v", who, err)
+	}
+	// A read-only session.
+	cfg, _ = pgxpool.ParseConfig(url)
+	cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+	ro, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	rostore, err := pfml.NewStore(ctx, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rostore.CheckWritable(ctx); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("read-only: %v", err)
 	}
 }

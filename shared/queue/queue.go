@@ -26,6 +26,8 @@ const (
 	MaxBatchBytes = 256 << 10
 	// MaxWait is the longest long poll SQS allows.
 	MaxWait = 20 * time.Second
+	// MaxDelay is the longest delay SQS allows on a message sent.
+	MaxDelay = 15 * time.Minute
 	// DefaultMaxReceiveCount is the import queue's maxReceiveCount that the
 	// bootstrap and the deployment set: five attempts per row.
 	DefaultMaxReceiveCount = 5
@@ -61,6 +63,7 @@ type Entry struct {
 	ID         string
 	Body       string
 	Attributes map[string]string
+	Delay      time.Duration // before the message can be received (at most MaxDelay)
 }
 
 func (e Entry) size() int {
@@ -118,7 +121,8 @@ func (q *Queue) SendBatch(ctx context.Context, entries []Entry) (failed []EntryE
 	}
 	in := &sqs.SendMessageBatchInput{QueueUrl: &q.url, Entries: make([]types.SendMessageBatchRequestEntry, len(entries))}
 	for i, e := range entries {
-		in.Entries[i] = types.SendMessageBatchRequestEntry{Id: aws.String(e.ID), MessageBody: aws.String(e.Body), MessageAttributes: attributes(e.Attributes)}
+		in.Entries[i] = types.SendMessageBatchRequestEntry{Id: aws.String(e.ID), MessageBody: aws.String(e.Body), MessageAttributes: attributes(e.Attributes),
+			DelaySeconds: delaySeconds(e.Delay)}
 	}
 	out, err := q.api.SendMessageBatch(ctx, in)
 	if err != nil {
@@ -132,10 +136,15 @@ func (q *Queue) Send(ctx context.Context, e Entry) error {
 	if e.size() > MaxBatchBytes {
 		return fmt.Errorf("sqs SendMessage: message of %d bytes exceeds the %d byte limit", e.size(), MaxBatchBytes)
 	}
-	if _, err := q.api.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &q.url, MessageBody: &e.Body, MessageAttributes: attributes(e.Attributes)}); err != nil {
+	if _, err := q.api.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &q.url, MessageBody: &e.Body, MessageAttributes: attributes(e.Attributes),
+		DelaySeconds: delaySeconds(e.Delay)}); err != nil {
 		return fmt.Errorf("sqs SendMessage: %w", err)
 	}
 	return nil
+}
+
+func delaySeconds(d time.Duration) int32 {
+	return int32(min(max(d, 0), MaxDelay) / time.Second)
 }
 
 func attributes(m map[string]string) map[string]types.MessageAttributeValue {

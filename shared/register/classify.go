@@ -7,9 +7,13 @@ import (
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider/types"
+	"github.com/aws/smithy-go"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/massgov/bulk-user-import/shared/breaker"
 
 	"github.com/massgov/bulk-user-import/shared/cognito"
 	"github.com/massgov/bulk-user-import/shared/fineos"
@@ -17,22 +21,28 @@ import (
 )
 
 // Error codes. Permanent ones send the row to the dead-letter queue at once;
-// transient ones are retried until the queue's maxReceiveCount.
+// transient ones are retried until the queue's maxReceiveCount; systemic
+// ones (the pipeline is misconfigured or a dependency refuses it) open the
+// dependency's circuit breaker and never fail the row.
 const (
 	CodeEmployerNotFound      = "EMPLOYER_NOT_FOUND"      // permanent
 	CodeEmployerAmbiguous     = "EMPLOYER_AMBIGUOUS"      // permanent
 	CodeFineosEmployerMissing = "FINEOS_EMPLOYER_MISSING" // permanent
-	CodeFineosNotConfigured   = "FINEOS_NOT_CONFIGURED"   // permanent
+	CodeFineosNotConfigured   = "FINEOS_NOT_CONFIGURED"   // systemic (fineos): the worker has no FINEOS_CLIENT_* variables
 	CodeEmailConflict         = "EMAIL_CONFLICT"          // permanent
 	CodeCognitoRejected       = "COGNITO_REJECTED"        // permanent: a 4xx such as InvalidParameterException
 	CodeCognitoUserMissing    = "COGNITO_USER_MISSING"    // permanent: UserNotFoundException after create
 	CodeCognitoThrottled      = "COGNITO_THROTTLED"       // transient
 	CodeCognitoUnavailable    = "COGNITO_UNAVAILABLE"     // transient: 5xx, network
+	CodeCognitoAccessDenied   = "COGNITO_ACCESS_DENIED"   // systemic (cognito): credentials refused or missing
+	CodeCognitoPoolMissing    = "COGNITO_POOL_MISSING"    // systemic (cognito): ResourceNotFoundException
 	CodeFineosRejected        = "FINEOS_REJECTED"         // permanent: 4xx or an error in the answer
-	CodeFineosAuthFailed      = "FINEOS_AUTH_FAILED"      // permanent: credentials refused
+	CodeFineosAuthFailed      = "FINEOS_AUTH_FAILED"      // systemic (fineos): credentials refused
 	CodeFineosUnavailable     = "FINEOS_UNAVAILABLE"      // transient: 429, 5xx, time-outs, network
 	CodeDatabaseUnavailable   = "DATABASE_UNAVAILABLE"    // transient: connection loss, restart, deadlock, serialization
 	CodeDatabaseError         = "DATABASE_ERROR"          // permanent: an SQL error retrying cannot fix
+	CodeDatabaseReadOnly      = "DATABASE_READ_ONLY"      // systemic (database): 25006, a replica after a failover
+	CodeDatabasePermission    = "DATABASE_PERMISSION"     // systemic (database): 42501, the user lacks a privilege
 	CodeTimeout               = "TIMEOUT"                 // transient: the row's time ran out
 	CodeInternal              = "INTERNAL_ERROR"          // transient: unexpected
 )
@@ -42,10 +52,19 @@ type Failure struct {
 	Step      string
 	Code      string
 	Permanent bool
-	Err       error
+	// Pause names the dependency whose breaker the failure opens: the
+	// pipeline, not the row, is at fault. Fix says what the operator
+	// should do.
+	Pause breaker.Dependency
+	Fix   string
+	Err   error
 }
 
 func (f *Failure) Error() string { return fmt.Sprintf("%s: %v", f.Step, f.Err) }
+
+// Retryable reports whether retrying the call soon may help: the error is
+// neither permanent nor systemic (a systemic one waits for its breaker).
+func (f *Failure) Retryable() bool { return !f.Permanent && f.Pause == "" }
 func (f *Failure) Unwrap() error { return f.Err }
 
 func permanent(step, code string, err error) *Failure {
@@ -54,6 +73,25 @@ func permanent(step, code string, err error) *Failure {
 
 func transient(step, code string, err error) *Failure {
 	return &Failure{Step: step, Code: code, Err: err}
+}
+
+func systemic(step, code string, dep breaker.Dependency, fix string, err error) *Failure {
+	return &Failure{Step: step, Code: code, Pause: dep, Fix: fix, Err: err}
+}
+
+// Systemic failures, as built where the registration decides them.
+func fineosNotConfigured(err error) *Failure {
+	return systemic(StepFineos, CodeFineosNotConfigured, breaker.Fineos,
+		"set every FINEOS_CLIENT_* variable on the workers and restart them; force-registration rows wait meanwhile", err)
+}
+
+// awsAuthCodes are the error codes of AWS requests whose credentials are
+// refused, expired or missing: the worker's configuration, not the row.
+var awsAuthCodes = map[string]bool{
+	"AccessDeniedException": true, "AccessDenied": true, "UnrecognizedClientException": true,
+	"NotAuthorizedException": true, "ExpiredTokenException": true, "ExpiredToken": true,
+	"InvalidClientTokenId": true, "InvalidSignatureException": true, "IncompleteSignature": true,
+	"MissingAuthenticationToken": true, "SignatureDoesNotMatch": true,
 }
 
 // Classify decides whether err, met in step, is permanent and which code
@@ -101,11 +139,21 @@ func classifyCognito(err error) *Failure {
 		internal  *types.InternalErrorException
 		notFound  *types.UserNotFoundException
 		invalid   *types.InvalidParameterException
+		noPool    *types.ResourceNotFoundException
+		notAuth   *types.NotAuthorizedException
 		quota     ratelimit.QuotaExceededError
+		signing   *v4.SigningError
+		apiErr    smithy.APIError
 		respErr   *awshttp.ResponseError
 		isRespErr = errors.As(err, &respErr)
 	)
 	switch {
+	case errors.As(err, &noPool):
+		return systemic(step, CodeCognitoPoolMissing, breaker.Cognito,
+			"check COGNITO_USER_POOL_ID (and AWS_REGION): the user pool does not exist", err)
+	case errors.As(err, &notAuth), errors.As(err, &signing), errors.As(err, &apiErr) && awsAuthCodes[apiErr.ErrorCode()]:
+		return systemic(step, CodeCognitoAccessDenied, breaker.Cognito,
+			"check the worker's AWS credentials and that its role may call cognito-idp:Admin* on the pool", err)
 	case errors.As(err, &tooMany), errors.As(err, &limit), errors.As(err, &quota):
 		return transient(step, CodeCognitoThrottled, err)
 	case errors.As(err, &internal):
@@ -137,7 +185,8 @@ func classifyFineos(err error) *Failure {
 		case he.Status == 429 || he.Status >= 500:
 			return transient(step, CodeFineosUnavailable, err)
 		case he.Op == "token" || he.Status == 401 || he.Status == 403:
-			return permanent(step, CodeFineosAuthFailed, err)
+			return systemic(step, CodeFineosAuthFailed, breaker.Fineos,
+				"check FINEOS_CLIENT_OAUTH2_CLIENT_ID, FINEOS_CLIENT_OAUTH2_CLIENT_SECRET and FINEOS_CLIENT_OAUTH2_URL", err)
 		default:
 			return permanent(step, CodeFineosRejected, err)
 		}
@@ -146,12 +195,20 @@ func classifyFineos(err error) *Failure {
 	return transient(step, CodeFineosUnavailable, err)
 }
 
-// classifyDatabase: connection problems, restarts, deadlocks and
-// serialization failures are transient; other SQL errors are permanent.
+// classifyDatabase: connection problems, restarts, deadlocks, serialization
+// failures and statement time-outs are transient; a read-only server (a
+// replica after a failover) and missing privileges are systemic; other SQL
+// errors are permanent.
 func classifyDatabase(step string, err error) *Failure {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch {
+		case pe.Code == "25006": // read-only SQL transaction
+			return systemic(step, CodeDatabaseReadOnly, breaker.Database,
+				"the database is read-only (a replica, or a failover in progress): point DB_HOST at the primary", err)
+		case pe.Code == "42501": // insufficient privilege
+			return systemic(step, CodeDatabasePermission, breaker.Database,
+				"grant DB_USER the privileges the import needs on the PFML tables (see the README's Database section)", err)
 		case strings.HasPrefix(pe.Code, "08"), // connection exception
 			strings.HasPrefix(pe.Code, "53"), // insufficient resources
 			pe.Code == "40001",               // serialization failure
@@ -159,7 +216,8 @@ func classifyDatabase(step string, err error) *Failure {
 			pe.Code == "55P03",               // lock not available
 			pe.Code == "57P01",               // admin shutdown
 			pe.Code == "57P02",               // crash shutdown
-			pe.Code == "57P03":               // cannot connect now (starting up)
+			pe.Code == "57P03",               // cannot connect now (starting up)
+			pe.Code == "57014":               // query cancelled: statement time-out
 			return transient(step, CodeDatabaseUnavailable, err)
 		}
 		return permanent(step, CodeDatabaseError, err)

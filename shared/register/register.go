@@ -54,8 +54,12 @@ var (
 	ErrMessageMismatch = errors.New("the message's email, FEIN or force flag differ from the recorded row")
 )
 
-// RowFinalError says the row is already final: nothing to do.
-type RowFinalError struct{ State string }
+// RowFinalError says the row is already final: nothing to register. Row
+// is the row as recorded (a failed row's dead letter may still be pending).
+type RowFinalError struct {
+	State string
+	Row   jobs.RowInfo
+}
 
 func (e *RowFinalError) Error() string { return "the row is already " + e.State }
 
@@ -95,7 +99,7 @@ type Registrar struct {
 // time, and returns a classified *Failure.
 func (r *Registrar) do(ctx context.Context, log *slog.Logger, step string, fn func() error) error {
 	tries := 0
-	err := retry.Do(ctx, r.Retry, func(err error) bool { return !Classify(step, err).Permanent && !retry.IsContextError(err) },
+	err := retry.Do(ctx, r.Retry, func(err error) bool { return Classify(step, err).Retryable() && !retry.IsContextError(err) },
 		func() error {
 			tries++
 			start := time.Now()
@@ -156,7 +160,7 @@ func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request)
 			}
 			return res, fmt.Errorf("job %s row %d: %w", req.Job, req.Row, jobs.ErrRowNotFound)
 		case row.State != jobs.Queued:
-			return res, &RowFinalError{State: row.State}
+			return res, &RowFinalError{State: row.State, Row: row}
 		case row.Email != req.Email || row.FEIN != req.FEIN || row.ForceRegistration != req.ForceRegistration:
 			return res, ErrMessageMismatch
 		}
@@ -171,7 +175,7 @@ func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request)
 			return res, permanent(StepEmployer, CodeFineosEmployerMissing, errors.New("the employer has no fineos_employer_id, so it cannot be registered in FINEOS"))
 		}
 		if r.Fineos == nil {
-			return res, permanent(StepFineos, CodeFineosNotConfigured, errors.New("force registration needs FINEOS, and this worker has no FINEOS_CLIENT_* configuration"))
+			return res, fineosNotConfigured(errors.New("force registration needs FINEOS, and this worker has no FINEOS_CLIENT_* configuration"))
 		}
 		if lookup.PlannedID == "" {
 			return res, transient(StepDatabase, CodeInternal, errors.New("no FINEOS web id was planned for the pair"))

@@ -114,7 +114,7 @@ func TestPreconditionsFailBeforeAnySideEffect(t *testing.T) {
 	noFineos := *f.reg
 	noFineos.Fineos = nil
 	_, err = noFineos.Register(ctx, logging.Discard(), register.Request{Email: "z@b.co", FEIN: "123456789", ForceRegistration: true})
-	wantFailure(t, err, register.CodeFineosNotConfigured, true)
+	wantFailure(t, err, register.CodeFineosNotConfigured, false) // systemic: the breaker pauses such rows
 	for _, e := range []string{"x@b.co", "y@b.co", "z@b.co"} {
 		if f.cognitoUser(t, e) != nil {
 			t.Fatalf("Cognito user %s created before a precondition failed", e)

@@ -79,7 +79,7 @@ func TestReportFilesHoldEveryRowWhereItBelongs(t *testing.T) {
 		"Name,EMAIL,fein,extra\n"+ // a second file with other columns, in another order
 			"Two,two@b.co,123456789,@x\n") // row 7: succeeds
 	pgtest.Batch(t, s.Pool, func(b *pgx.Batch) { store.QueueSucceed(b, "j1", 1); store.QueueSucceed(b, "j1", 7) })
-	if err := store.Fail(ctx, "j1", 2, "EMPLOYER_NOT_FOUND", "employer: no employer has this FEIN"); err != nil {
+	if _, err := store.ClaimFailure(ctx, "j1", 2, "EMPLOYER_NOT_FOUND", "employer: no employer has this FEIN"); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()

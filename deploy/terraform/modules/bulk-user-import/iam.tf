@@ -78,6 +78,7 @@ data "aws_iam_policy_document" "worker" {
       "cognito-idp:AdminGetUser",
       "cognito-idp:AdminCreateUser",
       "cognito-idp:AdminSetUserPassword",
+      "cognito-idp:DescribeUserPool", # the start-up check
     ]
     resources = [var.cognito_user_pool_arn]
   }

@@ -1,0 +1,124 @@
+// Package fleet is the registry of the workers that are running: each
+// worker keeps a row of bulk_import_worker fresh (a heartbeat every few
+// seconds, at once when one of its circuit breakers opens or closes) and
+// deletes it when it stops, so that an operator's status can say how many
+// workers run and which of them are paused, and why.
+package fleet
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/massgov/bulk-user-import/shared/breaker"
+)
+
+// DefaultHeartbeat is how often a worker refreshes its row; a row older
+// than LiveWithin belongs to a worker that is gone.
+const (
+	DefaultHeartbeat = 5 * time.Second
+	LiveWithin       = 30 * time.Second
+)
+
+// NewID names this process: host, pid and a random part.
+func NewID() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b))
+}
+
+// Worker is a running worker, as registered.
+type Worker struct {
+	ID          string                               `json:"id"`
+	StartedAt   time.Time                            `json:"started_at"`
+	HeartbeatAt time.Time                            `json:"heartbeat_at"`
+	Paused      map[breaker.Dependency]breaker.Fault `json:"paused,omitempty"`
+}
+
+// Registration is this process's row.
+type Registration struct {
+	pool  *pgxpool.Pool
+	id    string
+	state func() map[breaker.Dependency]breaker.Fault
+	log   *slog.Logger
+	kick  chan struct{}
+}
+
+// Register returns this process's registration under id; state gives its
+// open breakers' faults at each heartbeat. Run keeps it fresh.
+func Register(pool *pgxpool.Pool, id string, state func() map[breaker.Dependency]breaker.Fault, log *slog.Logger) *Registration {
+	return &Registration{pool: pool, id: id, state: state, log: log, kick: make(chan struct{}, 1)}
+}
+
+// Changed asks for a heartbeat now (a breaker opened or closed).
+func (r *Registration) Changed() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run writes the row every interval (and when Changed) until ctx ends,
+// then deletes it.
+func (r *Registration) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	failing := false
+	for {
+		err := r.beat(ctx)
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
+			r.log.Warn("could not register this worker's heartbeat (status may not list it)", "err", err)
+			failing = true
+		case err == nil:
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if _, err := r.pool.Exec(dctx, `DELETE FROM bulk_import_worker WHERE worker_id = $1`, r.id); err != nil {
+				r.log.Warn("could not deregister this worker (its row expires)", "err", err)
+			}
+			return
+		case <-t.C:
+		case <-r.kick:
+		}
+	}
+}
+
+func (r *Registration) beat(ctx context.Context) error {
+	paused, err := json.Marshal(r.state())
+	if err != nil {
+		return err
+	}
+	_, err = r.pool.Exec(ctx, `INSERT INTO bulk_import_worker (worker_id, paused) VALUES ($1, $2)
+		ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), paused = excluded.paused`, r.id, string(paused))
+	return err
+}
+
+// Live returns the workers heard from within LiveWithin, oldest first.
+func Live(ctx context.Context, pool *pgxpool.Pool) ([]Worker, error) {
+	rows, err := pool.Query(ctx, `SELECT worker_id, started_at, heartbeat_at, paused FROM bulk_import_worker
+		WHERE heartbeat_at > now() - $1 * interval '1 second' ORDER BY started_at, worker_id`, LiveWithin.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("read the live workers: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Worker, error) {
+		var w Worker
+		return w, r.Scan(&w.ID, &w.StartedAt, &w.HeartbeatAt, &w.Paused)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the live workers: %w", err)
+	}
+	return out, nil
+}
