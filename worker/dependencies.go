@@ -78,7 +78,7 @@ func checkDependencies(ctx context.Context, cog *cognito.Client, fc *fineos.Clie
 // starts their probers and the worker's registration (which publishes
 // what is paused), and returns them with a function that stops both.
 func startBreakers(ctx context.Context, pool *pgxpool.Pool, id string, store *pfml.Store, cog *cognito.Client, fc *fineos.Client,
-	m *metrics.Worker, log *slog.Logger) (*breaker.Set, func()) {
+	probeMax time.Duration, m *metrics.Worker, log *slog.Logger) (*breaker.Set, func()) {
 	fineosProbe := func(context.Context) error {
 		return errors.New("FINEOS is not configured on this worker")
 	}
@@ -93,6 +93,7 @@ func startBreakers(ctx context.Context, pool *pgxpool.Pool, id string, store *pf
 	reg := fleet.Register(pool, id, set.Paused, log)
 	for _, d := range []breaker.Dependency{breaker.Database, breaker.Cognito, breaker.Fineos} {
 		m.Breaker(string(d), false)
+		set.Get(d).ProbeMax = probeMax
 		set.Get(d).OnChange = func(d breaker.Dependency, open bool, _ breaker.Fault) {
 			m.Breaker(string(d), open)
 			reg.Changed()

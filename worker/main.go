@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/massgov/bulk-user-import/shared/awsconf"
+	"github.com/massgov/bulk-user-import/shared/breaker"
 	"github.com/massgov/bulk-user-import/shared/cli"
 	"github.com/massgov/bulk-user-import/shared/cognito"
 	"github.com/massgov/bulk-user-import/shared/config"
@@ -57,6 +58,7 @@ type flags struct {
 	metricsAddr      string
 	emf              bool
 	maintain         maintain.Config
+	probeMax         time.Duration
 	logFormat        string
 	logLevel         string
 }
@@ -92,6 +94,7 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	fs.DurationVar(&f.maintain.Lease, "leader-lease", maintain.DefaultLease, "the maintainer leader's lease: a leader that died is replaced within it (plus a third)")
 	fs.DurationVar(&f.maintain.RecoverAfter, "recover-after", 0, "re-send a queued row's message once the row and the import queue have been idle this long (default: 2 x --message-timeout + the longer of --visibility-timeout and --retry-max + 1m20s)")
 	cli.DurationVar(fs, &f.maintain.Retention, "retention", maintain.DefaultRetention, "delete the row data of jobs finished longer ago than this, keeping their counts (0: keep everything; e.g. 30d, 72h)")
+	fs.DurationVar(&f.probeMax, "breaker-probe-max", breaker.DefaultProbeMax, "while a dependency refuses the pipeline, the longest wait between two probes of it (they start 2s apart and double)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9090; empty: off)")
 	fs.BoolVar(&f.emf, "emf", false, "write CloudWatch embedded-metric-format lines to stdout every --summary-interval")
 	fs.StringVar(&f.logFormat, "log-format", or(cfg.LogFormat, "json"), "log format: json, text or auto (env LOG_FORMAT)")
@@ -116,6 +119,9 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	}
 	if f.emf && f.loop.SummaryInterval <= 0 {
 		errs = append(errs, errors.New("--emf needs a positive --summary-interval"))
+	}
+	if f.probeMax < breaker.DefaultProbeInitial || f.probeMax > time.Hour {
+		errs = append(errs, fmt.Errorf("--breaker-probe-max %s: want %s to 1h", f.probeMax, breaker.DefaultProbeInitial))
 	}
 	if f.maintain.RecoverAfter < 0 {
 		errs = append(errs, fmt.Errorf("--recover-after %s: want 0 (derived) or more", f.maintain.RecoverAfter))
@@ -240,7 +246,7 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 
 	m := &metrics.Worker{}
 	id := fleet.NewID()
-	breakers, stopBreakers := startBreakers(ctx, pool, id, store, cog, fc, m, log)
+	breakers, stopBreakers := startBreakers(ctx, pool, id, store, cog, fc, f.probeMax, m, log)
 	defer stopBreakers()
 	if f.metricsAddr != "" {
 		stopMetrics, err := serveMetrics(f.metricsAddr, m, log)

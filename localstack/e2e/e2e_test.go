@@ -43,7 +43,7 @@ func runBin(t *testing.T, envv []string, name string, args ...string) proctest.R
 func startWorker(t *testing.T, envv []string, args ...string) *proctest.Proc {
 	t.Helper()
 	args = append([]string{"--wait-time", "1s", "--retry-base", "1s", "--retry-max", "2s", "--concurrency", "4",
-		"--maintain-interval", "250ms", "--leader-lease", "3s"}, args...)
+		"--maintain-interval", "250ms", "--leader-lease", "3s", "--breaker-probe-max", "4s"}, args...)
 	p, err := proctest.Start(filepath.Join(binDir, "worker"), envv, args...)
 	if err != nil {
 		t.Fatal(err)
@@ -288,8 +288,9 @@ func TestSIGTERMDuringWorkLosesNothingAndExitsInTime(t *testing.T) {
 	if err := os.WriteFile(csv, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.Fineos.SetLatency(4 * time.Second) // every row is in FINEOS when the signal comes
 	first := startWorker(t, envv, "--shutdown-timeout", "1s", "--concurrency", "8")
+	waitStarted(t, first)
+	s.Fineos.SetLatency(4 * time.Second) // every row is in FINEOS when the signal comes
 	if r := runBin(t, envv, "splitter", "--force-registration", "--job", "term-1", csv); r.Code != 0 {
 		t.Fatalf("splitter: %d %s", r.Code, r.Stderr)
 	}
@@ -336,8 +337,9 @@ func TestASecondSignalExitsAtOnce(t *testing.T) {
 	if err := os.WriteFile(csv, []byte("fein,email\n123456789,slow@example.com\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.Fineos.SetLatency(30 * time.Second)
 	w := startWorker(t, envv, "--shutdown-timeout", "25s")
+	waitStarted(t, w) // its start-up check of FINEOS is done
+	s.Fineos.SetLatency(30 * time.Second)
 	if r := runBin(t, envv, "splitter", "--force-registration", "--job", "second-1", csv); r.Code != 0 {
 		t.Fatalf("splitter: %d %s", r.Code, r.Stderr)
 	}
@@ -357,6 +359,17 @@ func TestASecondSignalExitsAtOnce(t *testing.T) {
 	var ee *exec.ExitError
 	if !exited || !errors.As(err, &ee) || ee.ExitCode() != 130 {
 		t.Fatalf("after the second signal: exited %v, %v", exited, err)
+	}
+}
+
+// waitStarted waits for the worker's "worker started" line: its start-up
+// checks are done.
+func waitStarted(t *testing.T, w *proctest.Proc) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(w.Output(), `"msg":"worker started"`); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) || w.Exited() {
+			t.Fatalf("the worker did not start:\n%s", w.Output())
+		}
 	}
 }
 

@@ -40,6 +40,10 @@ type Faults struct {
 	ErrorAfter float64
 	Drop       float64 // closes the connection without an answer, not forwarded
 	DropAfter  float64 // forwards, then closes the connection without an answer
+	// Refuse, when set, answers every request with this error code, not
+	// forwarded: for AWS services HTTP 400 with the code (such as
+	// AccessDeniedException: the credentials are refused); for FINEOS 401.
+	Refuse string
 }
 
 // Proxy forwards to one target.
@@ -144,6 +148,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	f, fault := p.fault(service)
+	if f.Refuse != "" {
+		p.mu.Lock()
+		p.counts[service+".refused"]++
+		p.mu.Unlock()
+		if service == Fineos {
+			http.Error(w, "refused (injected): "+f.Refuse, http.StatusUnauthorized)
+		} else {
+			awsError(w, http.StatusBadRequest, f.Refuse, "refused (injected)")
+		}
+		return
+	}
 	if d := f.Latency + randDuration(f.Jitter); d > 0 {
 		select {
 		case <-time.After(d):

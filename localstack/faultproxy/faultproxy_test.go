@@ -71,8 +71,16 @@ func TestEveryKindOfFaultReachesTheSDKAsItWould(t *testing.T) {
 		t.Fatalf("cognito throttle: %v", err)
 	}
 
+	// Refused credentials: every call, the code the SDK models.
+	p.Set(faultproxy.Cognito, faultproxy.Faults{Refuse: "AccessDeniedException"})
+	_, err = awsconf.Cognito(cfg).ListUserPools(ctx, &cip.ListUserPoolsInput{MaxResults: aws.Int32(1)})
+	if !errors.As(err, &ae) || ae.ErrorCode() != "AccessDeniedException" {
+		t.Fatalf("cognito refuse: %v", err)
+	}
+	p.Set(faultproxy.Cognito, faultproxy.Faults{})
+
 	c := p.Counts()
-	for _, k := range []string{"sqs.throttle", "sqs.error_after", "sqs.drop", "cognito.throttle"} {
+	for _, k := range []string{"sqs.throttle", "sqs.error_after", "sqs.drop", "cognito.throttle", "cognito.refused"} {
 		if c[k] != 1 {
 			t.Errorf("count %s = %d, want 1 (%v)", k, c[k], c)
 		}

@@ -84,6 +84,7 @@ type Fault struct {
 
 // Stats counts what the stub saw.
 type Stats struct {
+	TokenRequests int `json:"token_requests"`
 	TokensIssued  int `json:"tokens_issued"`
 	Calls         int `json:"calls"`
 	Created       int `json:"created"`
@@ -105,6 +106,7 @@ type Stub struct {
 	rateFault Fault
 	latency   time.Duration
 	oid       int
+	refuse    bool // the client's credentials are refused (a secret being rotated)
 }
 
 // New returns a stub accepting the given credentials.
@@ -134,6 +136,19 @@ func (s *Stub) SetLatency(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.latency = d
+}
+
+// RefuseCredentials makes the token endpoint refuse the client's
+// credentials (401 invalid_client), as FINEOS does while a secret is being
+// rotated, and invalidates the tokens issued so far; false accepts them
+// again.
+func (s *Stub) RefuseCredentials(refuse bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuse = refuse
+	if refuse {
+		clear(s.tokens)
+	}
 }
 
 // ExpireTokens invalidates every token issued so far.
@@ -218,7 +233,11 @@ func (s *Stub) serveToken(w http.ResponseWriter, r *http.Request) {
 	} else {
 		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
 	}
-	if id != s.opts.ClientID || secret != s.opts.ClientSecret {
+	s.mu.Lock()
+	s.stats.TokenRequests++
+	refuse := s.refuse
+	s.mu.Unlock()
+	if refuse || id != s.opts.ClientID || secret != s.opts.ClientSecret {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client"})
 		return
 	}

@@ -40,7 +40,7 @@ type Fault struct {
 // Defaults of the probe schedule.
 const (
 	DefaultProbeInitial = 2 * time.Second
-	DefaultProbeMax     = 2 * time.Minute
+	DefaultProbeMax     = 30 * time.Second
 )
 
 // Breaker is the state of one dependency. The zero value is not ready:
@@ -119,9 +119,13 @@ func (b *Breaker) Open() bool {
 	return open
 }
 
+// MaxRetryIn bounds RetryIn: once the dependency answers again, the work
+// it paused is back within this.
+const MaxRetryIn = 10 * time.Second
+
 // RetryIn is how long work that found the breaker open should wait before
-// it is tried again: until shortly after the next probe (at least a
-// second).
+// it is tried again: until shortly after the next probe, between a second
+// and MaxRetryIn.
 func (b *Breaker) RetryIn() time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -129,7 +133,7 @@ func (b *Breaker) RetryIn() time.Duration {
 		return 0
 	}
 	d := time.Until(b.nextProbe) + time.Second + rand.N(time.Second)
-	return max(d, time.Second)
+	return min(max(d, time.Second), MaxRetryIn)
 }
 
 // Closed returns a channel that is closed while the breaker is closed.

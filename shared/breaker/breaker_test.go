@@ -58,7 +58,7 @@ func TestABreakerOpensOnceProbesWithBackoffAndClosesWhenTheProbeSucceeds(t *test
 	if f := set.Paused()[breaker.Fineos]; f.Fix == "" || f.Since.IsZero() {
 		t.Fatalf("paused %+v", set.Paused())
 	}
-	if d := b.RetryIn(); d < time.Second || d > 3*time.Second {
+	if d := b.RetryIn(); d < time.Second || d > breaker.MaxRetryIn {
 		t.Fatalf("RetryIn %s", d)
 	}
 	time.Sleep(700 * time.Millisecond)

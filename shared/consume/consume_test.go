@@ -18,7 +18,9 @@ import (
 	"github.com/massgov/bulk-user-import/localstack/pgtest"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
+	"github.com/massgov/bulk-user-import/shared/breaker"
 	"github.com/massgov/bulk-user-import/shared/consume"
+	"github.com/massgov/bulk-user-import/shared/fineos"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/message"
@@ -82,7 +84,9 @@ func (f fixture) run(t *testing.T, job string, n int) []*consume.Worker {
 	for i := range n {
 		workers[i] = &consume.Worker{
 			Queue: f.queue, Handler: f.handler, Log: logging.Discard(),
-			Config: consume.Config{Concurrency: 4, WaitTime: time.Second, VisibilityTimeout: 5 * time.Second, MessageTimeout: 4 * time.Second},
+			Config: consume.Config{Concurrency: 4, WaitTime: time.Second, VisibilityTimeout: 5 * time.Second, MessageTimeout: 4 * time.Second,
+				MaxReceiveCount: f.handler.MaxReceiveCount},
+			Breakers: f.handler.Breakers,
 		}
 		wg.Go(func() {
 			if err := workers[i].Run(ctx); err != nil {
@@ -485,5 +489,134 @@ func TestReleaseNearTheLastAttemptSendsAFreshMessage(t *testing.T) {
 	}
 	if more, _ := f.queue.Receive(context.Background(), 10, 0, time.Minute); len(more) != 0 {
 		t.Fatalf("the original message is still there: %+v", more)
+	}
+}
+
+// breakers returns the breakers a worker builds, probing the stack's
+// FINEOS stub and Cognito pool, with quick probes.
+func (f fixture) breakers(t *testing.T) *breaker.Set {
+	t.Helper()
+	fc := f.handler.Registrar.Fineos.(*fineos.Client)
+	set := breaker.NewSet(
+		breaker.New(breaker.Fineos, fc.Probe, logging.Discard()),
+		breaker.New(breaker.Cognito, f.handler.Registrar.Cognito.Probe, logging.Discard()),
+	)
+	for _, d := range []breaker.Dependency{breaker.Fineos, breaker.Cognito} {
+		set.Get(d).ProbeInitial, set.Get(d).ProbeMax = 200*time.Millisecond, 400*time.Millisecond
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); set.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return set
+}
+
+func TestRefusedFINEOSCredentialsPauseRowsAndNeverFailThem(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 3)
+	var b strings.Builder
+	b.WriteString("fein,email\n")
+	for i := range 30 {
+		fmt.Fprintf(&b, "123456789,p%d@b.co\n", i)
+	}
+	f.split(t, "job1", true, b.String())
+	f.handler.Breakers = f.breakers(t)
+	// The secret is being rotated: FINEOS refuses the credentials for 3 s.
+	f.stack.Fineos.RefuseCredentials(true)
+	time.AfterFunc(3*time.Second, func() { f.stack.Fineos.RefuseCredentials(false) })
+	start := time.Now()
+	workers := f.run(t, "job1", 2)
+	if time.Since(start) < 3*time.Second {
+		t.Fatal("the rows finished while FINEOS refused the credentials")
+	}
+	st, _ := f.jobs.Status(context.Background(), "job1")
+	if st.Succeeded != 30 || st.Failed != 0 {
+		t.Fatalf("status %+v", st)
+	}
+	if dl := f.drainDLQ(t); len(dl) != 0 {
+		t.Fatalf("%d dead letters", len(dl))
+	}
+	var paused int64
+	for _, w := range workers {
+		paused += w.Stats().Paused
+	}
+	// One token request per probe (a few), not one per row and attempt.
+	t.Logf("%d token requests, %d messages paused", f.stack.Fineos.Stats().TokenRequests, paused)
+	if n := f.stack.Fineos.Stats().TokenRequests; n > 15 || paused == 0 {
+		t.Fatalf("%d token requests, %d messages paused", n, paused)
+	}
+	if n := len(f.stack.Fineos.Users()); n != 30 {
+		t.Fatalf("%d FINEOS users", n)
+	}
+}
+
+func TestOnlyOneDeliveryOfAFailingRowSendsItsDeadLetter(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 3)
+	f.split(t, "job1", false, "fein,email\n000000001,x@y.co\n")
+	msgs, err := f.queue.Receive(context.Background(), 1, time.Second, time.Minute)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("receive: %d %v", len(msgs), err)
+	}
+	// SQS delivers it to eight handlers at once.
+	var wg sync.WaitGroup
+	results := make([]consume.Outcome, 8)
+	for i := range results {
+		wg.Go(func() { results[i] = f.handler.Handle(context.Background(), msgs[0]) })
+	}
+	wg.Wait()
+	failed := 0
+	for _, o := range results {
+		// The others drop their message, or (the failure just claimed)
+		// look again later.
+		if o.Action != consume.Ack && !(o.Action == consume.Release && o.Result == consume.Paused) {
+			t.Fatalf("outcome %+v", o)
+		}
+		if o.Result == consume.Failed {
+			failed++
+		}
+	}
+	if dl := f.drainDLQ(t); len(dl) != 1 || failed != 1 {
+		t.Fatalf("%d dead letters, %d deliveries failed the row; want 1 and 1", len(dl), failed)
+	}
+}
+
+func TestADeadLetterClaimedByAWorkerThatDiedIsSentByTheNextDelivery(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 3)
+	f.split(t, "job1", false, "fein,email\n000000001,x@y.co\n")
+	ctx := context.Background()
+	// A worker claimed the failure and died before it sent the dead letter.
+	if claimed, err := f.jobs.ClaimFailure(ctx, "job1", 1, register.CodeEmployerNotFound, "employer: no employer has this FEIN"); err != nil || !claimed {
+		t.Fatal(claimed, err)
+	}
+	msgs, err := f.queue.Receive(ctx, 1, time.Second, time.Minute)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("receive: %d %v", len(msgs), err)
+	}
+	// Delivered again at once, the claim is left to its worker.
+	if o := f.handler.Handle(ctx, msgs[0]); o.Action != consume.Release || o.Result != consume.Paused {
+		t.Fatalf("outcome while the claim is fresh %+v", o)
+	}
+	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_row SET finished_at = now() - interval '1 minute' WHERE job_id = 'job1'`); err != nil {
+		t.Fatal(err)
+	}
+	if o := f.handler.Handle(ctx, msgs[0]); o.Action != consume.Ack || o.Result != consume.Failed {
+		t.Fatalf("outcome %+v", o)
+	}
+	dl := f.drainDLQ(t)
+	if len(dl) != 1 || dl[0].Attributes[consume.AttrErrorCode] != register.CodeEmployerNotFound {
+		t.Fatalf("dead letters %+v", dl)
+	}
+	var state string
+	if err := f.stack.Pool.QueryRow(ctx, `SELECT dead_letter FROM bulk_import_row WHERE job_id = 'job1'`).Scan(&state); err != nil || state != jobs.DeadLetterSent {
+		t.Fatalf("dead_letter %q, %v", state, err)
+	}
+	// Once sent, a further delivery only drops its message.
+	if o := f.handler.Handle(ctx, msgs[0]); o.Result != consume.Skipped {
+		t.Fatalf("outcome of a late delivery %+v", o)
+	}
+	if dl := f.drainDLQ(t); len(dl) != 0 {
+		t.Fatalf("%d more dead letters", len(dl))
 	}
 }

@@ -159,6 +159,11 @@ func (h *Handler) countError(code string) {
 // worker is stopping.
 const bookkeepingTimeout = 10 * time.Second
 
+// claimSettles is how long a claimed failure's dead letter may take to be
+// sent (the send and its record, each within bookkeepingTimeout): a
+// pending dead letter older than this was left by a worker that died.
+const claimSettles = 3 * bookkeepingTimeout
+
 // Needs returns the dependencies a row's registration calls.
 func Needs(forceRegistration bool) []breaker.Dependency {
 	if forceRegistration {
@@ -199,6 +204,11 @@ func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 	case errors.Is(err, jobs.ErrRowNotFound):
 		return h.deadLetter(ctx, log.With("step", StepCheck, "error_code", CodeUnknownRow), m, &msg, CodeUnknownRow, err.Error())
 	case errors.As(err, &final) && final.State == jobs.Failed && final.Row.DeadLetter == jobs.DeadLetterPending:
+		if final.Row.FailedFor < claimSettles {
+			// Another delivery claimed the failure a moment ago and is
+			// sending the dead letter: look again later.
+			return Outcome{Action: Release, Delay: claimSettles, Result: Paused}
+		}
 		// A worker claimed the row's failure and died before its dead
 		// letter was surely sent: finish the send.
 		log = log.With("step", StepCheck, "error_code", final.Row.ErrorCode)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/massgov/bulk-user-import/shared/breaker"
@@ -137,6 +138,9 @@ type Worker struct {
 
 	mu     sync.Mutex
 	leases *queue.Leases // of the messages being handled, by receipt handle
+	// pausedRun counts the messages paused in a row: when a whole batch
+	// was, the worker waits for the breaker before it receives again.
+	pausedRun atomic.Int64
 
 	acks    chan string   // receipt handles to delete
 	ackStop chan struct{} // closed when the acknowledger must flush and stop
@@ -233,6 +237,17 @@ func (w *Worker) receiveLoop(ctx, workCtx context.Context, handlers *sync.WaitGr
 			}
 			w.Log.Info("receiving again")
 		}
+		if b := w.Breakers.Blocking(breaker.Fineos); b != nil && w.pausedRun.Load() >= int64(batch) {
+			// Every recent message needed FINEOS: receive again when it
+			// may answer (rows that do not need it are not held back long).
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-b.Closed():
+			case <-time.After(b.RetryIn()):
+			}
+			w.pausedRun.Store(0)
+		}
 		for range batch {
 			select {
 			case held <- struct{}{}:
@@ -311,6 +326,11 @@ func (w *Worker) ack(receiptHandle string) {
 func (w *Worker) settle(msg queue.Message, out Outcome) {
 	w.leases.End(msg.ReceiptHandle)
 	m := w.metrics()
+	if out.Result == Paused {
+		w.pausedRun.Add(1)
+	} else {
+		w.pausedRun.Store(0)
+	}
 	switch out.Result {
 	case Succeeded:
 		m.Succeeded.Add(1)

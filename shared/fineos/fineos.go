@@ -129,6 +129,10 @@ type Client struct {
 	mu      sync.Mutex
 	token   string
 	expires time.Time
+	// A refused or failed token request is the answer for a second to
+	// the callers that waited for it: one request, not one per row.
+	tokenErr   error
+	tokenErrAt time.Time
 }
 
 // New returns a client. httpClient may be nil for a default with a 35 s
@@ -227,6 +231,16 @@ func (c *Client) accessToken(ctx context.Context) (string, error) {
 	if c.token != "" && c.now().Before(c.expires) {
 		return c.token, nil
 	}
+	if c.tokenErr != nil && c.now().Sub(c.tokenErrAt) < time.Second {
+		return "", c.tokenErr
+	}
+	token, err := c.fetchToken(ctx)
+	c.tokenErr, c.tokenErrAt = err, c.now()
+	return token, err
+}
+
+// fetchToken requests a new token; the caller holds c.mu.
+func (c *Client) fetchToken(ctx context.Context) (string, error) {
 	form := url.Values{"grant_type": {"client_credentials"}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.OAuth2URL, strings.NewReader(form.Encode()))
 	if err != nil {
@@ -272,7 +286,7 @@ func (c *Client) accessToken(ctx context.Context) (string, error) {
 // The token is kept for the calls that follow.
 func (c *Client) Probe(ctx context.Context) error {
 	c.mu.Lock()
-	c.token = ""
+	c.token, c.tokenErr = "", nil
 	c.mu.Unlock()
 	_, err := c.accessToken(ctx)
 	return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -15,11 +16,13 @@ type RowInfo struct {
 	FEIN              string
 	ForceRegistration bool
 	Attempts          int
-	// Of a failed row: its error, and where its dead letter stands
-	// (DeadLetterPending: claimed, perhaps not sent).
+	// Of a failed row: its error, where its dead letter stands
+	// (DeadLetterPending: claimed, perhaps not sent), and how long ago the
+	// failure was claimed.
 	ErrorCode    string
 	ErrorMessage string
 	DeadLetter   string
+	FailedFor    time.Duration
 }
 
 // Dead-letter states of a failed row.
@@ -38,11 +41,15 @@ func (s *Store) QueueStartAttempt(b *pgx.Batch, jobID string, row int64, receive
 		FROM bulk_import_job j
 		WHERE r.job_id = $1 AND r.row_no = $2 AND j.job_id = r.job_id
 		RETURNING r.state, coalesce(r.email, ''), coalesce(r.fein, ''), j.force_registration, r.attempts,
-			coalesce(r.error_code, ''), coalesce(r.error_message, ''), coalesce(r.dead_letter, '')`,
+			coalesce(r.error_code, ''), coalesce(r.error_message, ''), coalesce(r.dead_letter, ''),
+			coalesce(extract(epoch FROM now() - r.finished_at), 0)::float8`,
 		jobID, row, receiveCount).Query(func(rows pgx.Rows) error {
 		got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RowInfo, error) {
 			var ri RowInfo
-			return ri, r.Scan(&ri.State, &ri.Email, &ri.FEIN, &ri.ForceRegistration, &ri.Attempts, &ri.ErrorCode, &ri.ErrorMessage, &ri.DeadLetter)
+			var failedFor float64
+			err := r.Scan(&ri.State, &ri.Email, &ri.FEIN, &ri.ForceRegistration, &ri.Attempts, &ri.ErrorCode, &ri.ErrorMessage, &ri.DeadLetter, &failedFor)
+			ri.FailedFor = time.Duration(failedFor * float64(time.Second))
+			return ri, err
 		})
 		if len(got) == 1 {
 			*into = got[0]
