@@ -93,6 +93,23 @@ const (
 	Paused                  // a dependency's breaker is open: handed back untouched
 )
 
+func (r Result) String() string {
+	switch r {
+	case Succeeded:
+		return "succeeded"
+	case Failed:
+		return "failed"
+	case Skipped:
+		return "skipped"
+	case Retried:
+		return "retried"
+	case Released:
+		return "released"
+	default:
+		return "paused"
+	}
+}
+
 // Outcome of one message: what to do with it, and what became of it.
 type Outcome struct {
 	Action Action
@@ -164,8 +181,8 @@ const bookkeepingTimeout = 10 * time.Second
 // pending dead letter older than this was left by a worker that died.
 const claimSettles = 3 * bookkeepingTimeout
 
-// Needs returns the dependencies a row's registration calls.
-func Needs(forceRegistration bool) []breaker.Dependency {
+// needs returns the dependencies a row's registration calls.
+func needs(forceRegistration bool) []breaker.Dependency {
 	if forceRegistration {
 		return []breaker.Dependency{breaker.Database, breaker.Cognito, breaker.Fineos}
 	}
@@ -187,7 +204,7 @@ func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 		return h.deadLetter(ctx, log.With("step", StepCheck, "error_code", CodeMalformedMessage), m, nil, CodeMalformedMessage, err.Error())
 	}
 	log = log.With("job", msg.Job, "row", msg.Row)
-	if b := h.Breakers.Blocking(Needs(msg.ForceRegistration)...); b != nil {
+	if b := h.Breakers.Blocking(needs(msg.ForceRegistration)...); b != nil {
 		return Outcome{Action: Release, Delay: b.RetryIn(), Result: Paused}
 	}
 
