@@ -121,8 +121,8 @@ func (t *Tool) Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error
 			res.Notes = append(res.Notes, s)
 		}
 	}
-	moved := map[string]Entry{} // by row: the message moved
-	held := map[string][]Entry{}  // by row: messages held, not moved
+	moved := map[string]Entry{}  // by row: the message moved
+	held := map[string][]Entry{} // by row: messages held, not moved
 	isCopy := func(e, of Entry) bool {
 		return e.sentAt.Before(begin.Add(-duplicateMargin)) ||
 			e.sentAt.Before(begin) && e.FailedAt == of.FailedAt && e.Code == of.Code && e.Error == of.Error

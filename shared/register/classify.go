@@ -65,7 +65,7 @@ func (f *Failure) Error() string { return fmt.Sprintf("%s: %v", f.Step, f.Err) }
 // Retryable reports whether retrying the call soon may help: the error is
 // neither permanent nor systemic (a systemic one waits for its breaker).
 func (f *Failure) Retryable() bool { return !f.Permanent && f.Pause == "" }
-func (f *Failure) Unwrap() error { return f.Err }
+func (f *Failure) Unwrap() error   { return f.Err }
 
 func permanent(step, code string, err error) *Failure {
 	return &Failure{Step: step, Code: code, Permanent: true, Err: err}
