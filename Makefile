@@ -27,8 +27,9 @@ bench: build ## measure the splitter, the workers and the cost per row; writes l
 	$(GO) run ./localstack/bench -bin $(BIN) -out localstack/bench/results.md
 
 IMAGE ?= bulk-user-import:dev
-image: ## build the container image with both binaries (needs Docker; IMAGE=name:tag)
-	docker build -f deploy/Dockerfile -t $(IMAGE) .
+PLATFORM ?= linux/amd64
+image: ## build the container image with both binaries (needs Docker; IMAGE=name:tag, PLATFORM=linux/arm64 for ARM64 tasks)
+	docker build --platform $(PLATFORM) -f deploy/Dockerfile -t $(IMAGE) .
 
 test-short: ## the tests without vet and staticcheck
 	$(GO) test -count=1 -timeout 15m ./...

@@ -41,12 +41,12 @@ type grant struct{ action, resource string }
 func (g grant) String() string { return g.action + " on " + g.resource }
 
 var (
-	importQueue = "aws_sqs_queue.import.arn"
-	dlq         = "aws_sqs_queue.dlq.arn"
+	importQueue = "local.import_queue_arn"
+	dlq         = "local.dlq_arn"
 	pool        = "var.cognito_user_pool_arn"
-	results     = `"${aws_s3_bucket.results.arn}/*"`
-	sources     = `"${aws_s3_bucket.source.arn}/*"`
-	workerTasks = `"arn:${local.partition}:ecs:${local.region}:${local.account_id}:task/${aws_ecs_cluster.this.name}/*"`
+	results     = `"${local.results_bucket_arn}/*"`
+	sources     = `"${local.source_bucket_arn}/*"`
+	workerTasks = `"arn:${local.partition}:ecs:${local.region}:${local.account_id}:task/${var.name}/*"`
 )
 
 // roles lists, per task role, the grants its binary needs: the SDK calls
@@ -300,10 +300,30 @@ func TestDockerfileBuildsStaticBinariesForANonRootImage(t *testing.T) {
 		t.Error("the Dockerfile is not multi-stage")
 	}
 	for _, want := range []string{"CGO_ENABLED=0", "./splitter", "./worker", "distroless/static", "USER nonroot",
-		"--chown=nonroot:nonroot /out/scratch /scratch", `VOLUME ["/scratch"]`, "ENV TMPDIR=/scratch"} {
+		"--chown=nonroot:nonroot /out/scratch /scratch", `VOLUME ["/scratch"]`, "ENV TMPDIR=/scratch",
+		// Built on the builder's platform for the target's, from the Go of go.mod's toolchain.
+		"FROM --platform=$BUILDPLATFORM golang:1.26.8-", "GOOS=$TARGETOS GOARCH=$TARGETARCH go build"} {
 		if !strings.Contains(d, want) {
 			t.Errorf("the Dockerfile lacks %q", want)
 		}
+	}
+	// Its ignore file keeps everything but the Go module out of the context.
+	ignore, err := os.ReadFile("Dockerfile.dockerignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\n*\n", "!go.mod", "!go.sum", "!shared/", "!splitter/", "!worker/"} {
+		if !strings.Contains("\n"+string(ignore), want) {
+			t.Errorf("Dockerfile.dockerignore lacks %q", want)
+		}
+	}
+	// The Go image is the version this repository builds with.
+	gomod, err := os.ReadFile("../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(gomod), "\ngo 1.26") {
+		t.Errorf("go.mod's go line is not 1.26: the Dockerfile's golang:1.26.8 must follow it")
 	}
 	// The task definitions mount their writable volume where the image's TMPDIR is.
 	if !strings.Contains(moduleSource(t), `containerPath = "/scratch"`) {

@@ -27,11 +27,21 @@ esac
 cluster=$(get .cluster_name.value)
 network=$(jq -c '{awsvpcConfiguration: {subnets: .subnet_ids.value, securityGroups: .security_group_ids.value,
   assignPublicIp: (if .assign_public_ip.value then "ENABLED" else "DISABLED" end)}}' <<<"$out")
-overrides=$(jq -cn --arg name "$container" '{containerOverrides: [{name: $name, command: $ARGS.positional}]}' --args "$@")
+# "--" ends jq's own options: the task's arguments (--wait, --error, …)
+# are passed as they are.
+overrides=$(jq -cn --arg name "$container" '{containerOverrides: [{name: $name, command: $ARGS.positional}]}' --args -- "$@")
+# startedBy allows letters, digits, hyphens, underscores and slashes, at
+# most 128: first.last becomes first-last.
+started_by=$(printf '%s' "${USER:-operator}" | tr -c 'A-Za-z0-9_/-' '-' | cut -c1-128)
 
-task=$(aws ecs run-task --cluster "$cluster" --task-definition "$taskdef" --launch-type FARGATE \
-  --network-configuration "$network" --overrides "$overrides" --started-by "${USER:-operator}" \
-  --query 'tasks[0].taskArn' --output text)
+answer=$(aws ecs run-task --cluster "$cluster" --task-definition "$taskdef" --launch-type FARGATE \
+  --network-configuration "$network" --overrides "$overrides" --started-by "${started_by:-operator}" --output json)
+if [ "$(jq '.failures | length' <<<"$answer")" != 0 ] || [ "$(jq '.tasks | length' <<<"$answer")" = 0 ]; then
+  echo "the task did not start:" >&2
+  jq -r '.failures[]? | "  \(.reason // "unknown reason")\(if .detail then ": " + .detail else "" end) (\(.arn // "no ARN"))"' <<<"$answer" >&2
+  exit 1
+fi
+task=$(jq -r '.tasks[0].taskArn' <<<"$answer")
 echo "started $task"
 echo "follow its output:  aws logs tail $logs --follow --log-stream-names $container/$container/${task##*/}"
 echo "wait for its end:   aws ecs wait tasks-stopped --cluster $cluster --tasks $task"

@@ -17,8 +17,9 @@ provider "aws" {
 module "bulk_user_import" {
   source = "../../modules/bulk-user-import"
 
-  name  = "pfml-${var.environment}-bulk-user-import"
-  image = var.image
+  name       = "pfml-${var.environment}-bulk-user-import"
+  account_id = var.account_id
+  image      = var.image
   tags = {
     environment = var.environment
     service     = "bulk-user-import"
@@ -43,6 +44,11 @@ module "bulk_user_import" {
     create   = 10
     password = 10
   }
+
+  worker_cpu              = var.worker_cpu
+  worker_memory           = var.worker_memory
+  cpu_architecture        = var.cpu_architecture
+  row_data_retention_days = var.row_data_retention_days
 
   enable_s3_trigger = var.enable_s3_trigger
   alarm_topic_arn   = var.alarm_topic_arn

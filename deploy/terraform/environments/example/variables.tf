@@ -1,6 +1,10 @@
 variable "environment" {
-  description = "test, stage, prod…"
+  description = "test, stage, prod, performance, training, breakfix…: lower-case letters, digits and hyphens, at most 18 (it names the resources: pfml-ENV-bulk-user-import)."
   type        = string
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9-]{0,17}$", var.environment))
+    error_message = "environment must be 1 to 18 lower-case letters, digits and hyphens, starting with a letter or digit."
+  }
 }
 
 variable "region" {
@@ -9,7 +13,8 @@ variable "region" {
 }
 
 variable "account_id" {
-  type = string
+  description = "The account's id (12 digits): it goes into ARNs and bucket names, and saves a lookup."
+  type        = string
 }
 
 variable "image" {
@@ -63,4 +68,28 @@ variable "enable_s3_trigger" {
 variable "alarm_topic_arn" {
   type    = string
   default = null
+}
+
+variable "worker_cpu" {
+  description = "CPU units of a worker task (Fargate: 256, 512, 1024…)."
+  type        = number
+  default     = 512
+}
+
+variable "worker_memory" {
+  description = "Memory (MiB) of a worker task; it must be a Fargate size for worker_cpu."
+  type        = number
+  default     = 1024
+}
+
+variable "cpu_architecture" {
+  description = "X86_64, or ARM64 with an image built for linux/arm64."
+  type        = string
+  default     = "X86_64"
+}
+
+variable "row_data_retention_days" {
+  description = "Days after a job is done before its row data is deleted (0: kept)."
+  type        = number
+  default     = 30
 }

@@ -66,3 +66,38 @@ resource "aws_cloudwatch_metric_alarm" "worker_errors" {
   ok_actions          = local.alarm_actions
   tags                = var.tags
 }
+
+# A splitter or DLQ-tool task that ends with a non-zero exit status: a
+# refused source, a replay that could not move everything, a bad flag.
+resource "aws_cloudwatch_event_rule" "task_failed" {
+  name        = "${var.name}-task-failed"
+  description = "A splitter or DLQ-tool task exited non-zero."
+  event_pattern = jsonencode({
+    source      = ["aws.ecs"]
+    detail-type = ["ECS Task State Change"]
+    detail = {
+      clusterArn = [local.cluster_arn]
+      lastStatus = ["STOPPED"]
+      group      = ["family:${local.splitter_family}", "family:${local.dlq_tools_family}"]
+      containers = { exitCode = [{ "anything-but" = 0 }] }
+    }
+  })
+  tags = var.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "task_failed" {
+  alarm_name          = "${var.name}-task-failed"
+  alarm_description   = "A splitter or DLQ-tool task exited non-zero: read its log in the tasks log group ${aws_cloudwatch_log_group.tasks.name}."
+  namespace           = "AWS/Events"
+  metric_name         = "MatchedEvents"
+  dimensions          = { RuleName = aws_cloudwatch_event_rule.task_failed.name }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = var.tags
+}

@@ -77,8 +77,10 @@ resource "aws_appautoscaling_policy" "from_zero" {
   resource_id        = aws_appautoscaling_target.worker.resource_id
 
   step_scaling_policy_configuration {
-    adjustment_type         = "ChangeInCapacity"
-    cooldown                = 60
+    adjustment_type = "ChangeInCapacity"
+    # Longer than a Fargate task takes to start (pull, start, pass its
+    # checks: one to two minutes), so that one start is not repeated.
+    cooldown                = 240
     metric_aggregation_type = "Maximum"
     step_adjustment {
       metric_interval_lower_bound = 0

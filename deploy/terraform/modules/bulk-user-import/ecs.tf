@@ -13,6 +13,10 @@ locals {
     environment            = local.common_environment
     secrets                = local.common_secrets
   }
+  runtime_platform = {
+    operating_system_family = "LINUX"
+    cpu_architecture        = var.cpu_architecture
+  }
 }
 
 resource "aws_ecs_task_definition" "worker" {
@@ -26,10 +30,16 @@ resource "aws_ecs_task_definition" "worker" {
   volume {
     name = local.tmp_volume
   }
+  runtime_platform {
+    operating_system_family = local.runtime_platform.operating_system_family
+    cpu_architecture        = local.runtime_platform.cpu_architecture
+  }
   container_definitions = jsonencode([merge(local.container_defaults, {
-    name       = "worker"
-    entryPoint = ["/usr/local/bin/worker"]
-    command    = local.worker_command
+    name        = "worker"
+    entryPoint  = ["/usr/local/bin/worker"]
+    command     = local.worker_command
+    environment = concat(local.common_environment, local.fineos_environment)
+    secrets     = concat(local.common_secrets, local.fineos_secrets)
     # SIGTERM, then SIGKILL after this: the worker's shutdown deadline plus
     # the time to release unfinished messages and flush its deletes.
     stopTimeout = var.worker_stop_timeout_seconds
@@ -45,6 +55,10 @@ resource "aws_ecs_task_definition" "worker" {
   tags = var.tags
 
   lifecycle {
+    precondition {
+      condition     = contains(lookup(local.fargate_memory, tostring(var.worker_cpu), []), var.worker_memory)
+      error_message = "worker_cpu ${var.worker_cpu} with worker_memory ${var.worker_memory} is not a Fargate size: see the CPU and memory pairs in the ECS documentation (e.g. 512 with 1024 to 4096 in steps of 1024)."
+    }
     precondition {
       condition     = var.worker_stop_timeout_seconds >= var.worker_shutdown_timeout_seconds + 5 && var.worker_stop_timeout_seconds <= 120
       error_message = "worker_stop_timeout_seconds must exceed worker_shutdown_timeout_seconds by 5 s or more, and be at most 120 (Fargate)."
@@ -83,7 +97,7 @@ resource "aws_ecs_service" "worker" {
 
 # The splitter, run on demand (deploy/run-import.sh, or the S3 trigger).
 resource "aws_ecs_task_definition" "splitter" {
-  family                   = "${var.name}-splitter"
+  family                   = local.splitter_family
   requires_compatibilities = ["FARGATE"]
   network_mode             = "awsvpc"
   cpu                      = var.splitter_cpu
@@ -92,6 +106,10 @@ resource "aws_ecs_task_definition" "splitter" {
   task_role_arn            = aws_iam_role.splitter.arn
   volume {
     name = local.tmp_volume
+  }
+  runtime_platform {
+    operating_system_family = local.runtime_platform.operating_system_family
+    cpu_architecture        = local.runtime_platform.cpu_architecture
   }
   container_definitions = jsonencode([merge(local.container_defaults, {
     name       = "splitter"
@@ -107,11 +125,18 @@ resource "aws_ecs_task_definition" "splitter" {
     }
   })])
   tags = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = contains(lookup(local.fargate_memory, tostring(var.splitter_cpu), []), var.splitter_memory)
+      error_message = "splitter_cpu ${var.splitter_cpu} with splitter_memory ${var.splitter_memory} is not a Fargate size: see the CPU and memory pairs in the ECS documentation (e.g. 512 with 1024 to 4096 in steps of 1024)."
+    }
+  }
 }
 
 # The DLQ tools (worker dlq list|replay|purge), run on demand.
 resource "aws_ecs_task_definition" "dlq_tools" {
-  family                   = "${var.name}-dlq-tools"
+  family                   = local.dlq_tools_family
   requires_compatibilities = ["FARGATE"]
   network_mode             = "awsvpc"
   cpu                      = 256
@@ -120,6 +145,10 @@ resource "aws_ecs_task_definition" "dlq_tools" {
   task_role_arn            = aws_iam_role.dlq_tools.arn
   volume {
     name = local.tmp_volume
+  }
+  runtime_platform {
+    operating_system_family = local.runtime_platform.operating_system_family
+    cpu_architecture        = local.runtime_platform.cpu_architecture
   }
   container_definitions = jsonencode([merge(local.container_defaults, {
     name       = "dlq-tools"

@@ -27,6 +27,14 @@ resource "aws_iam_role_policy_attachment" "execution" {
 
 data "aws_iam_policy_document" "execution_secrets" {
   dynamic "statement" {
+    for_each = length(var.secrets_kms_key_arns) > 0 ? [1] : []
+    content {
+      sid       = "DecryptSecrets"
+      actions   = ["kms:Decrypt"]
+      resources = var.secrets_kms_key_arns
+    }
+  }
+  dynamic "statement" {
     for_each = length(local.secretsmanager_arns) > 0 ? [1] : []
     content {
       sid       = "ReadSecrets"
@@ -63,14 +71,14 @@ data "aws_iam_policy_document" "worker" {
       "sqs:GetQueueAttributes",
       "sqs:SendMessage",
     ]
-    resources = [aws_sqs_queue.import.arn]
+    resources = [local.import_queue_arn]
   }
   statement {
     sid = "DeadLetter"
     # GetQueueAttributes: the DLQ's retention, after which the maintainer
     # re-sends rows whose message SQS moved there.
     actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
-    resources = [aws_sqs_queue.dlq.arn]
+    resources = [local.dlq_arn]
   }
   statement {
     sid = "CognitoUsers"
@@ -85,12 +93,12 @@ data "aws_iam_policy_document" "worker" {
   statement {
     sid       = "WriteResults"
     actions   = ["s3:PutObject"]
-    resources = ["${aws_s3_bucket.results.arn}/*"]
+    resources = ["${local.results_bucket_arn}/*"]
   }
   statement {
     sid       = "ScaleInProtection"
     actions   = ["ecs:UpdateTaskProtection"]
-    resources = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:task/${aws_ecs_cluster.this.name}/*"]
+    resources = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:task/${var.name}/*"]
   }
 }
 
@@ -113,17 +121,17 @@ data "aws_iam_policy_document" "splitter" {
   statement {
     sid       = "ReadSources"
     actions   = ["s3:GetObject"]
-    resources = ["${aws_s3_bucket.source.arn}/*"]
+    resources = ["${local.source_bucket_arn}/*"]
   }
   statement {
     sid       = "EnqueueRows"
     actions   = ["sqs:SendMessage"]
-    resources = [aws_sqs_queue.import.arn]
+    resources = [local.import_queue_arn]
   }
   statement {
     sid       = "WriteResults"
     actions   = ["s3:PutObject"]
-    resources = ["${aws_s3_bucket.results.arn}/*"]
+    resources = ["${local.results_bucket_arn}/*"]
   }
 }
 
@@ -150,17 +158,17 @@ data "aws_iam_policy_document" "dlq_tools" {
       "sqs:DeleteMessage",
       "sqs:ChangeMessageVisibility",
     ]
-    resources = [aws_sqs_queue.dlq.arn]
+    resources = [local.dlq_arn]
   }
   statement {
     sid       = "Replay"
     actions   = ["sqs:SendMessage"]
-    resources = [aws_sqs_queue.import.arn]
+    resources = [local.import_queue_arn]
   }
   statement {
     sid       = "WriteResults"
     actions   = ["s3:PutObject"]
-    resources = ["${aws_s3_bucket.results.arn}/*"]
+    resources = ["${local.results_bucket_arn}/*"]
   }
 }
 

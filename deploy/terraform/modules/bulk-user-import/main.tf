@@ -4,13 +4,39 @@
 # task definitions, least-privilege roles, logs and alarms.
 
 data "aws_region" "current" {}
-data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
+
+# The account: given (var.account_id), or looked up.
+data "aws_caller_identity" "current" {
+  count = var.account_id == null ? 1 : 0
+}
 
 locals {
   region     = data.aws_region.current.name
-  account_id = data.aws_caller_identity.current.account_id
+  account_id = var.account_id != null ? var.account_id : one(data.aws_caller_identity.current[*].account_id)
   partition  = data.aws_partition.current.partition
+  dns_suffix = data.aws_partition.current.dns_suffix
+
+  # Names and ARNs, derived from var.name, so that they are known when the
+  # plan is made (policies and task definitions then show in full).
+  import_queue_name = var.name
+  dlq_name          = "${var.name}-dlq"
+  import_queue_arn  = "arn:${local.partition}:sqs:${local.region}:${local.account_id}:${local.import_queue_name}"
+  dlq_arn           = "arn:${local.partition}:sqs:${local.region}:${local.account_id}:${local.dlq_name}"
+  import_queue_url  = "https://sqs.${local.region}.${local.dns_suffix}/${local.account_id}/${local.import_queue_name}"
+  dlq_url           = "https://sqs.${local.region}.${local.dns_suffix}/${local.account_id}/${local.dlq_name}"
+  # Bucket names are global: a short hash of the account, region and name
+  # keeps them unique, and within S3's 63 characters for any valid name.
+  bucket_suffix      = substr(sha1("${local.account_id}/${local.region}/${var.name}"), 0, 8)
+  source_bucket      = "${var.name}-source-${local.bucket_suffix}"
+  results_bucket     = "${var.name}-results-${local.bucket_suffix}"
+  source_bucket_arn  = "arn:${local.partition}:s3:::${local.source_bucket}"
+  results_bucket_arn = "arn:${local.partition}:s3:::${local.results_bucket}"
+  cluster_arn        = "arn:${local.partition}:ecs:${local.region}:${local.account_id}:cluster/${var.name}"
+  splitter_family    = "${var.name}-splitter"
+  dlq_tools_family   = "${var.name}-dlq-tools"
+  task_definition    = "arn:${local.partition}:ecs:${local.region}:${local.account_id}:task-definition"
+  role_arn           = "arn:${local.partition}:iam::${local.account_id}:role"
 
   # Secrets come from Secrets Manager or SSM Parameter Store, told by ARN.
   secret_arns = compact([
@@ -20,29 +46,42 @@ locals {
   secretsmanager_arns = [for a in local.secret_arns : a if startswith(a, "arn:${local.partition}:secretsmanager:")]
   ssm_arns            = [for a in local.secret_arns : a if startswith(a, "arn:${local.partition}:ssm:")]
 
-  # The environment of every container.
-  common_environment = concat([
+  # The environment of every container; FINEOS's only in the worker's.
+  common_environment = [
     { name = "AWS_REGION", value = local.region },
     { name = "DB_HOST", value = var.db_host },
     { name = "DB_PORT", value = tostring(var.db_port) },
     { name = "DB_NAME", value = var.db_name },
     { name = "DB_USER", value = var.db_user },
-    { name = "IMPORT_QUEUE_URL", value = aws_sqs_queue.import.url },
-    { name = "IMPORT_DLQ_URL", value = aws_sqs_queue.dlq.url },
+    { name = "IMPORT_QUEUE_URL", value = local.import_queue_url },
+    { name = "IMPORT_DLQ_URL", value = local.dlq_url },
     { name = "COGNITO_USER_POOL_ID", value = var.cognito_user_pool_id },
-    { name = "RESULTS_BUCKET", value = aws_s3_bucket.results.bucket },
+    { name = "RESULTS_BUCKET", value = local.results_bucket },
     { name = "LOG_FORMAT", value = "json" },
-    ], var.fineos == null ? [] : [
+  ]
+  fineos_environment = var.fineos == null ? [] : [
     { name = "FINEOS_CLIENT_INTEGRATION_SERVICES_API_URL", value = var.fineos.integration_services_api_url },
     { name = "FINEOS_CLIENT_OAUTH2_URL", value = var.fineos.oauth2_url },
     { name = "FINEOS_CLIENT_OAUTH2_CLIENT_ID", value = var.fineos.oauth2_client_id },
     { name = "FINEOS_CLIENT_WSCOMPOSER_USER_ID", value = var.fineos.wscomposer_user_id },
-  ])
-  common_secrets = concat([
+  ]
+  common_secrets = [
     { name = "DB_PASSWORD", valueFrom = var.db_password_secret_arn },
-    ], var.fineos == null ? [] : [
+  ]
+  fineos_secrets = var.fineos == null ? [] : [
     { name = "FINEOS_CLIENT_OAUTH2_CLIENT_SECRET", valueFrom = var.fineos.client_secret_arn },
-  ])
+  ]
+
+  # Fargate's CPU units and the memory (MiB) each allows.
+  fargate_memory = {
+    "256"   = [512, 1024, 2048]
+    "512"   = [for m in range(1024, 4097, 1024) : m]
+    "1024"  = [for m in range(2048, 8193, 1024) : m]
+    "2048"  = [for m in range(4096, 16385, 1024) : m]
+    "4096"  = [for m in range(8192, 30721, 1024) : m]
+    "8192"  = [for m in range(16384, 61441, 4096) : m]
+    "16384" = [for m in range(32768, 122881, 8192) : m]
+  }
 
   worker_command = [
     "--concurrency", tostring(var.worker_concurrency),

@@ -26,6 +26,10 @@ output "dlq_tools_task_definition" {
   value = aws_ecs_task_definition.dlq_tools.arn_without_revision
 }
 
+output "dashboard_name" {
+  value = aws_cloudwatch_dashboard.this.dashboard_name
+}
+
 output "worker_service" {
   value = aws_ecs_service.worker.name
 }

@@ -2,13 +2,13 @@
 # (SUCCEEDED.csv and FAILED.csv per job): encrypted, private, TLS only.
 
 resource "aws_s3_bucket" "source" {
-  bucket_prefix = "${var.name}-source-"
-  tags          = var.tags
+  bucket = local.source_bucket
+  tags   = var.tags
 }
 
 resource "aws_s3_bucket" "results" {
-  bucket_prefix = "${var.name}-results-"
-  tags          = var.tags
+  bucket = local.results_bucket
+  tags   = var.tags
 }
 
 locals {

@@ -1,6 +1,20 @@
 variable "name" {
-  description = "Prefix of every resource name, e.g. pfml-test-bulk-user-import."
+  description = "Prefix of every resource name, e.g. pfml-test-bulk-user-import: lower-case letters, digits and hyphens, 3 to 40 characters (the longest name derived from it, the results bucket's, must fit S3's 63)."
   type        = string
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9-]{1,38}[a-z0-9]$", var.name))
+    error_message = "name must be 3 to 40 lower-case letters, digits and hyphens, starting and ending with a letter or digit (it names buckets, queues, roles and rules)."
+  }
+}
+
+variable "account_id" {
+  description = "The AWS account's id; null: looked up with the provider's credentials (sts:GetCallerIdentity)."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.account_id == null || can(regex("^[0-9]{12}$", var.account_id))
+    error_message = "account_id must be 12 digits."
+  }
 }
 
 variable "tags" {
@@ -148,6 +162,28 @@ variable "fineos" {
   validation {
     condition     = var.fineos == null || can(regex("^arn:[^:]+:(secretsmanager|ssm):", var.fineos.client_secret_arn))
     error_message = "fineos.client_secret_arn must be the ARN of a Secrets Manager secret or an SSM parameter."
+  }
+}
+
+variable "secrets_kms_key_arns" {
+  description = "KMS keys that encrypt the two secrets, when they are not AWS-managed keys: the execution role gets kms:Decrypt on them."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for k in var.secrets_kms_key_arns : can(regex("^arn:[^:]+:kms:", k))])
+    error_message = "secrets_kms_key_arns must hold KMS key ARNs."
+  }
+}
+
+# --- The tasks.
+
+variable "cpu_architecture" {
+  description = "The tasks' CPU architecture: X86_64 or ARM64 (Graviton; build the image for linux/arm64, see the README)."
+  type        = string
+  default     = "X86_64"
+  validation {
+    condition     = contains(["X86_64", "ARM64"], var.cpu_architecture)
+    error_message = "cpu_architecture must be X86_64 or ARM64."
   }
 }
 
