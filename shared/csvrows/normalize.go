@@ -1,6 +1,7 @@
 package csvrows
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"unicode"
@@ -29,16 +30,18 @@ func NormalizeFEIN(raw string) (string, error) {
 		}
 		return r
 	}, raw)
+	// Errors name the problem, never the value: they are printed and
+	// logged, and a FEIN is personal data.
 	if cleaned == "" {
-		return "", fmt.Errorf("fein is empty")
-	}
-	if len(cleaned) > 9 {
-		return "", fmt.Errorf("fein %q has more than 9 digits", truncate(raw, 32))
+		return "", errors.New("is empty")
 	}
 	for _, r := range cleaned {
 		if r < '0' || r > '9' {
-			return "", fmt.Errorf("fein %q must contain only digits, dashes and spaces", truncate(raw, 32))
+			return "", errors.New("must contain only digits, dashes and spaces")
 		}
+	}
+	if len(cleaned) > 9 {
+		return "", fmt.Errorf("has %d digits, more than 9", len(cleaned))
 	}
 	return strings.Repeat("0", 9-len(cleaned)) + cleaned, nil
 }
@@ -47,36 +50,37 @@ func NormalizeFEIN(raw string) (string, error) {
 // one @, a dot-atom local part of at most 64 characters and a domain of
 // letters, digits and hyphens with at least two labels.
 func NormalizeEmail(raw string) (string, error) {
+	// Errors name the problem, never the value (see NormalizeFEIN).
 	email := strings.ToLower(strings.TrimSpace(raw))
 	if email == "" {
-		return "", fmt.Errorf("email is empty")
+		return "", errors.New("is empty")
 	}
 	if len(email) > MaxEmailLength {
-		return "", fmt.Errorf("email is longer than %d characters", MaxEmailLength)
+		return "", fmt.Errorf("is longer than %d characters", MaxEmailLength)
 	}
 	at := strings.LastIndexByte(email, '@')
-	if at < 0 || strings.IndexByte(email, '@') != at {
-		return "", fmt.Errorf("email %q must contain exactly one @", truncate(raw, 64))
+	if n := strings.Count(email, "@"); n != 1 {
+		return "", fmt.Errorf("must contain exactly one @ (it has %d)", n)
 	}
 	local, domain := email[:at], email[at+1:]
 	if err := checkLocalPart(local); err != nil {
-		return "", fmt.Errorf("email %q: %w", truncate(raw, 64), err)
+		return "", err
 	}
 	if err := checkDomain(domain); err != nil {
-		return "", fmt.Errorf("email %q: %w", truncate(raw, 64), err)
+		return "", err
 	}
 	return email, nil
 }
 
 func checkLocalPart(local string) error {
 	if local == "" {
-		return fmt.Errorf("nothing before the @")
+		return errors.New("nothing before the @")
 	}
 	if len(local) > 64 {
-		return fmt.Errorf("the part before the @ is longer than 64 characters")
+		return errors.New("the part before the @ is longer than 64 characters")
 	}
 	if local[0] == '.' || local[len(local)-1] == '.' || strings.Contains(local, "..") {
-		return fmt.Errorf("misplaced dot before the @")
+		return errors.New("misplaced dot before the @")
 	}
 	for _, r := range local {
 		if !isAtext(r) && r != '.' {
@@ -96,18 +100,18 @@ func isAtext(r rune) bool {
 
 func checkDomain(domain string) error {
 	if domain == "" {
-		return fmt.Errorf("nothing after the @")
+		return errors.New("nothing after the @")
 	}
 	labels := strings.Split(domain, ".")
 	if len(labels) < 2 {
-		return fmt.Errorf("domain %q has no dot", domain)
+		return errors.New("the domain (after the @) has no dot")
 	}
 	for _, label := range labels {
 		if label == "" || len(label) > 63 {
-			return fmt.Errorf("domain %q has an empty or too long label", domain)
+			return errors.New("the domain has an empty part or one longer than 63 characters")
 		}
 		if label[0] == '-' || label[len(label)-1] == '-' {
-			return fmt.Errorf("domain label %q starts or ends with a hyphen", label)
+			return errors.New("a part of the domain starts or ends with a hyphen")
 		}
 		for _, r := range label {
 			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
@@ -117,7 +121,7 @@ func checkDomain(domain string) error {
 	}
 	tld := labels[len(labels)-1]
 	if len(tld) < 2 || strings.Trim(tld, "0123456789") == "" {
-		return fmt.Errorf("domain %q does not end in a valid top-level domain", domain)
+		return errors.New("the domain does not end in a valid top-level domain")
 	}
 	return nil
 }

@@ -158,8 +158,10 @@ func (r *Reader) readHeader() error {
 			missing = append(missing, ColumnEmail)
 		}
 		if len(missing) > 0 {
-			return r.fileError(line, fmt.Errorf("header lacks the column(s) %s (found: %s)",
-				strings.Join(missing, ", "), truncate(strings.Join(r.header, ","), 200)))
+			// Describe the first line without its values: a file without a
+			// header has a person's email and FEIN there.
+			return r.fileError(line, fmt.Errorf("header lacks the column(s) %s: the first line has %d fields, none named %s (is the header missing?)",
+				strings.Join(missing, ", "), len(r.header), strings.Join(missing, " or ")))
 		}
 		return nil
 	}

@@ -101,7 +101,8 @@ func TestReaderRefusesFiles(t *testing.T) {
 		{"empty", "", "file is empty"},
 		{"only blank lines", "\n\n", "file is empty"},
 		{"missing email", "fein,name\n1,x\n", "lacks the column(s) email"},
-		{"missing both", "a,b\n1,2\n", "lacks the column(s) fein, email"},
+		{"missing both", "a,b\n1,2\n", "lacks the column(s) fein, email: the first line has 2 fields, none named fein or email (is the header missing?)"},
+		{"no header", "123456789,victor@hugo.fr\n", "the first line has 2 fields, none named fein or email"},
 		{"duplicate column", "fein,email,Email\n", "column email twice"},
 		{"utf-16", "\xFF\xFEf\x00e\x00i\x00n\x00", "UTF-16"},
 		{"binary", "\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not valid UTF-8"},
@@ -260,8 +261,21 @@ func TestNormalizeEmail(t *testing.T) {
 		strings.Repeat("a", 60) + "@" + strings.Repeat("b.", 100) + "co",
 	}
 	for _, in := range bad {
-		if got, err := NormalizeEmail(in); err == nil {
+		got, err := NormalizeEmail(in)
+		if err == nil {
 			t.Errorf("NormalizeEmail(%q) = %q, want an error", in, got)
+			continue
+		}
+		// Printed and logged: the error names the problem, not the value.
+		for _, part := range strings.FieldsFunc(strings.ToLower(in), func(r rune) bool { return r == '@' || r == '.' || r == ' ' }) {
+			if len(part) >= 3 && strings.Contains(strings.ToLower(err.Error()), part) {
+				t.Errorf("NormalizeEmail(%q): error %q echoes %q", in, err, part)
+			}
+		}
+	}
+	for _, in := range []string{"12345678x", "1234567890", "77-12345X6"} {
+		if _, err := NormalizeFEIN(in); err == nil || strings.ContainsAny(err.Error(), "x") || strings.Contains(err.Error(), "12345") {
+			t.Errorf("NormalizeFEIN(%q): error %v", in, err)
 		}
 	}
 }

@@ -20,6 +20,10 @@ func Open(ctx context.Context, databaseURL string, maxConns int32) (*pgxpool.Poo
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
 	}
+	// The statements carry emails and FEINs as parameters: the server must
+	// not copy them into its log when a statement fails, whatever its
+	// configuration says (a setting each session may choose).
+	cfg.ConnConfig.RuntimeParams["log_parameter_max_length_on_error"] = "0"
 	cfg.MaxConnIdleTime = 5 * time.Minute
 	cfg.HealthCheckPeriod = 15 * time.Second
 	where := fmt.Sprintf("%s:%d/%s", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database)

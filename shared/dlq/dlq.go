@@ -20,7 +20,7 @@ import (
 
 	"github.com/massgov/bulk-user-import/shared/consume"
 	"github.com/massgov/bulk-user-import/shared/jobs"
-	"github.com/massgov/bulk-user-import/shared/logging"
+	"github.com/massgov/bulk-user-import/shared/mask"
 	"github.com/massgov/bulk-user-import/shared/message"
 	"github.com/massgov/bulk-user-import/shared/queue"
 )
@@ -100,7 +100,7 @@ func describe(m queue.Message) Entry {
 	}
 	if msg, err := message.Decode(m.Body); err == nil {
 		e.Job, e.Row = msg.Job, msg.Row
-		e.Email, e.FEIN = logging.MaskEmail(msg.Email), logging.MaskFEIN(msg.FEIN)
+		e.Email, e.FEIN = mask.Email(msg.Email), mask.FEIN(msg.FEIN)
 	}
 	return e
 }

@@ -14,11 +14,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/massgov/bulk-user-import/shared/mask"
 )
 
 // Namespace of the provisioning service's XML.
@@ -84,17 +87,25 @@ func (c Config) Validate() error {
 }
 
 // HTTPError is a non-success HTTP answer from FINEOS or its token endpoint.
+// It keeps the status, FINEOS's error code if the body has one, and the
+// start of the body with every email and FEIN masked: FINEOS may echo the
+// request, and the error is logged, stored and shown.
 type HTTPError struct {
 	Op     string // "token" or "provision"
 	Status int
-	Body   string // the start of the body, for the operator
+	Code   string // FINEOS's error code, when the body holds one
+	Body   string // the start of the body, masked, for the operator
 }
 
 func (e *HTTPError) Error() string {
+	if e.Code != "" {
+		return fmt.Sprintf("fineos %s: HTTP %d, error code %s: %s", e.Op, e.Status, e.Code, e.Body)
+	}
 	return fmt.Sprintf("fineos %s: HTTP %d: %s", e.Op, e.Status, e.Body)
 }
 
-// ResponseError is a FINEOS answer that reports an error in its body.
+// ResponseError is a FINEOS answer that reports an error in its body; the
+// message is masked as HTTPError's body is.
 type ResponseError struct {
 	Code    string
 	Message string
@@ -102,6 +113,18 @@ type ResponseError struct {
 
 func (e *ResponseError) Error() string {
 	return fmt.Sprintf("fineos refused the user: %s: %s", e.Code, e.Message)
+}
+
+// errorCodePattern finds FINEOS's error code in an XML or JSON body.
+var errorCodePattern = regexp.MustCompile(`(?i)<(?:[a-z0-9]+:)?(?:errorCode|code)>\s*([A-Za-z0-9_.-]{1,64})\s*<|"(?:errorCode|code)"\s*:\s*"([A-Za-z0-9_.-]{1,64})"`)
+
+// httpError builds the HTTPError of an answer.
+func httpError(op string, status int, body []byte) *HTTPError {
+	e := &HTTPError{Op: op, Status: status, Body: snippet(body)}
+	if m := errorCodePattern.FindSubmatch(body); m != nil {
+		e.Code = string(m[1]) + string(m[2])
+	}
+	return e
 }
 
 // ViewpointUser is a leave administrator to create or update.
@@ -206,14 +229,14 @@ func (c *Client) provision(ctx context.Context, token string, body []byte) (Resu
 		return Result{}, fmt.Errorf("fineos provision: read response: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return Result{}, &HTTPError{Op: "provision", Status: resp.StatusCode, Body: snippet(data)}
+		return Result{}, httpError("provision", resp.StatusCode, data)
 	}
 	var out response
 	if err := xml.Unmarshal(data, &out); err != nil || out.XMLName.Local != "CreateOrUpdateEmployerViewpointUserResponse" {
 		return Result{}, fmt.Errorf("fineos provision: unexpected response %q", snippet(data))
 	}
 	if out.ErrorCode != "" || out.Result == nil {
-		return Result{}, &ResponseError{Code: out.ErrorCode, Message: out.ErrorMessage}
+		return Result{}, &ResponseError{Code: out.ErrorCode, Message: snippet([]byte(out.ErrorMessage))}
 	}
 	return Result{
 		PartyReference: out.Result.PartyReference,
@@ -259,7 +282,7 @@ func (c *Client) fetchToken(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("fineos token: read response: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", &HTTPError{Op: "token", Status: resp.StatusCode, Body: snippet(data)}
+		return "", httpError("token", resp.StatusCode, data)
 	}
 	var tok struct {
 		AccessToken string `json:"access_token"`
@@ -300,11 +323,12 @@ func (c *Client) dropToken(token string) {
 	}
 }
 
-// snippet returns the start of a response body for an error message.
+// snippet returns the start of a response body for an error message,
+// with every email and FEIN in it masked.
 func snippet(b []byte) string {
 	const n = 300
 	s := strings.ToValidUTF8(string(b), "?")
-	s = strings.Join(strings.Fields(s), " ")
+	s = mask.Text(strings.Join(strings.Fields(s), " "))
 	if len(s) > n {
 		s = strings.ToValidUTF8(s[:n], "") + "…"
 	}

@@ -1,13 +1,15 @@
 // Package logging builds the slog loggers of both binaries and masks the
 // personal data that log lines may mention: emails and FEINs go through
-// Email and FEIN, never straight into an attribute.
+// Email and FEIN, never straight into an attribute, and every message and
+// string or error attribute is masked again on its way out (mask.Text).
 package logging
 
 import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
+
+	"github.com/massgov/bulk-user-import/shared/mask"
 )
 
 // Format selects the log encoding: JSON for production, text for a terminal.
@@ -26,7 +28,7 @@ func New(w io.Writer, format Format, level string) (*slog.Logger, error) {
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
 	}
-	opts := &slog.HandlerOptions{Level: lvl}
+	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: redact}
 	switch format {
 	case JSON:
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
@@ -40,38 +42,28 @@ func New(w io.Writer, format Format, level string) (*slog.Logger, error) {
 // Discard returns a logger that writes nothing (for tests and tools).
 func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// MaskEmail keeps the first character of the local part and the top-level
-// domain: "jane.doe@example.com" becomes "j***@***.com".
-func MaskEmail(email string) string {
-	at := strings.LastIndexByte(email, '@')
-	if at <= 0 {
-		return "***"
-	}
-	local, domain := email[:at], email[at+1:]
-	tld := ""
-	if dot := strings.LastIndexByte(domain, '.'); dot >= 0 && len(domain)-dot <= 8 {
-		tld = domain[dot:]
-	}
-	return firstRune(local) + "***@***" + tld
-}
-
-// MaskFEIN keeps the last four digits: "123456789" becomes "*****6789".
-func MaskFEIN(fein string) string {
-	if len(fein) <= 4 {
-		return strings.Repeat("*", len(fein))
-	}
-	return strings.Repeat("*", len(fein)-4) + fein[len(fein)-4:]
-}
-
-func firstRune(s string) string {
-	for _, r := range s {
-		return string(r)
-	}
-	return ""
-}
-
 // Email is a log attribute holding a masked email.
-func Email(email string) slog.Attr { return slog.String("email", MaskEmail(email)) }
+func Email(email string) slog.Attr { return slog.String("email", mask.Email(email)) }
 
 // FEIN is a log attribute holding a masked FEIN.
-func FEIN(fein string) slog.Attr { return slog.String("fein", MaskFEIN(fein)) }
+func FEIN(fein string) slog.Attr { return slog.String("fein", mask.FEIN(fein)) }
+
+// redact is the handlers' last line of defence: every message and string
+// or error attribute goes through mask.Text, so that an email or FEIN that
+// an error echoes (Cognito's validation messages, a FINEOS body) never
+// reaches a log in clear.
+func redact(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		if s := a.Value.String(); s != "" {
+			if m := mask.Text(s); m != s {
+				return slog.String(a.Key, m)
+			}
+		}
+	case slog.KindAny:
+		if err, ok := a.Value.Any().(error); ok && err != nil {
+			return slog.String(a.Key, mask.Text(err.Error()))
+		}
+	}
+	return a
+}

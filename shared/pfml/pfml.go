@@ -18,7 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/massgov/bulk-user-import/shared/logging"
+	"github.com/massgov/bulk-user-import/shared/mask"
 )
 
 // EmployerRoleID is lk_role's Employer role.
@@ -32,6 +32,9 @@ var (
 	ErrEmployerNotFound  = errors.New("no employer has this FEIN")
 	ErrEmployerAmbiguous = errors.New("several employers have this FEIN")
 	ErrSchema            = errors.New("the PFML tables lack columns the import writes")
+	// ErrEmailHeld says a batch stopped because another user row holds
+	// the email it registers; EmailConflict says which.
+	ErrEmailHeld = errors.New("another user row holds the email")
 )
 
 // EmailConflictError says that another PFML user already holds the email.
@@ -47,7 +50,7 @@ func (e *EmailConflictError) Error() string {
 		other = "has a different Cognito sub than"
 	}
 	return fmt.Sprintf("email %s already belongs to PFML user %s, which %s the Cognito user of the email",
-		logging.MaskEmail(e.Email), e.UserID, other)
+		mask.Email(e.Email), e.UserID, other)
 }
 
 // Employer is the part of an employer row the import needs.
@@ -152,12 +155,12 @@ func (s *Store) CheckWritable(ctx context.Context) error {
 // Send sends a batch of statements queued by the Queue methods (of this
 // store and of the jobs store, on the same database) in one round trip and
 // one implicit transaction: all of it happens, or none. A user row that
-// holds the email under another sub comes back as *EmailConflictError.
+// holds the email under another sub comes back as ErrEmailHeld.
 func (s *Store) Send(ctx context.Context, b *pgx.Batch) error {
 	err := s.pool.SendBatch(ctx, b).Close()
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "P0001" && strings.HasPrefix(pe.Message, emailConflictMarker) {
-		return s.emailConflict(ctx, strings.TrimPrefix(pe.Message, emailConflictMarker))
+	if errors.As(err, &pe) && pe.Code == "P0001" && pe.Message == emailHeldMessage {
+		return fmt.Errorf("%w: %w", ErrEmailHeld, err)
 	}
 	return err
 }
@@ -258,7 +261,7 @@ func (s *Store) QueueEnsureLeaveAdmin(b *pgx.Batch, sub, email, employerID strin
 	la := &LeaveAdmin{EmployerID: employerID}
 	b.Queue(`INSERT INTO "user" (user_id, sub_id, email_address`+uc+`) VALUES ($1, $2, $3`+uv+`) ON CONFLICT DO NOTHING`,
 		uuid.NewString(), sub, email)
-	b.Queue(`SELECT bulk_import_require(EXISTS (SELECT 1 FROM "user" WHERE sub_id = $1), $2)`, sub, emailConflictMarker+email)
+	b.Queue(`SELECT bulk_import_require(EXISTS (SELECT 1 FROM "user" WHERE sub_id = $1), $2)`, sub, emailHeldMessage)
 	b.Queue(`INSERT INTO link_user_role (user_id, role_id`+rc+`)
 		SELECT user_id, $2`+rv+` FROM "user" WHERE sub_id = $1 ON CONFLICT DO NOTHING`, sub, EmployerRoleID)
 	b.Queue(`INSERT INTO link_user_leave_administrator (user_leave_administrator_id, user_id, employer_id`+lc+`)
@@ -294,12 +297,13 @@ func (s *Store) stamp(table string) (cols, vals string) {
 	return "", ""
 }
 
-// emailConflictMarker starts the error raised when a user row holds the
-// email under another sub; the email follows it.
-const emailConflictMarker = "bulk_import: email held by another user: "
+// emailHeldMessage is the error raised when a user row holds the email
+// under another sub. It names no email: the server logs its errors.
+const emailHeldMessage = "bulk_import: the email is held by another user row"
 
-// emailConflict explains an email conflict: which user row holds the email.
-func (s *Store) emailConflict(ctx context.Context, email string) error {
+// EmailConflict explains an email conflict (Send's ErrEmailHeld for the
+// email): which user row holds the email, as an *EmailConflictError.
+func (s *Store) EmailConflict(ctx context.Context, email string) error {
 	var userID string
 	var otherSub *string
 	err := s.pool.QueryRow(ctx, `SELECT user_id::text, sub_id FROM "user" WHERE email_address = $1`, email).Scan(&userID, &otherSub)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/massgov/bulk-user-import/localstack/pgtest"
@@ -167,6 +168,13 @@ func TestEmailHeldByAnotherUserIsAConflictAndTheBatchWritesNothing(t *testing.T)
 	b.Queue(`UPDATE employer SET employer_name = 'touched' WHERE employer_id = $1`, emp1) // before: rolled back too
 	s.QueueEnsureLeaveAdmin(b, "sub-1", "a@b.co", emp1)
 	err := s.Send(ctx, b)
+	// The server's error names no email (the server logs it): the caller,
+	// who knows the email, asks which row holds it.
+	var pe *pgconn.PgError
+	if !errors.Is(err, pfml.ErrEmailHeld) || !errors.As(err, &pe) || strings.Contains(pe.Error(), "a@b.co") {
+		t.Fatalf("err = %v, want ErrEmailHeld without the email", err)
+	}
+	err = s.EmailConflict(ctx, "a@b.co")
 	var ce *pfml.EmailConflictError
 	if !errors.As(err, &ce) || !ce.HasSub || ce.UserID == "" {
 		t.Fatalf("err = %v, want EmailConflictError", err)

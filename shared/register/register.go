@@ -119,15 +119,20 @@ func (r *Registrar) do(ctx context.Context, log *slog.Logger, step string, fn fu
 	return nil
 }
 
-// send runs one batch of statements as a step.
-func (r *Registrar) send(ctx context.Context, log *slog.Logger, step string, queue func(b *pgx.Batch)) error {
+// send runs one batch of statements about email as a step. Another user
+// row holding the email comes back as *pfml.EmailConflictError.
+func (r *Registrar) send(ctx context.Context, log *slog.Logger, step, email string, queue func(b *pgx.Batch)) error {
 	return r.do(ctx, log, step, func() error {
 		b := &pgx.Batch{}
 		queue(b)
 		if b.Len() == 0 {
 			return nil
 		}
-		return r.PFML.Send(ctx, b)
+		err := r.PFML.Send(ctx, b)
+		if errors.Is(err, pfml.ErrEmailHeld) {
+			return r.PFML.EmailConflict(ctx, email)
+		}
+		return err
 	})
 }
 
@@ -140,7 +145,7 @@ func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request)
 	var res Result
 	var row jobs.RowInfo
 	var lookup *pfml.Lookup
-	if err := r.send(ctx, log, StepEmployer, func(b *pgx.Batch) {
+	if err := r.send(ctx, log, StepEmployer, req.Email, func(b *pgx.Batch) {
 		if req.Job != "" {
 			r.Jobs.QueueStartAttempt(b, req.Job, req.Row, req.ReceiveCount, &row)
 		}
@@ -207,7 +212,7 @@ func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request)
 
 	if !req.ForceRegistration {
 		// The user, role and link, and the row's success, in one transaction.
-		if err := r.send(ctx, log, StepDatabase, func(b *pgx.Batch) {
+		if err := r.send(ctx, log, StepDatabase, req.Email, func(b *pgx.Batch) {
 			r.PFML.QueueEnsureLeaveAdmin(b, user.Sub, req.Email, emp.ID)
 			if req.Job != "" {
 				r.Jobs.QueueSucceed(b, req.Job, req.Row)
@@ -231,7 +236,7 @@ func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request)
 	case user.Created:
 	default:
 		var la *pfml.LeaveAdmin
-		if err := r.send(ctx, log, StepDatabase, func(b *pgx.Batch) {
+		if err := r.send(ctx, log, StepDatabase, req.Email, func(b *pgx.Batch) {
 			la = r.PFML.QueueEnsureLeaveAdmin(b, user.Sub, req.Email, emp.ID)
 		}); err != nil {
 			return res, err
@@ -253,7 +258,7 @@ func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request)
 	res.FineosWebID = webID
 	// The user, role and link (unless written above), the web id on the
 	// link, and the row's success, in one transaction.
-	if err := r.send(ctx, log, StepDatabase, func(b *pgx.Batch) {
+	if err := r.send(ctx, log, StepDatabase, req.Email, func(b *pgx.Batch) {
 		if !ensured {
 			r.PFML.QueueEnsureLeaveAdmin(b, user.Sub, req.Email, emp.ID)
 		}

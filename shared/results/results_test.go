@@ -100,7 +100,7 @@ func TestReportFilesHoldEveryRowWhereItBelongs(t *testing.T) {
 	}
 	wantFailed := "fein|email|name|Name|EMAIL|extra|error|error_code|source|line\n" +
 		"987654321|gone@b.co|'=HYPERLINK(\"http://x\")||||employer: no employer has this FEIN|EMPLOYER_NOT_FOUND|" + src0 + "|3\n" +
-		"12x|bad@b.co|Bad||||fein: fein \"12x\" must contain only digits, dashes and spaces|INVALID_FEIN|" + src0 + "|4\n" +
+		"12x|bad@b.co|Bad||||fein: must contain only digits, dashes and spaces|INVALID_FEIN|" + src0 + "|4\n" +
 		"987654321|gone@b.co|Dup of gone||||duplicate of line 3 (row 2), which failed|EMPLOYER_NOT_FOUND|" + src0 + "|6\n"
 	if got := join(readCSV(t, filepath.Join(dir, results.FileFailed))); got != wantFailed {
 		t.Errorf("FAILED.csv:\n%s\nwant:\n%s", got, wantFailed)
