@@ -38,6 +38,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/maintain"
+	"github.com/massgov/bulk-user-import/shared/mask"
 	"github.com/massgov/bulk-user-import/shared/progress"
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/results"
@@ -132,7 +133,7 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	}
 	log, err := cli.Logger(stderr, f.logFormat, f.logLevel)
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitUsage
 	}
 	ctx, stop := cli.SignalContext(stderr)
@@ -142,7 +143,7 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		return dryRun(ctx, cfg, sources, stdout, stderr)
 	}
 	if err := cfg.Require(config.Database, config.Queue); err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitUsage
 	}
 	if f.job == "" {
@@ -150,13 +151,13 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	}
 	store, pool, err := openStore(ctx, cfg.DatabaseURL, int32(4+f.sendConcurrency))
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	defer pool.Close()
 	awsCfg, err := awsconf.Load(ctx, cfg.Region)
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	tty := progress.IsTerminal(stderr)
@@ -175,7 +176,7 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	bar.Done()
 	printRun(stdout, res)
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	code := cli.ExitOK
@@ -199,12 +200,12 @@ func waitAndSummarize(ctx context.Context, store *jobs.Store, job string, every 
 	st, err := wait(ctx, store, job, every, bar, stderr)
 	bar.Done()
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	probs, err := store.Problems(context.WithoutCancel(ctx), job, 50)
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	printSummary(stdout, st, probs)
@@ -229,7 +230,7 @@ func runWait(args []string, cfg config.Config, stdout io.Writer, stderr *os.File
 		return cli.ExitUsage
 	}
 	if _, err := c.store.Job(ctx, c.job); err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	return waitAndSummarize(ctx, c.store, c.job, *every, progress.New(stderr, progress.IsTerminal(stderr), *interval), stdout, stderr)
@@ -289,14 +290,14 @@ func dryRun(ctx context.Context, cfg config.Config, sources []string, stdout io.
 	if needsS3(sources) {
 		awsCfg, err := awsconf.Load(ctx, cfg.Region)
 		if err != nil {
-			fmt.Fprintln(stderr, "splitter:", err)
+			cli.PrintError(stderr, "splitter", err)
 			return cli.ExitError
 		}
 		opener.S3 = awsconf.S3(awsCfg)
 	}
 	res, err := split.DryRun(ctx, opener, sources, 50)
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	printDryRun(stdout, res)
@@ -345,12 +346,12 @@ func (c *jobCommand) parse(ctx context.Context, args []string, cfg config.Config
 		c.job = pos[0]
 	}
 	if err := cfg.Require(config.Database); err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitUsage
 	}
 	c.store, c.pool, err = openStore(ctx, cfg.DatabaseURL, 4)
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	return -1
@@ -366,23 +367,24 @@ func runStatus(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	defer c.close()
 	st, err := c.store.Status(ctx, c.job)
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	d, err := c.store.Details(ctx, c.job)
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	var fl fleetState
 	if fl.Maintainer.ID, fl.Maintainer.Live, _, err = maintain.Leader(ctx, c.pool, maintain.LeaseName); err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	if fl.Workers, err = fleet.Live(ctx, c.pool); err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
+	st.CancelReason = mask.Text(st.CancelReason)
 	if *asJSON {
 		if err := json.NewEncoder(stdout).Encode(struct {
 			jobs.Status
@@ -406,12 +408,12 @@ func runReport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	}
 	defer c.close()
 	if _, err := c.store.Job(ctx, c.job); err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	counts, err := results.WriteDir(ctx, c.store, c.job, *out)
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	fmt.Fprintf(stdout, "wrote %s/%s (%d rows) and %s/%s (%d rows)\n", *out, results.FileSucceeded, counts.Succeeded, *out, results.FileFailed, counts.Failed)
@@ -431,14 +433,14 @@ func runCancel(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	defer c.close()
 	awsCfg, err := awsconf.Load(ctx, cfg.Region)
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	log, _ := cli.Logger(stderr, or(cfg.LogFormat, "auto"), or(cfg.LogLevel, "info"))
 	lc := newLifecycle(c.pool, c.store, awsCfg, cfg, log)
 	n, err := lc.Cancel(ctx, c.job, *reason)
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	fmt.Fprintf(stdout, "job %s cancelled: %d queued rows cancelled; rows being registered right now finish; workers drop the job's messages\n", c.job, n)
@@ -458,7 +460,7 @@ func runResend(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	}
 	defer c.close()
 	if err := cfg.Require(config.Queue); err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitUsage
 	}
 	if olderThan < 0 {
@@ -467,7 +469,7 @@ func runResend(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	}
 	job, err := c.store.Job(ctx, c.job)
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	switch {
@@ -480,7 +482,7 @@ func runResend(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	}
 	awsCfg, err := awsconf.Load(ctx, cfg.Region)
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	e := &enqueue.Enqueuer{Jobs: c.store, Queue: queue.New(awsconf.SQS(awsCfg), cfg.QueueURL)}
@@ -495,7 +497,7 @@ func runResend(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		fmt.Fprintf(stdout, "job %s: sent %d messages again (%s)\n", c.job, n, which)
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	return cli.ExitOK
@@ -512,7 +514,7 @@ func runJobs(args []string, cfg config.Config, stdout io.Writer, stderr *os.File
 	defer c.close()
 	list, err := c.store.Recent(ctx, *limit)
 	if err != nil {
-		fmt.Fprintln(stderr, "splitter:", err)
+		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
 	if *asJSON {

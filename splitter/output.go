@@ -12,6 +12,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/breaker"
 	"github.com/massgov/bulk-user-import/shared/fleet"
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/mask"
 	"github.com/massgov/bulk-user-import/shared/split"
 )
 
@@ -19,7 +20,7 @@ func printSources(w io.Writer, sources []split.SourceResult) {
 	for _, s := range sources {
 		switch {
 		case s.Err != nil:
-			fmt.Fprintf(w, "  REFUSED %v\n", s.Err)
+			fmt.Fprintf(w, "  REFUSED %s\n", mask.Text(s.Err.Error()))
 		case s.Skipped:
 			fmt.Fprintf(w, "  %s: already recorded, not read again\n", s.Source)
 		default:
@@ -36,7 +37,7 @@ func printDryRun(w io.Writer, res split.DryRunResult) {
 		fmt.Fprintln(w, "rejected rows:")
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 		for _, r := range res.Rejects {
-			fmt.Fprintf(tw, "  %s:%d\t%s\t%s\n", r.Source, r.Line, r.Code, r.Reason)
+			fmt.Fprintf(tw, "  %s:%d\t%s\t%s\n", r.Source, r.Line, r.Code, mask.Text(r.Reason))
 		}
 		tw.Flush()
 	}
@@ -56,7 +57,7 @@ func printSummary(w io.Writer, st jobs.Status, probs []jobs.Problem) {
 	fmt.Fprintf(w, "job %s done: %d rows: %d succeeded, %d failed, %d rejected, %d duplicate, %d cancelled\n",
 		st.Job, st.Total, st.Succeeded, st.Failed, st.Rejected, st.Duplicate, st.Cancelled)
 	if st.CancelledAt != nil {
-		fmt.Fprintf(w, "the job was cancelled: %s\n", st.CancelReason)
+		fmt.Fprintf(w, "the job was cancelled: %s\n", mask.Text(st.CancelReason))
 	}
 	fmt.Fprintf(w, "result files: %s\n", resultsLine(st))
 	if st.PrunedAt != nil {
@@ -68,7 +69,7 @@ func printSummary(w io.Writer, st jobs.Status, probs []jobs.Problem) {
 	fmt.Fprintln(w, "failed, rejected and cancelled rows:")
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	for _, p := range probs {
-		fmt.Fprintf(tw, "  %s:%d\t%s\t%s\t%s\n", p.Source, p.Line, p.State, p.Code, p.Message)
+		fmt.Fprintf(tw, "  %s:%d\t%s\t%s\t%s\n", p.Source, p.Line, p.State, p.Code, mask.Text(p.Message))
 	}
 	tw.Flush()
 	if more := st.Failed + st.Rejected + st.Cancelled - int64(len(probs)); more > 0 {
@@ -93,7 +94,7 @@ func printStatus(w io.Writer, st jobs.Status, d jobs.Details, fl fleetState, now
 	}
 	fmt.Fprintf(w, "job %s (created %s, force registration: %s)\n", st.Job, stamp(st.CreatedAt), force)
 	if st.CancelledAt != nil {
-		fmt.Fprintf(w, "CANCELLED %s: %s\n", stamp(*st.CancelledAt), st.CancelReason)
+		fmt.Fprintf(w, "CANCELLED %s: %s\n", stamp(*st.CancelledAt), mask.Text(st.CancelReason))
 	}
 	switch {
 	case st.Done:
@@ -155,7 +156,7 @@ func printFleet(w io.Writer, fl fleetState, now time.Time) {
 			fs := paused[d]
 			f := fs[0]
 			fmt.Fprintf(w, "  %s refuses the pipeline (%d workers) since %s: %s %s\n    fix: %s\n",
-				d, len(fs), now.Sub(f.Since).Round(time.Second), f.Code, oneLine(f.Error, 200), f.Fix)
+				d, len(fs), now.Sub(f.Since).Round(time.Second), f.Code, oneLine(mask.Text(f.Error), 200), f.Fix)
 		}
 	}
 	if fl.Maintainer.Live {

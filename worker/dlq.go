@@ -20,6 +20,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/dlq"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/lifecycle"
+	"github.com/massgov/bulk-user-import/shared/mask"
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/results"
 )
@@ -69,7 +70,7 @@ func runDLQ(args []string, cfg config.Config, stdout io.Writer, stderr *os.File)
 	}
 	log, err := cli.Logger(stderr, *logFormat, or(cfg.LogLevel, "info"))
 	if err != nil {
-		fmt.Fprintln(stderr, "worker:", err)
+		cli.PrintError(stderr, "worker", err)
 		return cli.ExitUsage
 	}
 	needs := []config.Need{config.DLQ, config.Database}
@@ -87,14 +88,14 @@ func runDLQ(args []string, cfg config.Config, stdout io.Writer, stderr *os.File)
 		return cli.ExitUsage
 	}
 	if err := cfg.Require(needs...); err != nil {
-		fmt.Fprintln(stderr, "worker:", err)
+		cli.PrintError(stderr, "worker", err)
 		return cli.ExitUsage
 	}
 	ctx, stop := cli.SignalContext(stderr)
 	defer stop()
 	tool, finisher, closeAll, err := dlqTool(ctx, cfg, *hold, log)
 	if err != nil {
-		fmt.Fprintln(stderr, "worker:", err)
+		cli.PrintError(stderr, "worker", err)
 		return cli.ExitError
 	}
 	defer closeAll()
@@ -105,7 +106,7 @@ func runDLQ(args []string, cfg config.Config, stdout io.Writer, stderr *os.File)
 	case "list":
 		l, err := tool.List(ctx, f.Filter, *samples)
 		if err != nil {
-			fmt.Fprintln(stderr, "worker dlq list:", err)
+			cli.PrintError(stderr, "worker dlq list", err)
 			return cli.ExitError
 		}
 		out = l
@@ -115,7 +116,7 @@ func runDLQ(args []string, cfg config.Config, stdout io.Writer, stderr *os.File)
 	case "replay":
 		r, err := tool.Replay(ctx, f)
 		if err != nil {
-			fmt.Fprintln(stderr, "worker dlq replay:", err)
+			cli.PrintError(stderr, "worker dlq replay", err)
 			code = cli.ExitError
 		}
 		if r.Errors > 0 {
@@ -128,7 +129,7 @@ func runDLQ(args []string, cfg config.Config, stdout io.Writer, stderr *os.File)
 	case "purge":
 		r, err := tool.Purge(ctx, f.Job, *yes)
 		if err != nil {
-			fmt.Fprintln(stderr, "worker dlq purge:", err)
+			cli.PrintError(stderr, "worker dlq purge", err)
 			return cli.ExitError
 		}
 		if *yes {
@@ -182,7 +183,7 @@ func printListing(w io.Writer, url string, l dlq.Listing) {
 	for _, g := range l.Groups {
 		fmt.Fprintf(tw, "%s\t%d\t\n", g.Code, g.Count)
 		for _, e := range g.Samples {
-			fmt.Fprintf(tw, "  job %s row %d\t%s %s\tattempts %s\t%s\t%s\n", e.Job, e.Row, e.Email, e.FEIN, e.Attempts, e.FailedAt, oneLine(e.Error, 160))
+			fmt.Fprintf(tw, "  job %s row %d\t%s %s\tattempts %s\t%s\t%s\n", e.Job, e.Row, e.Email, e.FEIN, e.Attempts, e.FailedAt, oneLine(mask.Text(e.Error), 160))
 		}
 	}
 	tw.Flush()

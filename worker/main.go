@@ -142,12 +142,12 @@ func run(args []string, getenv func(string) string, stdout io.Writer, stderr *os
 		return cli.ExitOK
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "worker:", err)
+		cli.PrintError(stderr, "worker", err)
 		return cli.ExitUsage
 	}
 	log, err := cli.Logger(stderr, f.logFormat, f.logLevel)
 	if err != nil {
-		fmt.Fprintln(stderr, "worker:", err)
+		cli.PrintError(stderr, "worker", err)
 		return cli.ExitUsage
 	}
 	if err := cfg.Require(config.Database, config.Queue, config.DLQ, config.Cognito); err != nil {

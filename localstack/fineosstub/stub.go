@@ -72,14 +72,19 @@ type Call struct {
 	Email          string `json:"email"`
 	Status         int    `json:"status"`
 	Error          string `json:"error,omitempty"`
+
+	body []byte // the request as sent, for a fault that echoes it
 }
 
 // Fault makes one provisioning call fail with Status. With AfterApply the
 // user is created or updated first, as when FINEOS times out after doing
-// the work: the retry must then not create a second user.
+// the work: the retry must then not create a second user. With Echo the
+// answer is FINEOS's error response (errorCode VALIDATION_ERROR) whose
+// message repeats the whole request, as some FINEOS errors do.
 type Fault struct {
 	Status     int  `json:"status"`
 	AfterApply bool `json:"after_apply"`
+	Echo       bool `json:"echo,omitempty"`
 }
 
 // Stats counts what the stub saw.
@@ -269,6 +274,10 @@ func (s *Stub) serveProvision(w http.ResponseWriter, r *http.Request) {
 		s.stats.FaultsApplied++
 		s.mu.Unlock()
 		s.record(call, fault.Status, errors.New("injected fault"))
+		if fault.Echo {
+			writeEchoError(w, fault.Status, call.body)
+			return
+		}
 		writeXMLError(w, fault.Status, errors.New("injected fault"))
 		return
 	}
@@ -348,6 +357,7 @@ func (s *Stub) checkRequest(r *http.Request, call *Call) (int, error) {
 	if err != nil {
 		return http.StatusBadRequest, fmt.Errorf("read body: %w", err)
 	}
+	call.body = body
 	fields, err := parseRequest(body)
 	if err != nil {
 		return http.StatusBadRequest, err
@@ -486,6 +496,16 @@ func writeXMLError(w http.ResponseWriter, status int, err error) {
 	w.Header().Set("Content-Type", "application/xml; charset=utf-8")
 	w.WriteHeader(status)
 	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><error><status>%d</status><message>%s</message></error>`, status, xmlEscape(err.Error()))
+}
+
+// writeEchoError answers with a FINEOS error response whose message
+// repeats the request.
+func writeEchoError(w http.ResponseWriter, status int, request []byte) {
+	w.Header().Set("Content-Type", "application/xml; charset=utf-8")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
+<p:CreateOrUpdateEmployerViewpointUserResponse xmlns:p="%s"><errorCode>VALIDATION_ERROR</errorCode><errorMessage>could not process the request %s</errorMessage></p:CreateOrUpdateEmployerViewpointUserResponse>`,
+		fineos.Namespace, xmlEscape(string(request)))
 }
 
 func xmlEscape(s string) string {

@@ -17,6 +17,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/massgov/bulk-user-import/shared/mask"
 )
 
 // Dependency names what a breaker guards.
@@ -88,14 +90,16 @@ func (b *Breaker) Trip(code, errText, fix string) {
 	}
 	now := time.Now()
 	b.open = true
-	b.fault = Fault{Code: code, Error: errText, Fix: fix, Since: now}
+	// The fault is shown by splitter status (through the worker registry):
+	// any email or FEIN the error echoes is masked.
+	b.fault = Fault{Code: code, Error: mask.Text(errText), Fix: fix, Since: now}
 	b.wait = b.ProbeInitial
 	b.nextProbe = now.Add(b.wait)
 	b.closed = make(chan struct{})
 	f := b.fault
 	b.mu.Unlock()
 	b.log.Error("paused: "+string(b.dep)+" refuses the pipeline's requests; work that needs it waits and no row is failed for it",
-		"dependency", string(b.dep), "error_code", code, "err", errText, "fix", fix, "probe_in", b.ProbeInitial.String())
+		"dependency", string(b.dep), "error_code", code, "err", f.Error, "fix", fix, "probe_in", b.ProbeInitial.String())
 	select {
 	case b.kick <- struct{}{}:
 	default:

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/massgov/bulk-user-import/shared/logging"
+	"github.com/massgov/bulk-user-import/shared/mask"
 )
 
 // Exit codes.
@@ -118,4 +119,10 @@ func (d *duration) Set(s string) error {
 	}
 	*d = duration(v)
 	return nil
+}
+
+// PrintError prints err on w after prog ("splitter: …"), with any email or
+// FEIN the error mentions masked: an error can quote a row.
+func PrintError(w io.Writer, prog string, err error) {
+	fmt.Fprintf(w, "%s: %s\n", prog, mask.Text(err.Error()))
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/breaker"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/logging"
+	"github.com/massgov/bulk-user-import/shared/mask"
 	"github.com/massgov/bulk-user-import/shared/message"
 	"github.com/massgov/bulk-user-import/shared/metrics"
 	"github.com/massgov/bulk-user-import/shared/queue"
@@ -230,7 +231,7 @@ func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 		// letter was surely sent: finish the send.
 		log = log.With("step", StepCheck, "error_code", final.Row.ErrorCode)
 		log.Warn("the row failed but its dead letter may not have been sent; sending it")
-		return h.sendDeadLetter(ctx, log, m, &msg, final.Row.ErrorCode, final.Row.ErrorMessage)
+		return h.sendDeadLetter(ctx, log, m, &msg, final.Row.ErrorCode, rowReason(final.Row.ErrorMessage))
 	case errors.As(err, &final):
 		log.Info("row already final; message dropped", "step", StepCheck, "state", final.State)
 		return Outcome{Action: Ack, Result: Skipped}
@@ -266,7 +267,7 @@ func (h *Handler) failed(ctx context.Context, log *slog.Logger, m queue.Message,
 	delay := h.Backoff.Delay(m.ReceiveCount)
 	log.Warn("transient failure; will retry", "err", f.Error(), "retry_in", delay.Round(time.Second).String())
 	if err := h.bookkeep(ctx, log, func(ctx context.Context) error {
-		return h.Jobs.NoteError(ctx, msg.Job, msg.Row, f.Code, truncate(f.Error()))
+		return h.Jobs.NoteError(ctx, msg.Job, msg.Row, f.Code, rowReason(f.Error()))
 	}); err != nil {
 		log.Warn("could not record the error on the row", "err", err)
 	}
@@ -281,7 +282,7 @@ func (h *Handler) failed(ctx context.Context, log *slog.Logger, m queue.Message,
 // the send (see Handle). A message without a (matching) recorded row has
 // no row to claim: it is sent as it is.
 func (h *Handler) deadLetter(ctx context.Context, log *slog.Logger, m queue.Message, msg *message.Row, code, reason string) Outcome {
-	reason = truncate(reason)
+	reason = rowReason(reason)
 	ownRow := msg != nil && code != CodeUnknownRow && code != CodeMessageMismatch
 	if ownRow {
 		var claimed bool
@@ -363,6 +364,11 @@ func (h *Handler) now() time.Time {
 	}
 	return time.Now()
 }
+
+// rowReason is a failure's reason as the row, the dead letter and the
+// operator's tools keep it: any email or FEIN an error echoed masked (the
+// row's own are in their columns), bounded in size.
+func rowReason(s string) string { return truncate(mask.Text(s)) }
 
 func truncate(s string) string {
 	if len(s) <= maxErrorMessage {

@@ -11,6 +11,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/url"
@@ -118,9 +119,10 @@ func (e *ResponseError) Error() string {
 // errorCodePattern finds FINEOS's error code in an XML or JSON body.
 var errorCodePattern = regexp.MustCompile(`(?i)<(?:[a-z0-9]+:)?(?:errorCode|code)>\s*([A-Za-z0-9_.-]{1,64})\s*<|"(?:errorCode|code)"\s*:\s*"([A-Za-z0-9_.-]{1,64})"`)
 
-// httpError builds the HTTPError of an answer.
-func httpError(op string, status int, body []byte) *HTTPError {
-	e := &HTTPError{Op: op, Status: status, Body: snippet(body)}
+// httpError builds the HTTPError of an answer; echoed are the request's
+// values, left out of the body if FINEOS repeats them.
+func httpError(op string, status int, body []byte, echoed ...string) *HTTPError {
+	e := &HTTPError{Op: op, Status: status, Body: snippet(body, echoed...)}
 	if m := errorCodePattern.FindSubmatch(body); m != nil {
 		e.Code = string(m[1]) + string(m[2])
 	}
@@ -200,7 +202,7 @@ func (c *Client) CreateOrUpdateEmployerViewpointUser(ctx context.Context, u View
 		if err != nil {
 			return Result{}, err
 		}
-		res, err := c.provision(ctx, token, body)
+		res, err := c.provision(ctx, token, body, u.Email, u.UserID, u.PartyReference)
 		var he *HTTPError
 		if attempt == 0 && errors.As(err, &he) && he.Status == http.StatusUnauthorized {
 			c.dropToken(token) // expired or revoked early: fetch a new one, once
@@ -210,7 +212,9 @@ func (c *Client) CreateOrUpdateEmployerViewpointUser(ctx context.Context, u View
 	}
 }
 
-func (c *Client) provision(ctx context.Context, token string, body []byte) (Result, error) {
+// provision sends the request body; echoed are its values, which FINEOS's
+// error answers may repeat and the errors must not.
+func (c *Client) provision(ctx context.Context, token string, body []byte, echoed ...string) (Result, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.IntegrationServicesURL+ProvisioningPath, bytes.NewReader(body))
 	if err != nil {
 		return Result{}, fmt.Errorf("fineos provision: %w", err)
@@ -229,14 +233,14 @@ func (c *Client) provision(ctx context.Context, token string, body []byte) (Resu
 		return Result{}, fmt.Errorf("fineos provision: read response: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return Result{}, httpError("provision", resp.StatusCode, data)
+		return Result{}, httpError("provision", resp.StatusCode, data, echoed...)
 	}
 	var out response
 	if err := xml.Unmarshal(data, &out); err != nil || out.XMLName.Local != "CreateOrUpdateEmployerViewpointUserResponse" {
-		return Result{}, fmt.Errorf("fineos provision: unexpected response %q", snippet(data))
+		return Result{}, fmt.Errorf("fineos provision: unexpected response %q", snippet(data, echoed...))
 	}
 	if out.ErrorCode != "" || out.Result == nil {
-		return Result{}, &ResponseError{Code: out.ErrorCode, Message: snippet([]byte(out.ErrorMessage))}
+		return Result{}, &ResponseError{Code: out.ErrorCode, Message: snippet([]byte(out.ErrorMessage), echoed...)}
 	}
 	return Result{
 		PartyReference: out.Result.PartyReference,
@@ -323,11 +327,23 @@ func (c *Client) dropToken(token string) {
 	}
 }
 
-// snippet returns the start of a response body for an error message,
-// with every email and FEIN in it masked.
-func snippet(b []byte) string {
+// errorMessagePattern finds FINEOS's error message in an XML or JSON body.
+var errorMessagePattern = regexp.MustCompile(`(?is)<(?:[a-z0-9]+:)?(?:errorMessage|message)>(.*?)</|"(?:errorMessage|message)"\s*:\s*"((?:[^"\\]|\\.)*)"`)
+
+// snippet returns the start of an error answer for an error message: the
+// error message it holds if it has one, else the body; every value of the
+// request it echoes (any case) left out, every other email and FEIN masked.
+func snippet(b []byte, echoed ...string) string {
 	const n = 300
 	s := strings.ToValidUTF8(string(b), "?")
+	if m := errorMessagePattern.FindStringSubmatch(s); m != nil {
+		s = html.UnescapeString(m[1] + m[2])
+	}
+	for _, v := range echoed {
+		if len(v) >= 3 {
+			s = regexp.MustCompile(`(?i)`+regexp.QuoteMeta(v)).ReplaceAllLiteralString(s, "[request value]")
+		}
+	}
 	s = mask.Text(strings.Join(strings.Fields(s), " "))
 	if len(s) > n {
 		s = strings.ToValidUTF8(s[:n], "") + "…"

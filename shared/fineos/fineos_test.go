@@ -99,6 +99,50 @@ func TestErrorsAreTyped(t *testing.T) {
 	}
 }
 
+// An error answer that repeats the request keeps its status and code; the
+// request's values are left out and other emails and FEINs masked.
+func TestErrorBodyEchoingTheRequestIsRedacted(t *testing.T) {
+	t.Parallel()
+	stub, _, c := setup(t)
+	ctx := context.Background()
+	stub.InjectFaults(fineosstub.Fault{Status: http.StatusUnprocessableEntity, Echo: true})
+	u := fineos.ViewpointUser{PartyReference: "7712001", UserID: "pfml_leave_admin_echo", Email: "Quentin.Echo@Example.org"}
+	_, err := c.CreateOrUpdateEmployerViewpointUser(ctx, u)
+	var he *fineos.HTTPError
+	if !errors.As(err, &he) || he.Status != http.StatusUnprocessableEntity || he.Code != "VALIDATION_ERROR" {
+		t.Fatalf("err = %#v, want 422 with code VALIDATION_ERROR", err)
+	}
+	msg := strings.ToLower(err.Error())
+	for _, leak := range []string{"quentin", "echo@", "7712001", "pfml_leave_admin_echo"} {
+		if strings.Contains(msg, leak) {
+			t.Errorf("the error repeats %q: %v", leak, err)
+		}
+	}
+	if !strings.Contains(err.Error(), "[request value]") {
+		t.Errorf("the echoed values are not marked: %v", err)
+	}
+
+	// A body naming someone else (not the request) is masked.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/token") {
+			w.Write([]byte(`{"access_token":"t","token_type":"Bearer","expires_in":60}`))
+			return
+		}
+		w.WriteHeader(http.StatusConflict)
+		w.Write([]byte(`{"code":"DUPLICATE","message":"held by other.person@example.com of employer 12-3456789"}`))
+	}))
+	defer srv.Close()
+	other, err := fineos.New(fineos.Config{IntegrationServicesURL: srv.URL, OAuth2URL: srv.URL + "/token", ClientID: "id", ClientSecret: "s", UserID: "u"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = other.CreateOrUpdateEmployerViewpointUser(ctx, alice)
+	if !errors.As(err, &he) || he.Code != "DUPLICATE" || strings.Contains(err.Error(), "other.person") || strings.Contains(err.Error(), "3456789") ||
+		!strings.Contains(err.Error(), "o***@***.com") {
+		t.Fatalf("err = %v, want code DUPLICATE and the body masked", err)
+	}
+}
+
 func TestRetryAfterAppliedFaultUpdatesTheSameUser(t *testing.T) {
 	t.Parallel()
 	stub, _, c := setup(t)

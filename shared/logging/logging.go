@@ -31,9 +31,9 @@ func New(w io.Writer, format Format, level string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: redact}
 	switch format {
 	case JSON:
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(&uniqueKeys{next: slog.NewJSONHandler(w, opts)}), nil
 	case Text:
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(&uniqueKeys{next: slog.NewTextHandler(w, opts)}), nil
 	default:
 		return nil, fmt.Errorf("log format %q: want json or text", format)
 	}

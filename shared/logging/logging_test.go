@@ -61,3 +61,58 @@ func TestNewRefusesUnknownSettings(t *testing.T) {
 		t.Error("level loud accepted")
 	}
 }
+
+// Every key appears once per line: a call's attribute replaces With's.
+func TestNoKeyTwice(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log, err := New(&buf, JSON, "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.With("step", "check", "error_code", "A").With("job", "j1").
+		Warn("sent to the dead-letter queue", "error_code", "B", "reason", "x", "reason", "y")
+	log.With("step", "check").WithGroup("g").With("step", "inner").Info("grouped", "step", "innermost")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want 2 lines, got %q", buf.String())
+	}
+	for _, l := range lines {
+		if err := StrictJSON([]byte(l)); err != nil {
+			t.Errorf("%v: %s", err, l)
+		}
+	}
+	var first map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
+		t.Fatal(err)
+	}
+	if first["error_code"] != "B" || first["reason"] != "y" || first["step"] != "check" || first["job"] != "j1" {
+		t.Errorf("got %v", first)
+	}
+	var second struct {
+		Step string         `json:"step"`
+		G    map[string]any `json:"g"`
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &second); err != nil {
+		t.Fatal(err)
+	}
+	if second.Step != "check" || second.G["step"] != "innermost" {
+		t.Errorf("got %s", lines[1])
+	}
+}
+
+func TestStrictJSONFindsDuplicates(t *testing.T) {
+	t.Parallel()
+	for line, ok := range map[string]bool{
+		`{"a":1,"b":{"a":2}}`:       true,
+		`{"a":1,"a":2}`:             false,
+		`{"a":1,"b":{"c":2,"c":3}}`: false,
+		`{"a":[{"x":1},{"x":2}]}`:   true,
+		`{"a":1`:                    false,
+		`{"a":1} {"b":2}`:           false,
+	} {
+		if err := StrictJSON([]byte(line)); (err == nil) != ok {
+			t.Errorf("%s: got %v", line, err)
+		}
+	}
+}
