@@ -37,6 +37,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/fleet"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/lifecycle"
+	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/maintain"
 	"github.com/massgov/bulk-user-import/shared/mask"
 	"github.com/massgov/bulk-user-import/shared/progress"
@@ -136,7 +137,7 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitUsage
 	}
-	ctx, stop := cli.SignalContext(stderr)
+	ctx, stop := cli.SignalContext(log)
 	defer stop()
 
 	if f.dryRun {
@@ -155,6 +156,7 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		return cli.ExitError
 	}
 	defer pool.Close()
+	dbpool.WarnParameterLogging(ctx, pool, log)
 	awsCfg, err := awsconf.Load(ctx, cfg.Region)
 	if err != nil {
 		cli.PrintError(stderr, "splitter", err)
@@ -216,10 +218,10 @@ func waitAndSummarize(ctx context.Context, store *jobs.Store, job string, every 
 }
 
 func runWait(args []string, cfg config.Config, stdout io.Writer, stderr *os.File) int {
-	c := newJobCommand("wait", "JOB [--poll-interval D]", stderr)
+	c := newJobCommand("wait", "JOB [--poll-interval D]", cfg, stderr)
 	every := c.fs.Duration("poll-interval", 2*time.Second, "how often to check the job")
 	interval := c.fs.Duration("progress-interval", 10*time.Second, "when output is not a terminal, how often a progress line is printed")
-	ctx, stop := cli.SignalContext(stderr)
+	ctx, stop := cli.SignalContext(c.log)
 	defer stop()
 	if code := c.parse(ctx, args, cfg, true, stderr); code >= 0 {
 		return code
@@ -311,6 +313,7 @@ func dryRun(ctx context.Context, cfg config.Config, sources []string, stdout io.
 type jobCommand struct {
 	name  string
 	fs    *flag.FlagSet
+	log   *slog.Logger // LOG_FORMAT and LOG_LEVEL's
 	job   string
 	store *jobs.Store
 	pool  *pgxpool.Pool
@@ -318,14 +321,18 @@ type jobCommand struct {
 
 func (c *jobCommand) close() { c.pool.Close() }
 
-func newJobCommand(name, args string, stderr io.Writer) *jobCommand {
+func newJobCommand(name, args string, cfg config.Config, stderr *os.File) *jobCommand {
 	fs := flag.NewFlagSet("splitter "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: splitter %s %s\n", name, args)
 		fs.PrintDefaults()
 	}
-	return &jobCommand{name: name, fs: fs}
+	log, err := cli.Logger(stderr, or(cfg.LogFormat, "auto"), or(cfg.LogLevel, "info"))
+	if err != nil {
+		log, _ = logging.New(stderr, logging.Text, "info") // a bad LOG_FORMAT or LOG_LEVEL: the defaults
+	}
+	return &jobCommand{name: name, fs: fs, log: log}
 }
 
 // parse reads the arguments (a job id unless wantJob is false), checks the
@@ -358,7 +365,7 @@ func (c *jobCommand) parse(ctx context.Context, args []string, cfg config.Config
 }
 
 func runStatus(args []string, cfg config.Config, stdout io.Writer, stderr *os.File) int {
-	c := newJobCommand("status", "JOB [--json]", stderr)
+	c := newJobCommand("status", "JOB [--json]", cfg, stderr)
 	asJSON := c.fs.Bool("json", false, "print one JSON object")
 	ctx := context.Background()
 	if code := c.parse(ctx, args, cfg, true, stderr); code >= 0 {
@@ -400,7 +407,7 @@ func runStatus(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 }
 
 func runReport(args []string, cfg config.Config, stdout io.Writer, stderr *os.File) int {
-	c := newJobCommand("report", "JOB [--out DIR]", stderr)
+	c := newJobCommand("report", "JOB [--out DIR]", cfg, stderr)
 	out := c.fs.String("out", ".", "directory to write the files to")
 	ctx := context.Background()
 	if code := c.parse(ctx, args, cfg, true, stderr); code >= 0 {
@@ -424,7 +431,7 @@ func runReport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 }
 
 func runCancel(args []string, cfg config.Config, stdout io.Writer, stderr *os.File) int {
-	c := newJobCommand("cancel", "JOB [--reason TEXT]", stderr)
+	c := newJobCommand("cancel", "JOB [--reason TEXT]", cfg, stderr)
 	reason := c.fs.String("reason", "cancelled by an operator", "why, for the reports")
 	ctx := context.Background()
 	if code := c.parse(ctx, args, cfg, true, stderr); code >= 0 {
@@ -436,8 +443,7 @@ func runCancel(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
-	log, _ := cli.Logger(stderr, or(cfg.LogFormat, "auto"), or(cfg.LogLevel, "info"))
-	lc := newLifecycle(c.pool, c.store, awsCfg, cfg, log)
+	lc := newLifecycle(c.pool, c.store, awsCfg, cfg, c.log)
 	n, err := lc.Cancel(ctx, c.job, *reason)
 	if err != nil {
 		cli.PrintError(stderr, "splitter", err)
@@ -449,11 +455,11 @@ func runCancel(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 }
 
 func runResend(args []string, cfg config.Config, stdout io.Writer, stderr *os.File) int {
-	c := newJobCommand("resend", "JOB [--older-than D] [--dry-run]", stderr)
+	c := newJobCommand("resend", "JOB [--older-than D] [--dry-run]", cfg, stderr)
 	var olderThan time.Duration
 	cli.DurationVar(c.fs, &olderThan, "older-than", 0, "only rows with no sign of life (sent, received by a worker) for this long (0: every queued row)")
 	dryRun := c.fs.Bool("dry-run", false, "count the rows whose messages would be sent again; send nothing")
-	ctx, stop := cli.SignalContext(stderr)
+	ctx, stop := cli.SignalContext(c.log)
 	defer stop()
 	if code := c.parse(ctx, args, cfg, true, stderr); code >= 0 {
 		return code
@@ -504,7 +510,7 @@ func runResend(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 }
 
 func runJobs(args []string, cfg config.Config, stdout io.Writer, stderr *os.File) int {
-	c := newJobCommand("jobs", "[--limit N] [--json]", stderr)
+	c := newJobCommand("jobs", "[--limit N] [--json]", cfg, stderr)
 	limit := c.fs.Int("limit", 20, "how many jobs, most recent first")
 	asJSON := c.fs.Bool("json", false, "print a JSON array")
 	ctx := context.Background()

@@ -91,7 +91,7 @@ func runDLQ(args []string, cfg config.Config, stdout io.Writer, stderr *os.File)
 		cli.PrintError(stderr, "worker", err)
 		return cli.ExitUsage
 	}
-	ctx, stop := cli.SignalContext(stderr)
+	ctx, stop := cli.SignalContext(log)
 	defer stop()
 	tool, finisher, closeAll, err := dlqTool(ctx, cfg, *hold, log)
 	if err != nil {

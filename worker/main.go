@@ -154,7 +154,7 @@ func run(args []string, getenv func(string) string, stdout io.Writer, stderr *os
 		log.Error("cannot start", "err", err)
 		return cli.ExitUsage
 	}
-	ctx, stop := cli.SignalContext(stderr)
+	ctx, stop := cli.SignalContext(log)
 	defer stop()
 	if err := work(ctx, cfg, f, log, stdout, getenv); err != nil {
 		if ctx.Err() != nil && retry.IsContextError(err) {
@@ -178,6 +178,7 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 		return err
 	}
 	defer pool.Close()
+	dbpool.WarnParameterLogging(ctx, pool, log)
 	if h, err := dbpool.CheckHeadroom(ctx, pool); err != nil {
 		log.Warn("cannot read the database's connection limit", "err", err)
 	} else if !h.Fits(conns) {

@@ -17,6 +17,7 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -81,10 +82,12 @@ type Call struct {
 // the work: the retry must then not create a second user. With Echo the
 // answer is FINEOS's error response (errorCode VALIDATION_ERROR) whose
 // message repeats the whole request, as some FINEOS errors do.
+// With Email the fault waits for a call about that email (any case).
 type Fault struct {
-	Status     int  `json:"status"`
-	AfterApply bool `json:"after_apply"`
-	Echo       bool `json:"echo,omitempty"`
+	Status     int    `json:"status"`
+	AfterApply bool   `json:"after_apply"`
+	Echo       bool   `json:"echo,omitempty"`
+	Email      string `json:"email,omitempty"`
 }
 
 // Stats counts what the stub saw.
@@ -269,7 +272,7 @@ func (s *Stub) serveProvision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	fault, faulty := s.nextFault()
+	fault, faulty := s.nextFault(call.Email)
 	if faulty && !fault.AfterApply {
 		s.stats.FaultsApplied++
 		s.mu.Unlock()
@@ -299,12 +302,14 @@ func (s *Stub) serveProvision(w http.ResponseWriter, r *http.Request) {
 		fineos.Namespace, xmlEscape(res.PartyReference), xmlEscape(res.UserID), xmlEscape(res.OID), existed)
 }
 
-// nextFault returns the fault for this call, if any. s.mu must be held.
-func (s *Stub) nextFault() (Fault, bool) {
-	if len(s.faults) > 0 {
-		f := s.faults[0]
-		s.faults = s.faults[1:]
-		return f, true
+// nextFault returns the fault for a call about email, if any: the first
+// queued one for any email or for this one. s.mu must be held.
+func (s *Stub) nextFault(email string) (Fault, bool) {
+	for i, f := range s.faults {
+		if f.Email == "" || strings.EqualFold(f.Email, email) {
+			s.faults = slices.Delete(s.faults, i, i+1)
+			return f, true
+		}
 	}
 	if s.faultRate > 0 && mrand.Float64() < s.faultRate {
 		return s.rateFault, true

@@ -74,6 +74,13 @@ func NewDatabase(tb testing.TB) string {
 func NewPFMLDatabase(tb testing.TB) (string, *pgxpool.Pool) {
 	tb.Helper()
 	url := NewDatabase(tb)
+	return url, preparePFML(tb, url)
+}
+
+// preparePFML applies the PFML dev schema and the tool's migrations to the
+// database at url and returns a pool on it, closed at the end of the test.
+func preparePFML(tb testing.TB, url string) *pgxpool.Pool {
+	tb.Helper()
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
@@ -86,7 +93,7 @@ func NewPFMLDatabase(tb testing.TB) (string, *pgxpool.Pool) {
 	if err := jobs.Migrate(ctx, pool); err != nil {
 		tb.Fatalf("pgtest: %v", err)
 	}
-	return url, pool
+	return pool
 }
 
 func adminConn(ctx context.Context) (*pgx.Conn, error) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/massgov/bulk-user-import/localstack/devdb"
 )
@@ -25,21 +26,23 @@ import (
 // PATH, or under /usr/lib/postgresql); when the test runs as root the
 // server runs as the postgres user, since PostgreSQL refuses root.
 type Server struct {
-	URL  string // postgres://postgres@127.0.0.1:PORT/postgres
-	bin  string
-	dir  string
-	port int
-	as   []string // command prefix to run as the server's user
+	URL      string // postgres://postgres@127.0.0.1:PORT/postgres
+	bin      string
+	dir      string
+	port     int
+	as       []string // command prefix to run as the server's user
+	settings []string
 }
 
-// StartServer initialises and starts a server, stopped at the end of the test.
-func StartServer(tb testing.TB) *Server {
+// StartServer initialises and starts a server, stopped at the end of the
+// test. Settings ("name=value") are passed to the server (-c).
+func StartServer(tb testing.TB, settings ...string) *Server {
 	tb.Helper()
 	bin, err := binDir()
 	if err != nil {
 		tb.Fatalf("pgtest: %v", err)
 	}
-	s := &Server{bin: bin}
+	s := &Server{bin: bin, settings: settings}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -98,10 +101,27 @@ func (s *Server) Database(tb testing.TB, name string) string {
 	return devdb.WithDatabase(s.URL, name)
 }
 
+// PFMLDatabase creates a database on the server holding the PFML dev
+// schema and the tool's tables (as NewPFMLDatabase does on the shared
+// server) and returns its URL and a pool on it, closed at the end.
+func (s *Server) PFMLDatabase(tb testing.TB, name string) (string, *pgxpool.Pool) {
+	tb.Helper()
+	url := s.Database(tb, name)
+	return url, preparePFML(tb, url)
+}
+
+// Log returns what the server has logged so far.
+func (s *Server) Log() ([]byte, error) {
+	return os.ReadFile(filepath.Join(s.dir, "server.log"))
+}
+
 func (s *Server) data() string { return filepath.Join(s.dir, "data") }
 
 func (s *Server) ctl(action string) ([]byte, error) {
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200", s.port, s.dir)
+	for _, kv := range s.settings {
+		opts += " -c " + kv
+	}
 	return s.run("pg_ctl", "-D", s.data(), "-o", opts, "-l", filepath.Join(s.dir, "server.log"), "-w", "-t", "60", action)
 }
 

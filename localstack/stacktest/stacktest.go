@@ -84,6 +84,9 @@ type Stack struct {
 type Options struct {
 	MaxReceiveCount   int           // default 3 (tests want DLQ moves quickly)
 	VisibilityTimeout time.Duration // default 30 s
+	// Postgres, if set, holds the test's database instead of the shared
+	// server (a test that reads the server's log starts its own).
+	Postgres *pgtest.Server
 }
 
 // New starts a stack for the test; everything is cleaned up at its end.
@@ -105,9 +108,13 @@ func New(tb testing.TB, opts Options) *Stack {
 	s.FineosURL = fsrv.URL
 	s.FineosConfig = fo.Config(fsrv.URL)
 
-	s.DatabaseURL, s.Pool = pgtest.NewPFMLDatabase(tb)
-
 	suffix := Suffix()
+	if opts.Postgres != nil {
+		s.DatabaseURL, s.Pool = opts.Postgres.PFMLDatabase(tb, "bui_"+suffix)
+	} else {
+		s.DatabaseURL, s.Pool = pgtest.NewPFMLDatabase(tb)
+	}
+
 	s.Spec = bootstrap.Spec{
 		Region:            Region,
 		QueueName:         "import-" + suffix,

@@ -64,18 +64,19 @@ func Logger(w *os.File, format, level string) (*slog.Logger, error) {
 	return logging.New(w, logging.Format(format), level)
 }
 
-// SignalContext returns a context cancelled at the first SIGINT or SIGTERM.
+// SignalContext returns a context cancelled at the first SIGINT or SIGTERM,
+// which log records (in the program's log format: a JSON log stays JSON).
 // A second signal exits the process at once with status 130.
-func SignalContext(stderr io.Writer) (context.Context, context.CancelFunc) {
+func SignalContext(log *slog.Logger) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		sig := <-sigs
-		fmt.Fprintf(stderr, "received %s: stopping (send it again to exit at once)\n", sig)
+		log.Info("received "+sig.String()+": stopping (send it again to exit at once)", "signal", sig.String())
 		cancel()
 		<-sigs
-		fmt.Fprintln(stderr, "second signal: exiting now")
+		log.Warn("second signal: exiting now")
 		os.Exit(130)
 	}()
 	return ctx, func() {

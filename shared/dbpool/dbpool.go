@@ -4,7 +4,9 @@ package dbpool
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -50,4 +52,62 @@ func redact(err error, raw string) error {
 		return fmt.Errorf("cannot parse the connection string for user %s", u.User.Username())
 	}
 	return err
+}
+
+// ParameterLogging says how the server is set to write statements with
+// their parameters (emails, FEINs) to its log in the normal course, not
+// only on error: "" when it is not. A session may not change these
+// settings (they are the server's, e.g. an RDS parameter group's), so the
+// binaries warn at start-up and the README tells what to set.
+func ParameterLogging(ctx context.Context, pool *pgxpool.Pool) (string, error) {
+	rows, err := pool.Query(ctx, `SELECT name, setting FROM pg_settings WHERE name IN
+		('log_statement', 'log_min_duration_statement', 'log_min_duration_sample', 'log_statement_sample_rate',
+		 'log_transaction_sample_rate', 'log_parameter_max_length')`)
+	if err != nil {
+		return "", fmt.Errorf("read the server's log settings: %w", err)
+	}
+	set := map[string]string{}
+	for rows.Next() {
+		var name, value string
+		if err := rows.Scan(&name, &value); err != nil {
+			return "", fmt.Errorf("read the server's log settings: %w", err)
+		}
+		set[name] = value
+	}
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("read the server's log settings: %w", err)
+	}
+	if set["log_parameter_max_length"] == "0" {
+		return "", nil
+	}
+	var why []string
+	if v := set["log_statement"]; v == "mod" || v == "all" {
+		why = append(why, "log_statement="+v)
+	}
+	if v := set["log_min_duration_statement"]; v != "" && v != "-1" {
+		why = append(why, "log_min_duration_statement="+v+"ms")
+	}
+	if v := set["log_min_duration_sample"]; v != "" && v != "-1" && set["log_statement_sample_rate"] != "0" {
+		why = append(why, "log_min_duration_sample="+v+"ms")
+	}
+	if v := set["log_transaction_sample_rate"]; v != "" && v != "0" {
+		why = append(why, "log_transaction_sample_rate="+v)
+	}
+	if len(why) == 0 {
+		return "", nil
+	}
+	return strings.Join(why, ", ") + " with log_parameter_max_length=" + set["log_parameter_max_length"], nil
+}
+
+// WarnParameterLogging logs a warning when the server writes statements'
+// parameters to its log (see ParameterLogging).
+func WarnParameterLogging(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) {
+	why, err := ParameterLogging(ctx, pool)
+	switch {
+	case err != nil:
+		log.Debug("could not read the server's log settings", "err", err)
+	case why != "":
+		log.Warn("the PostgreSQL server writes statements with their parameters to its log ("+why+"): emails and FEINs will be in the server's log; "+
+			"set log_parameter_max_length=0 on the server (the RDS parameter group)", "setting", why)
+	}
 }
