@@ -1,0 +1,372 @@
+package budget
+
+import (
+	"context"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/massgov/bulk-user-import/localstack/pgtest"
+	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/logging"
+)
+
+func newPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := jobs.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+func near(got, want, tolerance float64) bool { return math.Abs(got-want) <= tolerance }
+
+func TestNoBudgetNoCapMeansNoPacing(t *testing.T) {
+	t.Parallel()
+	var l *Limit = New(CognitoGet, 0, 0)
+	if l != nil {
+		t.Fatal("a limit without budget or cap")
+	}
+	for range 1000 {
+		if err := l.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Throttled()
+	l.Close()
+}
+
+func TestACapPacesEvenlyAndANewRateAppliesToTheNextToken(t *testing.T) {
+	t.Parallel()
+	l := New(CognitoCreate, 0, 40)
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	n := 0
+	for l.Wait(ctx) == nil {
+		n++
+	}
+	// 40/s for half a second: about 20 (the first token at once).
+	if n < 10 || n > 22 {
+		t.Fatalf("%d tokens in 500ms at 40/s", n)
+	}
+	if err := l.Wait(ctx); err == nil {
+		t.Fatal("a wait with an ended context got a token")
+	}
+
+	// From one token a second to a thousand: the next token does not wait
+	// out the old second.
+	l.setShare(1, State{})
+	_ = l.Wait(context.Background())
+	l.setShare(1000, State{})
+	start := time.Now()
+	if err := l.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 300*time.Millisecond {
+		t.Fatalf("the next token took %v after the rate went up", took)
+	}
+}
+
+// A limit with a budget is closed until its fleet's first sync.
+func TestABudgetedLimitWaitsForTheFleet(t *testing.T) {
+	t.Parallel()
+	l := New(CognitoCreate, 30, 0)
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := l.Wait(ctx); err == nil {
+		t.Fatal("a token before any sync")
+	}
+	f := NewFleet(newPool(t), "w1", 100*time.Millisecond, logging.Discard(), l)
+	if err := f.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := l.State(); st.Share != 30 || st.Workers != 1 || st.Budget != 30 || st.Rate != 30 {
+		t.Fatalf("alone: %+v", st)
+	}
+	if err := l.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runFleet runs a worker's fleet with one budgeted limit until stopped.
+type member struct {
+	limit *Limit
+	fleet *Fleet
+	stop  context.CancelFunc
+	done  chan struct{}
+}
+
+func join(t *testing.T, pool *pgxpool.Pool, id string, budget, cap float64) *member {
+	t.Helper()
+	l := New(CognitoCreate, budget, cap)
+	f := NewFleet(pool, id, 100*time.Millisecond, logging.Discard(), l)
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &member{limit: l, fleet: f, stop: cancel, done: make(chan struct{})}
+	go func() { defer close(m.done); f.Run(ctx) }()
+	t.Cleanup(func() { m.leave(); l.Close() })
+	return m
+}
+
+func (m *member) leave() {
+	m.stop()
+	<-m.done
+}
+
+// waitShares waits until every member's share is want (±0.01).
+func waitShares(t *testing.T, want float64, ms ...*member) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ok := true
+		for _, m := range ms {
+			if !near(m.limit.State().Share, want, 0.01) {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, m := range ms {
+				t.Logf("%s: %+v", m.fleet.id, m.limit.State())
+			}
+			t.Fatalf("shares not %.2f within 5 s", want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestTheLiveWorkersShareTheBudgetAndRebalanceWhenOneJoinsOrLeaves(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	a, b, c := join(t, pool, "a", 30, 0), join(t, pool, "b", 30, 0), join(t, pool, "c", 30, 0)
+	waitShares(t, 10, a, b, c)
+
+	// One leaves: the two others take half each within a sync or two.
+	c.leave()
+	waitShares(t, 15, a, b)
+
+	// One joins: it takes nothing until the others have lowered theirs.
+	d := join(t, pool, "d", 30, 0)
+	for d.fleet.Syncs() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := d.limit.State().Share; s != 0 {
+		t.Fatalf("the joiner took %.2f at its first sync", s)
+	}
+	waitShares(t, 10, a, b, d)
+
+	// A worker capped below an even split takes its cap; the others split
+	// the rest.
+	e := join(t, pool, "e", 30, 3)
+	waitShares(t, 3, e)
+	waitShares(t, 9, a, b, d)
+}
+
+func TestFairShare(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		rate float64
+		caps []float64
+		want float64
+	}{
+		{30, []float64{0, 0, 0}, 10},
+		{30, []float64{0, 0, 0, 3}, 9},
+		{30, []float64{0, 20, 0}, 10},          // a cap above the split changes nothing
+		{30, []float64{1, 2, 0}, 27},           // two capped low, one takes the rest
+		{30, []float64{15, 15, 15}, 10},        // every cap above the split
+		{30, []float64{1, 2, 3}, 24},           // every worker capped below: each takes its cap
+		{40, []float64{8, 8, 0, 0}, 12},        // 40 - 16 = 24 for two
+		{40, []float64{12, 8, 0, 0}, 32.0 / 3}, // 8 taken, 32 for three: the cap of 12 does not bind
+	} {
+		if got := fairShare(c.rate, c.caps); !near(got, c.want, 0.01) {
+			t.Errorf("fairShare(%v, %v) = %.2f, want %.2f", c.rate, c.caps, got, c.want)
+		}
+	}
+}
+
+// A worker that dies without leaving stops counting after the liveness
+// window (three intervals).
+func TestADeadWorkersShareIsReturned(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	a := join(t, pool, "a", 20, 0)
+	// A dead worker's row: seen long ago.
+	if _, err := pool.Exec(context.Background(), `INSERT INTO bulk_import_budget_share (name, worker_id, seen_at) VALUES ($1, 'dead', now() - interval '10 seconds')`, CognitoCreate); err != nil {
+		t.Fatal(err)
+	}
+	waitShares(t, 20, a)
+	if st, err := Read(context.Background(), pool, 10*time.Second); err != nil || len(st) != 1 || st[0].Workers != 1 {
+		t.Fatalf("read: %+v, %v", st, err)
+	}
+}
+
+// throttle records accepted attempts over a full window, and throttles.
+func throttle(l *Limit, accepted, throttled int) {
+	l.started = time.Now().Add(-2 * window)
+	for range accepted {
+		l.calls.Add(1)
+		l.note(false)
+	}
+	for range throttled {
+		l.calls.Add(1)
+		l.note(false)
+		l.Throttled()
+	}
+}
+
+func fleetRate(t *testing.T, pool *pgxpool.Pool) float64 {
+	t.Helper()
+	var r float64
+	if err := pool.QueryRow(context.Background(), `SELECT rate FROM bulk_import_budget WHERE name = $1`, CognitoCreate).Scan(&r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestThrottlingLowersTheFleetRateOncePerCooldownAndItClimbsBack(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	ctx := context.Background()
+	l := New(CognitoCreate, 100, 0)
+	defer l.Close()
+	f := NewFleet(pool, "w", time.Second, logging.Discard(), l)
+	if err := f.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := fleetRate(t, pool); r != 100 {
+		t.Fatalf("starts at %.2f, want the budget", r)
+	}
+
+	// Throttled while the service accepted 80/s: just under that.
+	throttle(l, 78, 2)
+	if err := f.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// 80 attempts in the last second, 2 throttled: 78/s accepted.
+	if r := fleetRate(t, pool); !near(r, 0.97*78, 0.01) {
+		t.Fatalf("after throttling at 78/s accepted: %.2f, want %.2f", r, 0.97*78)
+	}
+	// Again within the cooldown: unchanged (the rate had no time to act).
+	throttle(l, 10, 5)
+	if err := f.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := fleetRate(t, pool); !near(r, 0.97*78, 0.01) {
+		t.Fatalf("a second decrease within the cooldown: %.2f", r)
+	}
+
+	// After the cooldown, a report of very little accepted: never below
+	// half the rate at once.
+	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget SET decreased_at = now() - interval '2 seconds'`); err != nil {
+		t.Fatal(err)
+	}
+	l.recent = [buckets]struct {
+		slot             int64
+		calls, throttles int64
+	}{}
+	throttle(l, 1, 1)
+	if err := f.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	low := fleetRate(t, pool)
+	if !near(low, 0.97*78*Floor, 0.01) {
+		t.Fatalf("after a report of 1/s accepted: %.2f, want half of %.2f", low, 0.97*78)
+	}
+
+	// Without throttling it climbs by budget/400 a second: 4 s -> +1.
+	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget SET updated_at = now() - interval '4 seconds'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := fleetRate(t, pool); !near(r, low+4*100*Increase, 0.1) {
+		t.Fatalf("after 4 s without throttling: %.2f, want %.2f", r, low+1)
+	}
+	// At most 5 s of increase per update (a fleet that was idle for a day
+	// resumes where it was), never above the budget.
+	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget SET updated_at = now() - interval '1 day', rate = 99.5`); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := fleetRate(t, pool); r != 100 {
+		t.Fatalf("above the budget: %.2f", r)
+	}
+
+	// A young limit (less than a second of data) halves rather than trust
+	// its short measure.
+	young := New(CognitoCreate, 100, 0)
+	defer young.Close()
+	yf := NewFleet(pool, "young", time.Second, logging.Discard(), young)
+	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget SET decreased_at = NULL, rate = 60`); err != nil {
+		t.Fatal(err)
+	}
+	young.calls.Add(3)
+	young.Throttled()
+	if err := yf.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := fleetRate(t, pool); !near(r, 30, 0.01) {
+		t.Fatalf("a young limit's throttle: %.2f, want 30", r)
+	}
+}
+
+// Many workers throttled at the same instant lower the rate once.
+func TestManyWorkersThrottledTogetherLowerTheRateOnce(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	ctx := context.Background()
+	const workers = 12
+	var limits []*Limit
+	var fleets []*Fleet
+	for i := range workers {
+		l := New(CognitoCreate, 120, 0)
+		defer l.Close()
+		limits = append(limits, l)
+		fleets = append(fleets, NewFleet(pool, string(rune('a'+i)), time.Second, logging.Discard(), l))
+	}
+	for _, f := range fleets {
+		if err := f.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each was accepted 4/s and throttled.
+	for _, l := range limits {
+		throttle(l, 4, 1)
+	}
+	var wg sync.WaitGroup
+	for _, f := range fleets {
+		wg.Go(func() {
+			if err := f.Sync(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	r := fleetRate(t, pool)
+	// Once: the first to sync sees at most 48/s accepted in all, so the
+	// rate halves (the floor); twice would make it 30.
+	if !near(r, 60, 0.01) {
+		var calls, throttles int64
+		_ = pool.QueryRow(ctx, `SELECT calls, throttles FROM bulk_import_budget`).Scan(&calls, &throttles)
+		t.Fatalf("rate %.2f after %d workers' throttles (calls %d, throttles %d)", r, workers, calls, throttles)
+	}
+	var throttles int64
+	if err := pool.QueryRow(ctx, `SELECT throttles FROM bulk_import_budget`).Scan(&throttles); err != nil || throttles != workers {
+		t.Fatalf("throttles counted: %d, %v", throttles, err)
+	}
+}

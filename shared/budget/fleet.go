@@ -1,0 +1,282 @@
+package budget
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// How the fleet's rate adapts (see Sync).
+const (
+	// Increase is the additive increase per second, as a share of the
+	// budget (at least MinIncrease): from half the budget back to all of
+	// it in 200 s.
+	Increase    = 1.0 / 400
+	MinIncrease = 0.05
+	// After throttling the fleet's rate becomes this share of the rate the
+	// service accepted over the last second (its quota, less what others
+	// use), but never less than Floor of what it was; at most once per
+	// Cooldown.
+	BelowAccepted = 0.97
+	Floor         = 0.5
+	Cooldown      = time.Second
+	// A rate never goes below this share of the budget.
+	MinShare = 0.01
+)
+
+// DefaultInterval is how often a worker syncs its budgets.
+const DefaultInterval = time.Second
+
+// Fleet shares this worker's budgeted limits with the other live workers.
+type Fleet struct {
+	pool     *pgxpool.Pool
+	id       string
+	interval time.Duration
+	log      *slog.Logger
+	limits   []*Limit
+	kick     chan struct{}
+
+	joined  time.Time // first successful sync
+	syncs   atomic.Int64
+	mu      sync.Mutex
+	failing bool
+}
+
+// NewFleet returns the fleet view of this worker (id) for the limits that
+// have a budget (the others are ignored); nil when none has. interval is
+// how often it syncs (DefaultInterval when 0).
+func NewFleet(pool *pgxpool.Pool, id string, interval time.Duration, log *slog.Logger, limits ...*Limit) *Fleet {
+	if interval <= 0 {
+		interval = DefaultInterval
+	}
+	f := &Fleet{pool: pool, id: id, interval: interval, log: log, kick: make(chan struct{}, 1)}
+	for _, l := range limits {
+		if l != nil && l.budget > 0 {
+			l.kick = f.Kick
+			f.limits = append(f.limits, l)
+		}
+	}
+	if len(f.limits) == 0 {
+		return nil
+	}
+	return f
+}
+
+// Kick asks for a sync now (a throttled request).
+func (f *Fleet) Kick() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Syncs is the number of successful syncs (each one database round trip).
+func (f *Fleet) Syncs() int64 { return f.syncs.Load() }
+
+// Run syncs every interval, and on a kick (at most every tenth of an
+// interval), until ctx ends; then it leaves the fleet, so that the others
+// take its share at their next sync.
+func (f *Fleet) Run(ctx context.Context) {
+	defer f.leave(ctx)
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-f.kick:
+		}
+		start := time.Now()
+		err := f.Sync(ctx)
+		f.mu.Lock()
+		switch {
+		case err != nil && !f.failing && ctx.Err() == nil:
+			f.log.Warn("could not sync the fleet's budgets; keeping the last shares", "err", err)
+			f.failing = true
+		case err == nil && f.failing:
+			f.log.Info("fleet budgets synced again")
+			f.failing = false
+		}
+		f.mu.Unlock()
+		// The next periodic sync; a kick waits for the minimum spacing.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(start.Add(f.interval / 10))):
+		}
+		t.Reset(time.Until(start.Add(f.interval)))
+	}
+}
+
+func (f *Fleet) leave(ctx context.Context) {
+	for _, l := range f.limits {
+		l.setShare(0, l.State())
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := f.pool.Exec(dctx, `DELETE FROM bulk_import_budget_share WHERE worker_id = $1`, f.id); err != nil {
+		f.log.Warn("could not leave the fleet's budgets (this worker's share expires in seconds)", "err", err)
+	}
+}
+
+// syncSQL, in one round trip: records this worker's live membership and
+// accepted rate for each budget; updates each budget's fleet rate (AIMD:
+// on a throttled report, once per cooldown, down to BelowAccepted of the
+// fleet's accepted rate but not under Floor of the rate; without
+// throttling, up by the additive increase for the time since the last
+// update, at most 5 s of it); returns each rate with the number of live
+// workers sharing it. The row lock of an UPDATE makes concurrent syncs
+// see each other's changes (a second throttled report within the cooldown
+// does not lower the rate again).
+//
+// $1 worker, $2 names, $3 budgets, $4 accepted rates, $5 attempts and
+// $6 throttles since the last sync, $7 whole-window flags, $8 liveness
+// window (s), $9 increase share, $10 minimum increase, $11 cooldown (s),
+// $12 Floor, $13 BelowAccepted, $14 MinShare, $15 this worker's caps.
+const syncSQL = `
+WITH input AS (
+	SELECT * FROM unnest($2::text[], $3::float8[], $4::float8[], $5::int8[], $6::int8[], $7::bool[], $15::float8[])
+		AS t(name, budget, accepted, calls, throttles, full_window, cap)
+), mine AS (
+	INSERT INTO bulk_import_budget_share (name, worker_id, accepted, cap)
+	SELECT name, $1, accepted, cap FROM input
+	ON CONFLICT (name, worker_id) DO UPDATE SET seen_at = now(), accepted = excluded.accepted, cap = excluded.cap
+), others AS (
+	SELECT name, count(*) AS n, sum(accepted) AS accepted, array_agg(cap) AS caps FROM bulk_import_budget_share
+	WHERE worker_id <> $1 AND seen_at > now() - $8 * interval '1 second'
+	GROUP BY name
+), gone AS (
+	DELETE FROM bulk_import_budget_share WHERE seen_at < now() - interval '1 hour'
+), upd AS (
+	UPDATE bulk_import_budget b SET
+		budget = i.budget,
+		rate = least(i.budget, greatest(i.budget * $14, CASE
+			WHEN i.throttles = 0 THEN
+				b.rate + greatest(i.budget * $9, $10) * least(extract(epoch FROM now() - b.updated_at), 5)
+			WHEN b.decreased_at > now() - $11 * interval '1 second' THEN b.rate
+			WHEN NOT i.full_window THEN b.rate * $12
+			ELSE greatest(b.rate * $12, least(b.rate, $13 * (i.accepted + coalesce(o.accepted, 0))))
+		END)),
+		decreased_at = CASE
+			WHEN i.throttles > 0 AND NOT coalesce(b.decreased_at > now() - $11 * interval '1 second', false) THEN now()
+			ELSE b.decreased_at END,
+		updated_at = now(),
+		calls = b.calls + i.calls,
+		throttles = b.throttles + i.throttles
+	FROM input i LEFT JOIN others o USING (name)
+	WHERE b.name = i.name
+	RETURNING b.name, b.budget, b.rate, b.calls, b.throttles, b.decreased_at
+), ins AS (
+	INSERT INTO bulk_import_budget (name, budget, rate, calls, throttles)
+	SELECT name, budget, budget, calls, throttles FROM input
+	ON CONFLICT (name) DO NOTHING
+	RETURNING name, budget, rate, calls, throttles, decreased_at
+)
+SELECT r.name, r.budget, r.rate, r.calls, r.throttles, r.decreased_at, 1 + coalesce(o.n, 0), coalesce(o.caps, '{}')
+FROM (SELECT * FROM upd UNION ALL SELECT * FROM ins) r LEFT JOIN others o USING (name)`
+
+// Sync reports this worker's counts, updates the fleet's rates and sets
+// each limit to its share: the fleet's rate divided by the live workers.
+// A worker that joins the fleet waits one interval (and a quarter) before
+// taking a share, so that the others have lowered theirs first; alone, it
+// starts at once.
+func (f *Fleet) Sync(ctx context.Context) error {
+	n := len(f.limits)
+	names, budgets, accepted := make([]string, n), make([]float64, n), make([]float64, n)
+	calls, throttles, full, caps := make([]int64, n), make([]int64, n), make([]bool, n), make([]float64, n)
+	for i, l := range f.limits {
+		names[i], budgets[i], caps[i] = l.name, l.budget, l.cap
+		accepted[i], full[i] = l.accepted()
+		calls[i], throttles[i] = l.calls.Swap(0), l.throttles.Swap(0)
+	}
+	restore := func() { // a failed sync's counts go with the next one
+		for i, l := range f.limits {
+			l.calls.Add(calls[i])
+			l.throttles.Add(throttles[i])
+		}
+	}
+	live := 3 * f.interval
+	rows, err := f.pool.Query(ctx, syncSQL, f.id, names, budgets, accepted, calls, throttles, full,
+		live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps)
+	if err != nil {
+		restore()
+		return fmt.Errorf("sync the fleet's budgets: %w", err)
+	}
+	type synced struct {
+		st   State
+		caps []float64 // the other live workers'
+	}
+	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (synced, error) {
+		var s synced
+		err := r.Scan(&s.st.Name, &s.st.Budget, &s.st.Rate, &s.st.Calls, &s.st.Throttled, &s.st.DecreasedAt, &s.st.Workers, &s.caps)
+		return s, err
+	})
+	if err != nil {
+		restore()
+		return fmt.Errorf("sync the fleet's budgets: %w", err)
+	}
+	f.syncs.Add(1)
+	if f.joined.IsZero() {
+		f.joined = time.Now()
+	}
+	for _, s := range got {
+		for _, l := range f.limits {
+			if l.name != s.st.Name {
+				continue
+			}
+			share := fairShare(s.st.Rate, append(s.caps, l.cap))
+			if s.st.Workers > 1 && time.Since(f.joined) < f.interval+f.interval/4 {
+				share = 0 // joining: the others lower their shares first
+			}
+			l.setShare(share, s.st)
+		}
+	}
+	return nil
+}
+
+// fairShare splits rate between workers with these caps (0: none): a
+// worker capped below an even split takes its cap, and the rest is split
+// evenly between the others (water-filling). It returns the uncapped
+// workers' share; a capped worker takes the smaller of it and its cap.
+func fairShare(rate float64, caps []float64) float64 {
+	capped := slices.Sorted(slices.Values(slices.DeleteFunc(slices.Clone(caps), func(c float64) bool { return c <= 0 })))
+	n := len(caps)
+	for _, c := range capped {
+		if c >= rate/float64(n) {
+			break
+		}
+		rate -= c
+		n--
+	}
+	if n == 0 {
+		return rate
+	}
+	return rate / float64(n)
+}
+
+// Read returns the fleet's budgets in use (synced by a live worker within
+// the last within), for status.
+func Read(ctx context.Context, pool *pgxpool.Pool, within time.Duration) ([]State, error) {
+	rows, err := pool.Query(ctx, `SELECT b.name, b.budget, b.rate, b.calls, b.throttles, b.decreased_at,
+			(SELECT count(*) FROM bulk_import_budget_share s WHERE s.name = b.name AND s.seen_at > now() - $1 * interval '1 second')
+		FROM bulk_import_budget b WHERE b.updated_at > now() - $1 * interval '1 second' ORDER BY b.name`, within.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("read the fleet's budgets: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (State, error) {
+		var st State
+		return st, r.Scan(&st.Name, &st.Budget, &st.Rate, &st.Calls, &st.Throttled, &st.DecreasedAt, &st.Workers)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the fleet's budgets: %w", err)
+	}
+	return out, nil
+}
