@@ -30,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/massgov/bulk-user-import/shared/awsconf"
+	"github.com/massgov/bulk-user-import/shared/budget"
 	"github.com/massgov/bulk-user-import/shared/cli"
 	"github.com/massgov/bulk-user-import/shared/config"
 	"github.com/massgov/bulk-user-import/shared/dbpool"
@@ -388,6 +389,10 @@ func runStatus(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		return cli.ExitError
 	}
 	if fl.Workers, err = fleet.Live(ctx, c.pool); err != nil {
+		cli.PrintError(stderr, "splitter", err)
+		return cli.ExitError
+	}
+	if fl.Budgets, err = budget.Read(ctx, c.pool, 10*time.Second); err != nil {
 		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/massgov/bulk-user-import/shared/breaker"
+	"github.com/massgov/bulk-user-import/shared/budget"
 	"github.com/massgov/bulk-user-import/shared/fleet"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/mask"
@@ -85,6 +86,8 @@ type fleetState struct {
 		Live bool   `json:"live"`             // its lease has not expired
 	} `json:"maintainer"`
 	Workers []fleet.Worker `json:"workers"` // heard from in the last 30 s
+	// The fleet budgets in use (synced by a live worker lately).
+	Budgets []budget.State `json:"budgets,omitempty"`
 }
 
 func printStatus(w io.Writer, st jobs.Status, d jobs.Details, fl fleetState, now time.Time) {
@@ -158,6 +161,22 @@ func printFleet(w io.Writer, fl fleetState, now time.Time) {
 			fmt.Fprintf(w, "  %s refuses the pipeline (%d workers) since %s: %s %s\n    fix: %s\n",
 				d, len(fs), now.Sub(f.Since).Round(time.Second), f.Code, oneLine(mask.Text(f.Error), 200), f.Fix)
 		}
+	}
+	if len(fl.Budgets) > 0 {
+		fmt.Fprintln(w, "fleet budgets (requests per second for all workers together):")
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		for _, b := range fl.Budgets {
+			cur := fmt.Sprintf("now %.1f", b.Rate)
+			if b.Rate < b.Budget && b.DecreasedAt != nil {
+				cur += fmt.Sprintf(" (lowered after throttling %s ago)", now.Sub(*b.DecreasedAt).Round(time.Second))
+			}
+			each := b.Rate
+			if b.Workers > 0 {
+				each = b.Rate / float64(b.Workers)
+			}
+			fmt.Fprintf(tw, "  %s\tbudget %g\t%s\t%d workers, %.2f each\t%d calls, %d throttled\n", b.Name, b.Budget, cur, b.Workers, each, b.Calls, b.Throttled)
+		}
+		tw.Flush()
 	}
 	if fl.Maintainer.Live {
 		fmt.Fprintf(w, "maintainer: the leader is the worker %s\n", fl.Maintainer.ID)

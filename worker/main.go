@@ -22,6 +22,7 @@ import (
 
 	"github.com/massgov/bulk-user-import/shared/awsconf"
 	"github.com/massgov/bulk-user-import/shared/breaker"
+	"github.com/massgov/bulk-user-import/shared/budget"
 	"github.com/massgov/bulk-user-import/shared/cli"
 	"github.com/massgov/bulk-user-import/shared/cognito"
 	"github.com/massgov/bulk-user-import/shared/config"
@@ -50,8 +51,7 @@ type flags struct {
 	loop             consume.Config
 	backoff          consume.Backoff
 	callRetry        retry.Policy
-	cognitoLimits    cognito.Limits
-	fineosRate       float64
+	pacing           pacingFlags
 	maxReceiveCount  int
 	dbConnectTimeout time.Duration
 	dbMaxConns       int
@@ -83,10 +83,7 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	fs.DurationVar(&f.callRetry.Initial, "call-retry-initial", retry.DefaultPolicy.Initial, "within an attempt, first wait before retrying a failed call")
 	fs.DurationVar(&f.callRetry.Max, "call-retry-max", retry.DefaultPolicy.Max, "within an attempt, longest wait between retries of a call")
 	fs.DurationVar(&f.callRetry.MaxElapsed, "call-retry-time", retry.DefaultPolicy.MaxElapsed, "within an attempt, how long one call is retried (negative: not at all)")
-	fs.Float64Var(&f.cognitoLimits.Get, "cognito-get-rate", 20, "AdminGetUser requests per second, this worker (0: no limit)")
-	fs.Float64Var(&f.cognitoLimits.Create, "cognito-create-rate", 10, "AdminCreateUser requests per second, this worker (0: no limit)")
-	fs.Float64Var(&f.cognitoLimits.SetPassword, "cognito-password-rate", 10, "AdminSetUserPassword requests per second, this worker (0: no limit)")
-	fs.Float64Var(&f.fineosRate, "fineos-rate", 10, "FINEOS provisioning calls per second, this worker (0: no limit)")
+	envErr := f.pacing.define(fs, cfg)
 	fs.IntVar(&f.maxReceiveCount, "max-receive-count", 0, "attempts before a row fails (default: the queue's RedrivePolicy maxReceiveCount)")
 	fs.DurationVar(&f.dbConnectTimeout, "db-connect-timeout", time.Minute, "at start, how long to keep trying to reach the database")
 	fs.IntVar(&f.dbMaxConns, "db-max-conns", 0, "most database connections this worker opens (default: --concurrency + 4); keep workers x this below the server's max_connections")
@@ -107,12 +104,9 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 		fs.Usage()
 		return f, fmt.Errorf("unexpected argument %q", pos[0])
 	}
-	var errs []error
+	errs := []error{envErr, f.pacing.resolve(fs)}
 	if f.maxReceiveCount < 0 {
 		errs = append(errs, fmt.Errorf("--max-receive-count %d: want 0 (the queue's) or more", f.maxReceiveCount))
-	}
-	if f.cognitoLimits.Get < 0 || f.cognitoLimits.Create < 0 || f.cognitoLimits.SetPassword < 0 || f.fineosRate < 0 {
-		errs = append(errs, errors.New("rates must be 0 (no limit) or positive"))
 	}
 	if f.dbMaxConns < 0 || f.dbMaxConns > math.MaxInt32 {
 		errs = append(errs, fmt.Errorf("--db-max-conns %d: want 0 (--concurrency + 4) or more", f.dbMaxConns))
@@ -231,14 +225,18 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	// The dependencies, checked before anything is received: a definite
 	// misconfiguration stops the worker, a dependency that is down is
 	// waited for.
-	cog := cognito.New(cognito.Limit(awsconf.Cognito(awsCfg), f.cognitoLimits), cfg.UserPoolID)
+	pacing, fineosLimit := f.pacing.limits()
+	defer pacing.Close()
+	defer fineosLimit.Close()
+	cog := cognito.New(awsconf.Cognito(awsCfg, pacing.Option()), cfg.UserPoolID)
 	var fc *fineos.Client
 	if cfg.Fineos.Enabled() {
 		if fc, err = fineos.New(cfg.Fineos, nil); err != nil {
 			return err
 		}
-		fc.SetRateLimit(f.fineosRate)
+		fc.SetLimit(fineosLimit)
 	} else {
+		fineosLimit = nil // no calls to pace or to share a budget for
 		log.Warn("FINEOS is not configured: rows of force-registration jobs wait (" + register.CodeFineosNotConfigured + ") for a worker that has every FINEOS_CLIENT_* variable")
 	}
 	if err := checkDependencies(ctx, cog, fc, cfg, f.dbConnectTimeout, log); err != nil {
@@ -249,6 +247,17 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	id := fleet.NewID()
 	breakers, stopBreakers := startBreakers(ctx, pool, id, store, cog, fc, f.probeMax, m, log)
 	defer stopBreakers()
+	// The fleet budgets: shared with the live workers from the first sync
+	// until the loop has drained (rows in flight at a stop still need
+	// their tokens), then this worker's share goes to the others.
+	limits := append(pacing.Limits(), fineosLimit)
+	m.Budgets = func() []budget.State { return budgetStates(limits) }
+	if bf := budget.NewFleet(pool, id, f.pacing.sync, log, limits...); bf != nil {
+		fleetCtx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
+		fleetDone := make(chan struct{})
+		go func() { defer close(fleetDone); bf.Run(fleetCtx) }()
+		defer func() { stopFleet(); <-fleetDone }()
+	}
 	if f.metricsAddr != "" {
 		stopMetrics, err := serveMetrics(f.metricsAddr, m, log)
 		if err != nil {
@@ -335,10 +344,21 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	}
 	log.Info("worker started", "concurrency", loop.Concurrency, "db_max_conns", conns, "max_receive_count", maxReceive,
 		"visibility_timeout", loop.VisibilityTimeout.String(), "message_timeout", loop.MessageTimeout.String(),
-		"cognito_create_rate", f.cognitoLimits.Create, "fineos", cfg.Fineos.Enabled(), "fineos_rate", f.fineosRate,
+		"limits", f.pacing.describe(), "fineos", cfg.Fineos.Enabled(),
 		"worker_id", id, "maintain_interval", mc.Interval.String(), "recover_after", mc.RecoverAfter.String(), "retention", retentionText(mc.Retention),
 		"dlq_retention", mc.DLQRetention.String())
 	return w.Run(ctx)
+}
+
+// budgetStates are the limits' states (those that pace).
+func budgetStates(limits []*budget.Limit) []budget.State {
+	var out []budget.State
+	for _, l := range limits {
+		if l != nil {
+			out = append(out, l.State())
+		}
+	}
+	return out
 }
 
 // connect opens the database, trying again for up to timeout: a worker

@@ -46,6 +46,67 @@ type Faults struct {
 	Refuse string
 }
 
+// Quota is an account's quota on one operation ("AdminCreateUser"; for
+// FINEOS, Fineos), shared by every client of the proxy: a token bucket of
+// Rate requests per second holding at most Burst (at least one). A request over it gets the service's
+// throttling error and is not forwarded. Counts: "SERVICE.quota.OP.accepted"
+// and "SERVICE.quota.OP.throttled".
+//
+// The burst defaults to one second's worth: a quota of N requests per
+// second admits N requests in any one second, however they bunch.
+type Quota struct {
+	Rate  float64
+	Burst float64
+}
+
+type bucket struct {
+	q      Quota
+	tokens float64
+	at     time.Time
+}
+
+// take takes a token if there is one.
+func (b *bucket) take(now time.Time) bool {
+	b.tokens = min(b.q.Burst, b.tokens+now.Sub(b.at).Seconds()*b.q.Rate)
+	b.at = now
+	if b.tokens >= 1 {
+		b.tokens--
+		return true
+	}
+	return false
+}
+
+// SetQuota sets (Rate > 0) or removes the quota on an operation.
+func (p *Proxy) SetQuota(operation string, q Quota) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if q.Rate <= 0 {
+		delete(p.quotas, operation)
+		return
+	}
+	if q.Burst <= 0 {
+		q.Burst = max(1, q.Rate)
+	}
+	p.quotas[operation] = &bucket{q: q, tokens: q.Burst, at: time.Now()}
+}
+
+// overQuota says whether a request for operation of service is over its
+// quota, counting it.
+func (p *Proxy) overQuota(service, operation string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := p.quotas[operation]
+	if b == nil {
+		return false
+	}
+	if b.take(time.Now()) {
+		p.counts[service+".quota."+operation+".accepted"]++
+		return false
+	}
+	p.counts[service+".quota."+operation+".throttled"]++
+	return true
+}
+
 // Proxy forwards to one target.
 type Proxy struct {
 	target  *url.URL
@@ -54,7 +115,8 @@ type Proxy struct {
 
 	mu     sync.Mutex
 	faults map[string]Faults
-	counts map[string]int64 // "service.fault" and "service.requests"
+	quotas map[string]*bucket // by operation
+	counts map[string]int64   // "service.fault" and "service.requests"
 }
 
 // NewAWS returns a proxy to an AWS endpoint (the emulator); it tells SQS,
@@ -78,6 +140,7 @@ func newProxy(target string, service func(*http.Request) string) (*Proxy, error)
 			MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second,
 		}},
 		faults: map[string]Faults{},
+		quotas: map[string]*bucket{},
 		counts: map[string]int64{},
 	}, nil
 }
@@ -140,8 +203,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	service := p.service(r)
+	op := service // FINEOS: one operation
 	if target := r.Header.Get("X-Amz-Target"); target != "" {
-		if _, op, ok := strings.Cut(target, "."); ok {
+		if _, o, ok := strings.Cut(target, "."); ok {
+			op = o
 			p.mu.Lock()
 			p.counts[service+".op."+op]++
 			p.mu.Unlock()
@@ -165,6 +230,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		}
+	}
+	if p.overQuota(service, op) {
+		throttle(w, service)
+		return
 	}
 	switch fault {
 	case "throttle":

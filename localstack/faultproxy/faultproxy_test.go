@@ -86,3 +86,42 @@ func TestEveryKindOfFaultReachesTheSDKAsItWould(t *testing.T) {
 		}
 	}
 }
+
+// A quota on an operation throttles what goes over it, for every client,
+// and leaves other operations alone.
+func TestAQuotaThrottlesWhatGoesOverIt(t *testing.T) {
+	t.Parallel()
+	p, cfg := setup(t)
+	ctx := context.Background()
+	api := cip.NewFromConfig(cfg, func(o *cip.Options) { o.Retryer = aws.NopRetryer{} })
+	p.SetQuota("AdminGetUser", faultproxy.Quota{Rate: 10, Burst: 3})
+	throttled := 0
+	start := time.Now()
+	for range 20 {
+		_, err := api.AdminGetUser(ctx, &cip.AdminGetUserInput{UserPoolId: aws.String("us-east-1_none"), Username: aws.String("a")})
+		var ae smithy.APIError
+		if errors.As(err, &ae) && ae.ErrorCode() == "TooManyRequestsException" {
+			throttled++
+		}
+	}
+	// 20 calls at once-ish: the burst of 3 and about 10/s of the elapsed time pass.
+	allowed := 3 + int(time.Since(start).Seconds()*10) + 1
+	c := p.Counts()
+	if throttled < 20-allowed || c["cognito.quota.AdminGetUser.throttled"] != int64(throttled) ||
+		c["cognito.quota.AdminGetUser.accepted"] != int64(20-throttled) {
+		t.Fatalf("%d throttled of 20 (at most %d allowed); counts %v", throttled, allowed, c)
+	}
+	if _, err := api.DescribeUserPool(ctx, &cip.DescribeUserPoolInput{UserPoolId: aws.String("us-east-1_none")}); err != nil {
+		var ae smithy.APIError
+		if errors.As(err, &ae) && ae.ErrorCode() == "TooManyRequestsException" {
+			t.Fatal("an operation without a quota was throttled")
+		}
+	}
+	p.SetQuota("AdminGetUser", faultproxy.Quota{})
+	if _, err := api.AdminGetUser(ctx, &cip.AdminGetUserInput{UserPoolId: aws.String("us-east-1_none"), Username: aws.String("a")}); err != nil {
+		var ae smithy.APIError
+		if errors.As(err, &ae) && ae.ErrorCode() == "TooManyRequestsException" {
+			t.Fatal("throttled after the quota was removed")
+		}
+	}
+}

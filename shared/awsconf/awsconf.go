@@ -48,13 +48,14 @@ func Load(ctx context.Context, region string, opts ...func(*config.LoadOptions) 
 func SQS(cfg aws.Config) *sqs.Client { return sqs.NewFromConfig(cfg) }
 
 // Cognito returns a Cognito user pools client. It retries in the SDK's
-// adaptive mode, which slows the client down when Cognito throttles.
-func Cognito(cfg aws.Config) *cip.Client {
-	return cip.NewFromConfig(cfg, func(o *cip.Options) {
+// adaptive mode, which slows the client down when Cognito throttles; opts
+// come after (the worker's pacing, cognito.Pacing.Option).
+func Cognito(cfg aws.Config, opts ...func(*cip.Options)) *cip.Client {
+	return cip.NewFromConfig(cfg, append([]func(*cip.Options){func(o *cip.Options) {
 		o.Retryer = awsretry.NewAdaptiveMode(func(ao *awsretry.AdaptiveModeOptions) {
 			ao.StandardOptions = append(ao.StandardOptions, noRetryQuota)
 		})
-	})
+	}}, opts...)...)
 }
 
 func noRetryQuota(o *awsretry.StandardOptions) { o.RateLimiter = ratelimit.None }

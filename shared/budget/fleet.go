@@ -27,8 +27,9 @@ const (
 	BelowAccepted = 0.97
 	Floor         = 0.5
 	Cooldown      = time.Second
-	// A rate never goes below this share of the budget.
-	MinShare = 0.01
+	// A rate never goes below this share of the budget: however the
+	// service throttles, the fleet keeps a trickle going.
+	MinShare = 0.05
 )
 
 // DefaultInterval is how often a worker syncs its budgets.

@@ -2,67 +2,77 @@ package cognito
 
 import (
 	"context"
+	"errors"
 
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	cip "github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider"
-	"golang.org/x/time/rate"
+	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/middleware"
+
+	"github.com/massgov/bulk-user-import/shared/budget"
 )
 
-// Limits are the most requests per second one worker sends to each Cognito
-// operation; 0 means no limit. Cognito's quotas are per account and per
-// category of operations, so N workers should each get quota / N.
-type Limits struct {
-	Get         float64 // AdminGetUser
-	Create      float64 // AdminCreateUser
-	SetPassword float64 // AdminSetUserPassword
+// Pacing is the limit of each Cognito operation the import calls (nil: not
+// paced). Cognito's quotas are per account and region and per category of
+// operation; the limits share a fleet budget or cap this worker.
+type Pacing struct {
+	Get         *budget.Limit // AdminGetUser
+	Create      *budget.Limit // AdminCreateUser
+	SetPassword *budget.Limit // AdminSetUserPassword
 }
 
-// Limit returns api with each call waiting for its operation's limiter.
-func Limit(api API, l Limits) API {
-	return &limited{api: api, get: limiter(l.Get), create: limiter(l.Create), setPassword: limiter(l.SetPassword)}
-}
+// Limits are the pacing's limits, for the fleet and for status.
+func (p Pacing) Limits() []*budget.Limit { return []*budget.Limit{p.Get, p.Create, p.SetPassword} }
 
-// limiter paces calls evenly (a burst of one) at perSecond; nil for none.
-func limiter(perSecond float64) *rate.Limiter {
-	if perSecond <= 0 {
-		return nil
+// Close stops the limits.
+func (p Pacing) Close() {
+	for _, l := range p.Limits() {
+		l.Close()
 	}
-	return rate.NewLimiter(rate.Limit(perSecond), 1)
 }
 
-type limited struct {
-	api                      API
-	get, create, setPassword *rate.Limiter
-}
-
-func wait(ctx context.Context, l *rate.Limiter) error {
-	if l == nil {
-		return nil
+// Option installs the pacing in a Cognito client: every attempt of a paced
+// operation, each retry of the SDK included, waits for its limit's token,
+// and a throttled attempt (TooManyRequestsException) is reported to the
+// limit, which lowers the fleet's rate.
+func (p Pacing) Option() func(*cip.Options) {
+	return func(o *cip.Options) {
+		o.APIOptions = append(o.APIOptions, func(stack *middleware.Stack) error {
+			return stack.Finalize.Insert(pace{p}, "Retry", middleware.After)
+		})
 	}
-	return l.Wait(ctx)
 }
 
-func (l *limited) AdminGetUser(ctx context.Context, in *cip.AdminGetUserInput, opts ...func(*cip.Options)) (*cip.AdminGetUserOutput, error) {
-	if err := wait(ctx, l.get); err != nil {
-		return nil, err
+func (p Pacing) limit(operation string) *budget.Limit {
+	switch operation {
+	case "AdminGetUser":
+		return p.Get
+	case "AdminCreateUser":
+		return p.Create
+	case "AdminSetUserPassword":
+		return p.SetPassword
 	}
-	return l.api.AdminGetUser(ctx, in, opts...)
+	return nil // DescribeUserPool: once at start and in probes
 }
 
-func (l *limited) AdminCreateUser(ctx context.Context, in *cip.AdminCreateUserInput, opts ...func(*cip.Options)) (*cip.AdminCreateUserOutput, error) {
-	if err := wait(ctx, l.create); err != nil {
-		return nil, err
+type pace struct{ p Pacing }
+
+func (pace) ID() string { return "BulkImportPace" }
+
+func (m pace) HandleFinalize(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+	l := m.p.limit(awsmiddleware.GetOperationName(ctx))
+	if err := l.Wait(ctx); err != nil {
+		return middleware.FinalizeOutput{}, middleware.Metadata{}, err
 	}
-	return l.api.AdminCreateUser(ctx, in, opts...)
-}
-
-func (l *limited) AdminSetUserPassword(ctx context.Context, in *cip.AdminSetUserPasswordInput, opts ...func(*cip.Options)) (*cip.AdminSetUserPasswordOutput, error) {
-	if err := wait(ctx, l.setPassword); err != nil {
-		return nil, err
+	out, md, err := next.HandleFinalize(ctx, in)
+	if IsThrottled(err) {
+		l.Throttled()
 	}
-	return l.api.AdminSetUserPassword(ctx, in, opts...)
+	return out, md, err
 }
 
-// DescribeUserPool is called once at start: not limited.
-func (l *limited) DescribeUserPool(ctx context.Context, in *cip.DescribeUserPoolInput, opts ...func(*cip.Options)) (*cip.DescribeUserPoolOutput, error) {
-	return l.api.DescribeUserPool(ctx, in, opts...)
+// IsThrottled tells Cognito's throttling error.
+func IsThrottled(err error) bool {
+	var ae smithy.APIError
+	return errors.As(err, &ae) && ae.ErrorCode() == "TooManyRequestsException"
 }

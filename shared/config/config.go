@@ -17,6 +17,9 @@ import (
 // DefaultRegion is used when neither AWS_REGION nor AWS_DEFAULT_REGION is set.
 const DefaultRegion = "us-east-1"
 
+// BudgetVarNames are the variables of the worker's fleet budgets.
+var BudgetVarNames = []string{"COGNITO_GET_BUDGET", "COGNITO_CREATE_BUDGET", "COGNITO_PASSWORD_BUDGET", "FINEOS_BUDGET"}
+
 // Config is the environment of a run.
 type Config struct {
 	DatabaseURL   string
@@ -28,6 +31,9 @@ type Config struct {
 	Fineos        fineos.Config
 	LogFormat     string
 	LogLevel      string
+	// BudgetVars are the fleet-budget variables that are set (BudgetVarNames),
+	// unparsed: the worker's --*-budget flags take their defaults from them.
+	BudgetVars map[string]string
 
 	dbErrs     []error // problems with the DB_* variables
 	fineosErrs []error // a partial FINEOS configuration
@@ -61,6 +67,14 @@ func FromEnv(getenv func(string) string) Config {
 			ClientSecret:           getenv("FINEOS_CLIENT_OAUTH2_CLIENT_SECRET"),
 			UserID:                 first(getenv, "FINEOS_CLIENT_WSCOMPOSER_USER_ID"),
 		},
+	}
+	for _, name := range BudgetVarNames {
+		if v := first(getenv, name); v != "" {
+			if c.BudgetVars == nil {
+				c.BudgetVars = map[string]string{}
+			}
+			c.BudgetVars[name] = v
+		}
 	}
 	if c.Region == "" {
 		c.Region = DefaultRegion

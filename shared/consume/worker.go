@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/massgov/bulk-user-import/shared/breaker"
+	"github.com/massgov/bulk-user-import/shared/budget"
 	"github.com/massgov/bulk-user-import/shared/metrics"
 	"github.com/massgov/bulk-user-import/shared/queue"
 )
@@ -392,13 +394,31 @@ func (w *Worker) summarize(ctx context.Context) {
 		}
 		cur := w.metrics().Snapshot(time.Now())
 		rate := float64(cur.Finished()-prev.Finished()) / cur.At.Sub(prev.At).Seconds()
-		w.Log.Info("summary", "processed", cur.Received, "succeeded", cur.Succeeded, "failed", cur.Failed,
+		attrs := []any{"processed", cur.Received, "succeeded", cur.Succeeded, "failed", cur.Failed,
 			"retried", cur.Retried, "skipped", cur.Skipped, "released", cur.Released, "paused", cur.Paused, "in_flight", cur.InFlight,
 			"rows_per_s", fmt.Sprintf("%.1f", rate), "leader", cur.Leader == 1, "jobs_completed", cur.JobsCompleted,
-			"rows_resent", cur.RowsResent)
+			"rows_resent", cur.RowsResent}
+		if len(cur.Budgets) > 0 {
+			attrs = append(attrs, budgetAttrs(cur.Budgets))
+		}
+		w.Log.Info("summary", attrs...)
 		prev = cur
 	}
 }
+
+// budgetAttrs is the summary's view of the request limits: for each, the
+// fleet's budget and current rate, the live workers sharing it, this
+// worker's share (or cap), and its attempts and throttled attempts.
+func budgetAttrs(states []budget.State) slog.Attr {
+	var per []any
+	for _, st := range states {
+		per = append(per, slog.Group(st.Name, "budget", st.Budget, "fleet_rate", round2(st.Rate), "workers", st.Workers,
+			"share", round2(st.Share), "calls", st.Calls, "throttled", st.Throttled))
+	}
+	return slog.Group("limits", per...)
+}
+
+func round2(f float64) float64 { return math.Round(f*100) / 100 }
 
 // acknowledge deletes acknowledged messages in batches of up to ten, sent
 // when full or after Config.AckInterval, until ackStop is closed.

@@ -20,8 +20,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
-
+	"github.com/massgov/bulk-user-import/shared/budget"
 	"github.com/massgov/bulk-user-import/shared/mask"
 )
 
@@ -146,10 +145,10 @@ type Result struct {
 
 // Client calls FINEOS. It is safe for concurrent use.
 type Client struct {
-	cfg     Config
-	http    *http.Client
-	now     func() time.Time
-	limiter *rate.Limiter // nil: no limit
+	cfg   Config
+	http  *http.Client
+	now   func() time.Time
+	limit *budget.Limit // nil: no pacing
 
 	mu      sync.Mutex
 	token   string
@@ -175,14 +174,10 @@ func New(cfg Config, httpClient *http.Client) (*Client, error) {
 	return &Client{cfg: cfg, http: httpClient, now: time.Now}, nil
 }
 
-// SetRateLimit makes provisioning calls wait so that at most perSecond are
-// sent (evenly, a burst of one); 0 removes the limit. Call it before use.
-func (c *Client) SetRateLimit(perSecond float64) {
-	c.limiter = nil
-	if perSecond > 0 {
-		c.limiter = rate.NewLimiter(rate.Limit(perSecond), 1)
-	}
-}
+// SetLimit makes every provisioning call wait for a token of l (a fleet
+// budget's share or a per-worker cap; nil: no pacing), and reports FINEOS's
+// throttling (HTTP 429) to it. Call it before use.
+func (c *Client) SetLimit(l *budget.Limit) { c.limit = l }
 
 // CreateOrUpdateEmployerViewpointUser provisions u. Calling it again with
 // the same UserID updates that user instead of creating another.
@@ -193,17 +188,18 @@ func (c *Client) CreateOrUpdateEmployerViewpointUser(ctx context.Context, u View
 	}
 	body = append([]byte(xml.Header), body...)
 	for attempt := 0; ; attempt++ {
-		if c.limiter != nil {
-			if err := c.limiter.Wait(ctx); err != nil {
-				return Result{}, fmt.Errorf("fineos provision: %w", err)
-			}
-		}
 		token, err := c.accessToken(ctx)
 		if err != nil {
 			return Result{}, err
 		}
+		if err := c.limit.Wait(ctx); err != nil {
+			return Result{}, fmt.Errorf("fineos provision: %w", err)
+		}
 		res, err := c.provision(ctx, token, body, u.Email, u.UserID, u.PartyReference)
 		var he *HTTPError
+		if errors.As(err, &he) && he.Status == http.StatusTooManyRequests {
+			c.limit.Throttled()
+		}
 		if attempt == 0 && errors.As(err, &he) && he.Status == http.StatusUnauthorized {
 			c.dropToken(token) // expired or revoked early: fetch a new one, once
 			continue

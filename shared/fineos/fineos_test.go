@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/massgov/bulk-user-import/localstack/fineosstub"
+	"github.com/massgov/bulk-user-import/shared/budget"
 	"github.com/massgov/bulk-user-import/shared/fineos"
 )
 
@@ -207,7 +208,9 @@ func TestValidateNamesEveryMissingVariable(t *testing.T) {
 func TestRateLimitPacesProvisioningCalls(t *testing.T) {
 	t.Parallel()
 	stub, _, c := setup(t)
-	c.SetRateLimit(20)
+	l := budget.New(budget.Fineos, 0, 20)
+	defer l.Close()
+	c.SetLimit(l)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	for i := 0; ctx.Err() == nil; i++ {
@@ -219,5 +222,14 @@ func TestRateLimitPacesProvisioningCalls(t *testing.T) {
 	}
 	if n := stub.Stats().Calls; n > 11 || n < 3 {
 		t.Fatalf("%d calls in 500ms at 20/s", n)
+	}
+
+	// FINEOS's throttling is reported to the limit.
+	stub.InjectFaults(fineosstub.Fault{Status: http.StatusTooManyRequests})
+	if _, err := c.CreateOrUpdateEmployerViewpointUser(context.Background(), alice); err == nil {
+		t.Fatal("want the injected 429")
+	}
+	if st := l.State(); st.Throttled != 1 {
+		t.Fatalf("throttles reported: %+v", st)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/massgov/bulk-user-import/shared/budget"
 )
 
 // Namespace of the CloudWatch metrics.
@@ -39,6 +41,10 @@ type Worker struct {
 	ResultsFailed  atomic.Int64 // failed writes of result files (retried)
 	RowsResent     atomic.Int64 // messages re-sent for rows whose message was lost
 	RowsPruned     atomic.Int64 // rows whose data retention deleted
+
+	// Budgets, when set, gives the request limits' states (fleet budgets
+	// and per-worker caps).
+	Budgets func() []budget.State
 
 	mu       sync.Mutex
 	errors   map[string]int64 // failures (final or not) by error code
@@ -101,6 +107,7 @@ type Snapshot struct {
 	StepCalls, StepErrors                                                       map[string]int64
 	StepSeconds                                                                 map[string]float64
 	BreakerOpen                                                                 map[string]bool
+	Budgets                                                                     []budget.State
 }
 
 // Snapshot reads every counter.
@@ -114,6 +121,9 @@ func (m *Worker) Snapshot(now time.Time) Snapshot {
 		RowsResent: m.RowsResent.Load(), RowsPruned: m.RowsPruned.Load(),
 		Errors: map[string]int64{}, StepCalls: map[string]int64{}, StepErrors: map[string]int64{}, StepSeconds: map[string]float64{},
 		BreakerOpen: map[string]bool{},
+	}
+	if m.Budgets != nil {
+		s.Budgets = m.Budgets()
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -198,6 +208,28 @@ func (s Snapshot) WritePrometheus(w io.Writer) error {
 	b = fmt.Appendf(b, "bulk_import_rows_resent_total %d\n", s.RowsResent)
 	metric("bulk_import_rows_pruned_total", "counter", "Rows whose data was deleted by retention.")
 	b = fmt.Appendf(b, "bulk_import_rows_pruned_total %d\n", s.RowsPruned)
+	if len(s.Budgets) > 0 {
+		metric("bulk_import_budget_requests_per_second", "gauge", "A fleet budget: requests per second for all workers together (0: none, this worker's cap alone).")
+		for _, st := range s.Budgets {
+			b = fmt.Appendf(b, "bulk_import_budget_requests_per_second{budget=%q} %g\n", st.Name, st.Budget)
+		}
+		metric("bulk_import_budget_fleet_rate", "gauge", "What the fleet may send now: the budget, or less after throttling (as of this worker's last sync).")
+		for _, st := range s.Budgets {
+			b = fmt.Appendf(b, "bulk_import_budget_fleet_rate{budget=%q} %g\n", st.Name, st.Rate)
+		}
+		metric("bulk_import_budget_share", "gauge", "This worker's rate now: its share of the fleet's rate, or its cap.")
+		for _, st := range s.Budgets {
+			b = fmt.Appendf(b, "bulk_import_budget_share{budget=%q} %g\n", st.Name, st.Share)
+		}
+		metric("bulk_import_budget_calls_total", "counter", "Attempts paced by this worker's limit.")
+		for _, st := range s.Budgets {
+			b = fmt.Appendf(b, "bulk_import_budget_calls_total{budget=%q} %d\n", st.Name, st.Calls)
+		}
+		metric("bulk_import_budget_throttled_total", "counter", "Attempts the service throttled.")
+		for _, st := range s.Budgets {
+			b = fmt.Appendf(b, "bulk_import_budget_throttled_total{budget=%q} %d\n", st.Name, st.Throttled)
+		}
+	}
 	_, err := w.Write(b)
 	return err
 }
@@ -230,6 +262,25 @@ func WriteEMF(w io.Writer, service string, prev, cur Snapshot) error {
 	enc := json.NewEncoder(w)
 	if err := enc.Encode(record); err != nil {
 		return err
+	}
+	for _, st := range cur.Budgets {
+		var before budget.State
+		for _, p := range prev.Budgets {
+			if p.Name == st.Name {
+				before = p
+			}
+		}
+		if err := enc.Encode(map[string]any{
+			"Service": service, "Budget": st.Name, "BudgetRate": st.Budget, "FleetRate": st.Rate, "Share": st.Share,
+			"BudgetCalls": st.Calls - before.Calls, "Throttled": st.Throttled - before.Throttled,
+			"_aws": map[string]any{"Timestamp": ts, "CloudWatchMetrics": []any{map[string]any{
+				"Namespace": Namespace, "Dimensions": [][]string{{"Service", "Budget"}},
+				"Metrics": []map[string]string{{"Name": "BudgetRate", "Unit": "Count/Second"}, {"Name": "FleetRate", "Unit": "Count/Second"},
+					{"Name": "Share", "Unit": "Count/Second"}, {"Name": "BudgetCalls", "Unit": "Count"}, {"Name": "Throttled", "Unit": "Count"}},
+			}}},
+		}); err != nil {
+			return err
+		}
 	}
 	for _, code := range slices.Sorted(maps.Keys(cur.Errors)) {
 		n := cur.Errors[code] - prev.Errors[code]
