@@ -256,7 +256,7 @@ func TestTheWorkerCommandUsesRealFlags(t *testing.T) {
 	defer os.RemoveAll(dir)
 	out, _ := exec.Command(filepath.Join(dir, "worker"), "-h").CombinedOutput()
 	help := string(out)
-	command := regexp.MustCompile(`(?s)worker_command = \[(.*?)\n  \]`).FindStringSubmatch(moduleSource(t))
+	command := regexp.MustCompile(`(?s)worker_command = concat\(\[(.*?)\n  \]\)\)`).FindStringSubmatch(moduleSource(t))
 	if command == nil {
 		t.Fatal("no worker_command in the module")
 	}

@@ -351,10 +351,17 @@ func checkPlan(t *testing.T, s scenario, p planned) {
 
 	// The task definitions: commands, the environment, the secrets each needs.
 	w := containers(t, p, "aws_ecs_task_definition.worker")
-	for _, flag := range [][2]string{{"--visibility-timeout", "60s"}, {"--shutdown-timeout", "20s"}, {"--retention", "30d"}, {"--db-max-conns", "8"}} {
+	for _, flag := range [][2]string{{"--visibility-timeout", "60s"}, {"--shutdown-timeout", "20s"}, {"--retention", "30d"}, {"--db-max-conns", "8"},
+		{"--cognito-create-budget", "40"}, {"--cognito-get-budget", "80"}, {"--cognito-password-budget", "20"}, {"--fineos-budget", "40"}} {
 		i := slices.Index(w.Command, flag[0])
 		if i < 0 || i+1 >= len(w.Command) || w.Command[i+1] != flag[1] {
 			t.Errorf("worker command %v lacks %s %s", w.Command, flag[0], flag[1])
+		}
+	}
+	// The budgets govern: no per-worker caps.
+	for _, flag := range []string{"--cognito-create-rate", "--cognito-get-rate", "--cognito-password-rate", "--fineos-rate"} {
+		if slices.Contains(w.Command, flag) {
+			t.Errorf("worker command %v has %s", w.Command, flag)
 		}
 	}
 	if w.StopTimeout != 30 {
@@ -552,6 +559,7 @@ func TestTerraformRefusesNamesAndSizesAWSWouldRefuse(t *testing.T) {
 		{scenario{env: "Prod"}, "environment must be 1 to 18"},
 		{scenario{env: "test", extra: "worker_memory = 512\n"}, "worker_cpu 512 with worker_memory 512 is not a Fargate size"},
 		{scenario{env: "test", extra: "cpu_architecture = \"ARM\"\n"}, "cpu_architecture must be X86_64 or ARM64"},
+		{scenario{env: "test", extra: "cognito_budgets = { create = -5 }\n"}, "cognito_budgets: requests per second, 0 (none) or more"},
 	} {
 		t.Run(tt.want, func(t *testing.T) {
 			t.Parallel()

@@ -253,6 +253,7 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	limits := append(pacing.Limits(), fineosLimit)
 	m.Budgets = func() []budget.State { return budgetStates(limits) }
 	if bf := budget.NewFleet(pool, id, f.pacing.sync, log, limits...); bf != nil {
+		m.BudgetSyncs = bf.Syncs
 		fleetCtx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
 		fleetDone := make(chan struct{})
 		go func() { defer close(fleetDone); bf.Run(fleetCtx) }()

@@ -45,6 +45,7 @@ type env struct {
 	pool       *pgxpool.Pool
 	trips      *tripCounter
 	adminURL   string
+	employers  bool // the generated rows' employers are in the database
 	closers    []func()
 }
 

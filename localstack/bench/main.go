@@ -3,8 +3,9 @@
 // naive one-message-at-a-time way, the workers' end-to-end throughput with
 // latency injected in front of Cognito and FINEOS, for 1, 2 and 4 worker
 // processes and two concurrencies, against the original sequential
-// algorithm, a run under a Cognito rate limit, and the cost of a row in
-// SQS requests, database round trips and transactions, and CPU time.
+// algorithm, the cost of a row in SQS requests, database round trips and
+// transactions, and CPU time, and the fleet budgets: how evenly workers
+// share one, and how the fleet settles under an account quota below it.
 //
 // Usage: go run ./localstack/bench [flags]   (make bench builds bin/ first)
 package main
@@ -35,8 +36,16 @@ type options struct {
 	baselineRows   int
 	cognitoLatency time.Duration
 	fineosLatency  time.Duration
-	rateLimit      float64
-	rateSeconds    int
+	budget         float64
+	budgetWorkers  []int
+	budgetSeconds  int
+	budgetWarmup   time.Duration
+	budgetJoin     bool
+	quota          float64
+	quotaBudget    float64
+	quotaWorkers   int
+	quotaSeconds   int
+	skipBudgets    bool
 	dbConns        int
 	skipSplitter   bool
 	skipWorkers    bool
@@ -48,7 +57,7 @@ func main() {
 		os.Exit(naiveSplit(os.Args[2:]))
 	}
 	var o options
-	var splitRows, workerCounts, concurrencies string
+	var splitRows, workerCounts, concurrencies, budgetWorkers string
 	flag.StringVar(&o.bin, "bin", "bin", "directory of the splitter and worker binaries (make build)")
 	flag.StringVar(&o.out, "out", "localstack/bench/results.md", "where to write the report")
 	flag.StringVar(&o.serverURL, "db", firstEnv("TEST_DATABASE_URL", "DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"), "PostgreSQL server (a database is created on it and dropped)")
@@ -60,14 +69,22 @@ func main() {
 	flag.IntVar(&o.baselineRows, "baseline-rows", 300, "rows of the original, sequential algorithm")
 	flag.DurationVar(&o.cognitoLatency, "cognito-latency", 40*time.Millisecond, "latency added to each Cognito call")
 	flag.DurationVar(&o.fineosLatency, "fineos-latency", 150*time.Millisecond, "latency added to each FINEOS call")
-	flag.Float64Var(&o.rateLimit, "rate", 40, "R: AdminCreateUser requests per second across all workers in the rate-limited run")
-	flag.IntVar(&o.rateSeconds, "rate-seconds", 60, "how long the rate-limited run lasts (rows = R x this)")
+	flag.Float64Var(&o.budget, "budget", 40, "the fleet's AdminCreateUser budget (requests per second) in the budget runs")
+	flag.StringVar(&budgetWorkers, "budget-workers", "1,2,4,8", "worker processes sharing the budget, one run each")
+	flag.IntVar(&o.budgetSeconds, "budget-seconds", 20, "measured seconds of each budget run (and of each phase of the join/leave run), after 5 s of warm-up")
+	flag.DurationVar(&o.budgetWarmup, "budget-warmup", 5*time.Second, "unmeasured start of each budget run")
+	flag.BoolVar(&o.budgetJoin, "budget-join", true, "measure workers joining and leaving a budget")
+	flag.Float64Var(&o.quota, "quota", 30, "the account's AdminCreateUser quota (requests per second) in the quota run")
+	flag.Float64Var(&o.quotaBudget, "quota-budget", 80, "the fleet's budget in the quota run (above the quota)")
+	flag.IntVar(&o.quotaWorkers, "quota-workers", 4, "worker processes in the quota run")
+	flag.IntVar(&o.quotaSeconds, "quota-seconds", 60, "measured seconds of the quota run, after 5 s")
+	flag.BoolVar(&o.skipBudgets, "skip-budgets", false, "skip the fleet budget measurements")
 	flag.IntVar(&o.dbConns, "db-conns", 80, "database connections of all workers of a run together (--db-max-conns of each is this / workers, at most --concurrency + 4)")
 	flag.BoolVar(&o.skipSplitter, "skip-splitter", false, "skip the splitter measurements")
 	flag.BoolVar(&o.skipWorkers, "skip-workers", false, "skip the worker measurements")
 	flag.BoolVar(&o.skipGoBench, "skip-go-bench", false, "skip the Go benchmarks")
 	flag.Parse()
-	o.splitRows, o.workerCounts, o.concurrencies = ints(splitRows), ints(workerCounts), ints(concurrencies)
+	o.splitRows, o.workerCounts, o.concurrencies, o.budgetWorkers = ints(splitRows), ints(workerCounts), ints(concurrencies), ints(budgetWorkers)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -109,6 +126,11 @@ func run(ctx context.Context, o options) (string, error) {
 	if !o.skipWorkers {
 		if err := benchWorkers(ctx, e, o, r); err != nil {
 			return "", fmt.Errorf("workers: %w", err)
+		}
+	}
+	if !o.skipBudgets {
+		if err := benchBudgets(ctx, e, o, r); err != nil {
+			return "", fmt.Errorf("budgets: %w", err)
 		}
 	}
 	if !o.skipGoBench {

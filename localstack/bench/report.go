@@ -15,7 +15,9 @@ type report struct {
 	split             []splitResult
 	workers           []workerResult
 	baseline          float64
-	rate              *rateResult
+	budgets           []budgetRun
+	budgetJoin        *budgetRun
+	budgetQuota       *budgetRun
 	goBench           string
 }
 
@@ -57,16 +59,8 @@ func (r *report) markdown() string {
 		b.WriteString("\n")
 	}
 
-	if r.rate != nil {
-		rr := r.rate
-		fmt.Fprintf(&b, "## 3. Under a Cognito rate limit\n\n%d workers, each with `--cognito-create-rate %.4g`, so R = %.4g AdminCreateUser requests per second in all (one per new row); %d rows. Sustained: rows finished per second between the 10th and the 90th percentile of finishing times.\n\n",
-			rr.workers, rr.createRate, rr.limit, rr.rows)
-		fmt.Fprintf(&b, "| R (requests/s) | sustained rows/s | share of R | whole run rows/s |\n|---:|---:|---:|---:|\n")
-		fmt.Fprintf(&b, "| %.0f | %.1f | %.0f%% | %.1f |\n\n", rr.limit, rr.sustained, 100*rr.sustained/rr.limit, rr.overall)
-	}
-
 	if len(r.workers) > 0 {
-		fmt.Fprintf(&b, "## 4. Cost per row\n\nPer row, in each run above. SQS requests counted at the proxy in front of the emulator (sends by the splitter; the rest by the workers, empty long polls at the end included); PostgreSQL round trips counted by a proxy in front of the server (a request after a response is one), transactions from `pg_stat_database` (the harness's own polling subtracted); CPU is the workers' user and system time. A row on the happy path costs exactly 2 transactions in 2 round trips (two pipelined batches); what the table shows above 2 is work per connection or per run (pgx prepares each statement once per connection, worker start-up, the job's completion), spread over the rows.\n\n")
+		fmt.Fprintf(&b, "## 3. Cost per row\n\nPer row, in each run above. SQS requests counted at the proxy in front of the emulator (sends by the splitter; the rest by the workers, empty long polls at the end included); PostgreSQL round trips counted by a proxy in front of the server (a request after a response is one), transactions from `pg_stat_database` (the harness's own polling subtracted); CPU is the workers' user and system time. A row on the happy path costs exactly 2 transactions in 2 round trips (two pipelined batches); what the table shows above 2 is work per connection or per run (pgx prepares each statement once per connection, worker start-up, the job's completion), spread over the rows.\n\n")
 		fmt.Fprintf(&b, "| workers x concurrency | SQS sends | SQS receives | SQS deletes | SQS visibility changes | receive + delete | PG round trips | PG transactions | worker CPU ms | Cognito calls | FINEOS calls |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, w := range r.workers {
 			c := w.cost
@@ -75,8 +69,37 @@ func (r *report) markdown() string {
 		}
 		b.WriteString("\n")
 	}
+	if len(r.budgets) > 0 || r.budgetJoin != nil || r.budgetQuota != nil {
+		r.budgetSection(&b)
+	}
 	if r.goBench != "" {
 		fmt.Fprintf(&b, "## Go benchmarks\n\n`go test -bench . ./shared/csvrows ./shared/message`:\n\n```\n%s\n```\n", r.goBench)
 	}
 	return b.String()
+}
+
+func (r *report) budgetSection(b *strings.Builder) {
+	o := r.opts
+	fmt.Fprintf(b, "## 4. Fleet budgets\n\nWorkers started with `--cognito-create-budget` share it through PostgreSQL (each takes the fleet's rate / the live workers, synced every second). New rows without force registration, %s latency on every Cognito call, `--concurrency 32` (far more demand than the budget), AdminCreateUser the only paced call. The rate is AdminCreateUser requests per second counted at the proxy in front of the emulator, after %s of warm-up; the windows are the slowest and the fastest 5-second windows of the measured span.\n\n", o.cognitoLatency, o.budgetWarmup)
+	if len(r.budgets) > 0 {
+		fmt.Fprintf(b, "### Sharing a budget of %.0f/s\n\n| workers | seconds | fleet rate | share of the budget | slowest 5 s | fastest 5 s | syncs/s per worker |\n|---|---:|---:|---:|---:|---:|---:|\n", o.budget)
+		for _, x := range r.budgets {
+			fmt.Fprintf(b, "| %s | %.0f | %.1f | %.0f%% | %.1f | %.1f | %.2f |\n", x.label, x.seconds, x.rate, 100*x.rate/x.budget, x.minWin, x.maxWin, x.syncsPerWorker)
+		}
+		b.WriteString("\n")
+	}
+	if j := r.budgetJoin; j != nil {
+		fmt.Fprintf(b, "### Workers joining and leaving (budget %.0f/s)\n\n%d s per phase; two workers join at the start of the second phase (each takes no share until the others have lowered theirs, a sync later), three stop (SIGTERM: they leave the fleet, the last one takes their share at its next sync) at the start of the third. Slowest and fastest 5-second windows over all phases, transitions included: %.1f and %.1f (%.0f%% and %.0f%% of the budget).\n\n| phase | workers | fleet rate | share of the budget |\n|---|---:|---:|---:|\n",
+			j.budget, o.budgetSeconds, j.minWin, j.maxWin, 100*j.minWin/j.budget, 100*j.maxWin/j.budget)
+		for _, p := range j.phases {
+			fmt.Fprintf(b, "| %s | %d | %.1f | %.0f%% |\n", p.label, p.workers, p.rate, 100*p.rate/j.budget)
+		}
+		b.WriteString("\n")
+	}
+	if q := r.budgetQuota; q != nil {
+		fmt.Fprintf(b, "### Under an account quota below the budget\n\nThe proxy in front of the emulator throttles AdminCreateUser over %.0f requests per second for every client together (a token bucket holding one second's worth), as an account quota does; the fleet's budget is %.0f/s, %d workers, %.0f s measured after %s. Throttled: the share of all AdminCreateUser attempts of the run (its start included) that the quota refused; the SDK retries them, and a row whose attempts all fail is retried later, so no row fails for it.\n\n| quota | budget | workers | accepted rate | share of the quota | slowest 5 s | fastest 5 s | throttled | rows failed | syncs/s per worker |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+			q.quota, q.budget, q.workers, q.seconds, o.budgetWarmup)
+		fmt.Fprintf(b, "| %.0f | %.0f | %d | %.1f | %.1f%% | %.1f | %.1f | %.2f%% | %d | %.2f |\n\n", q.quota, q.budget, q.workers, q.rate, 100*q.rate/q.quota, q.minWin, q.maxWin, 100*q.throttledShare, q.failed, q.syncsPerWorker)
+	}
+	fmt.Fprintf(b, "Coordination costs one database round trip per sync: a sync a second per worker, and one more at once when a call is throttled (at most ten a second); the syncs/s columns are the workers' own counts (`budget_syncs` in their summary lines) over their lifetimes.\n\n")
 }

@@ -51,24 +51,27 @@ type cost struct {
 	cognito, fineos                      float64 // calls per row
 }
 
-type rateResult struct {
-	limit      float64
-	workers    int
-	rows       int
-	sustained  float64 // rows per second between the 10th and the 90th percentile of finishing
-	overall    float64
-	createRate float64 // per worker
-}
-
-func benchWorkers(ctx context.Context, e *env, o options, r *report) error {
-	for i := range employers {
-		if _, err := e.pool.Exec(ctx, `INSERT INTO employer (employer_id, employer_fein, fineos_employer_id) VALUES (gen_random_uuid(), $1, $2)`,
-			strconv.Itoa(firstFEIN+i), firstFineosID+i); err != nil {
-			return err
+// prepareRows adds the employers the generated rows name (once) and the
+// latencies in front of Cognito and FINEOS.
+func prepareRows(ctx context.Context, e *env, o options) error {
+	if !e.employers {
+		for i := range employers {
+			if _, err := e.pool.Exec(ctx, `INSERT INTO employer (employer_id, employer_fein, fineos_employer_id) VALUES (gen_random_uuid(), $1, $2)`,
+				strconv.Itoa(firstFEIN+i), firstFineosID+i); err != nil {
+				return err
+			}
 		}
+		e.employers = true
 	}
 	e.awsProxy.Set(faultproxy.Cognito, faultproxy.Faults{Latency: o.cognitoLatency})
 	e.fineosPx.Set(faultproxy.Fineos, faultproxy.Faults{Latency: o.fineosLatency})
+	return nil
+}
+
+func benchWorkers(ctx context.Context, e *env, o options, r *report) error {
+	if err := prepareRows(ctx, e, o); err != nil {
+		return err
+	}
 	res, err := e.resources(ctx, "work")
 	if err != nil {
 		return err
@@ -104,31 +107,6 @@ func benchWorkers(ctx context.Context, e *env, o options, r *report) error {
 			wr.label, wr.workers, wr.concurrency = fmt.Sprintf("%d x %d", w, c), w, c
 			r.workers = append(r.workers, wr)
 		}
-	}
-	if o.rateLimit > 0 && o.rateSeconds > 0 {
-		const workers = 4
-		rows := int(o.rateLimit) * o.rateSeconds
-		per := o.rateLimit / workers
-		job := "rate-" + suffix()
-		path, err := generate(dir, job, rows, fein)
-		if err != nil {
-			return err
-		}
-		log("rate-limited: %d workers, AdminCreateUser limit %.0f/s in all, %d rows", workers, o.rateLimit, rows)
-		args := []string{"--concurrency", "32", "--cognito-get-rate", "0", "--cognito-password-rate", "0", "--fineos-rate", "0",
-			"--cognito-create-rate", strconv.FormatFloat(per, 'f', -1, 64)}
-		args = append(args, dbConns(o, workers, 32)...)
-		if _, err := runWorkers(ctx, e, o, res, job, path, rows, workers, args); err != nil {
-			return err
-		}
-		rr := rateResult{limit: o.rateLimit, workers: workers, rows: rows, createRate: per}
-		if err := e.pool.QueryRow(ctx, `WITH t AS (SELECT extract(epoch FROM finished_at) AS s FROM bulk_import_row WHERE job_id = $1 AND state = 'succeeded'),
-			p AS (SELECT percentile_cont(0.1) WITHIN GROUP (ORDER BY s) AS lo, percentile_cont(0.9) WITHIN GROUP (ORDER BY s) AS hi, min(s) AS first, max(s) AS last FROM t)
-			SELECT (SELECT count(*) FROM t, p WHERE t.s BETWEEN p.lo AND p.hi) / nullif(p.hi - p.lo, 0),
-			       (SELECT count(*) FROM t) / nullif(p.last - p.first, 0) FROM p`, job).Scan(&rr.sustained, &rr.overall); err != nil {
-			return err
-		}
-		r.rate = &rr
 	}
 	return nil
 }

@@ -109,8 +109,13 @@ type member struct {
 
 func join(t *testing.T, pool *pgxpool.Pool, id string, budget, cap float64) *member {
 	t.Helper()
+	return joinEvery(t, pool, id, budget, cap, 100*time.Millisecond)
+}
+
+func joinEvery(t *testing.T, pool *pgxpool.Pool, id string, budget, cap float64, interval time.Duration) *member {
+	t.Helper()
 	l := New(CognitoCreate, budget, cap)
-	f := NewFleet(pool, id, 100*time.Millisecond, logging.Discard(), l)
+	f := NewFleet(pool, id, interval, logging.Discard(), l)
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &member{limit: l, fleet: f, stop: cancel, done: make(chan struct{})}
 	go func() { defer close(m.done); f.Run(ctx) }()
@@ -193,6 +198,23 @@ func TestFairShare(t *testing.T) {
 		if got := fairShare(c.rate, c.caps); !near(got, c.want, 0.01) {
 			t.Errorf("fairShare(%v, %v) = %.2f, want %.2f", c.rate, c.caps, got, c.want)
 		}
+	}
+}
+
+// Joins and leaves are notified: the others rebalance at once, not at
+// their next periodic sync (here ten seconds away).
+func TestJoinsAndLeavesAreNotified(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	a := joinEvery(t, pool, "a", 30, 0, 10*time.Second)
+	waitShares(t, 30, a)
+	start := time.Now()
+	b := joinEvery(t, pool, "b", 30, 0, 10*time.Second)
+	waitShares(t, 15, a, b)
+	b.leave()
+	waitShares(t, 30, a)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("rebalancing took %v: not notified", took)
 	}
 }
 

@@ -44,7 +44,8 @@ type Fleet struct {
 	limits   []*Limit
 	kick     chan struct{}
 
-	joined  time.Time // first successful sync
+	joined  *time.Time  // the database's clock at the first successful sync
+	warming atomic.Bool // joined, but not every other worker has seen it yet
 	syncs   atomic.Int64
 	mu      sync.Mutex
 	failing bool
@@ -81,11 +82,21 @@ func (f *Fleet) Kick() {
 // Syncs is the number of successful syncs (each one database round trip).
 func (f *Fleet) Syncs() int64 { return f.syncs.Load() }
 
-// Run syncs every interval, and on a kick (at most every tenth of an
-// interval), until ctx ends; then it leaves the fleet, so that the others
-// take its share at their next sync.
+// Channel is the PostgreSQL notification channel on which workers say
+// that they joined or left the fleet: the others sync at once.
+const Channel = "bulk_import_budget"
+
+// Run syncs every interval, and at once (at most every tenth of an
+// interval) when a call is throttled or another worker joins or leaves,
+// until ctx ends; then it leaves the fleet, so that the others take its
+// share. While joining it syncs every tenth of an interval until every
+// other worker has seen it.
 func (f *Fleet) Run(ctx context.Context) {
 	defer f.leave(ctx)
+	lctx, stopListen := context.WithCancel(ctx)
+	listening := make(chan struct{})
+	go func() { defer close(listening); f.listen(lctx) }()
+	defer func() { stopListen(); <-listening }()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -113,7 +124,59 @@ func (f *Fleet) Run(ctx context.Context) {
 			return
 		case <-time.After(time.Until(start.Add(f.interval / 10))):
 		}
-		t.Reset(time.Until(start.Add(f.interval)))
+		next := f.interval
+		if f.warming.Load() {
+			next = f.interval / 10
+		}
+		t.Reset(time.Until(start.Add(next)))
+	}
+}
+
+// listen keeps a connection of its own (not one of the pool's, which the
+// rows need) listening on Channel and kicks a sync at each notification
+// from another worker; if the connection fails it connects again (the
+// periodic syncs go on meanwhile).
+func (f *Fleet) listen(ctx context.Context) {
+	for wait := time.Second; ctx.Err() == nil; wait = min(2*wait, 30*time.Second) {
+		err := func() error {
+			conn, err := pgx.ConnectConfig(ctx, f.pool.Config().ConnConfig.Copy())
+			if err != nil {
+				return err
+			}
+			defer func() {
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+				defer cancel()
+				_ = conn.Close(cctx)
+			}()
+			if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
+				return err
+			}
+			wait = time.Second
+			for {
+				n, err := conn.WaitForNotification(ctx)
+				if err != nil {
+					return err
+				}
+				if n.Payload != f.id {
+					f.Kick()
+				}
+			}
+		}()
+		if ctx.Err() != nil {
+			return
+		}
+		f.log.Debug("not listening for the fleet's changes; retrying", "err", err, "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
+
+// notify tells the other workers that this one joined or left.
+func (f *Fleet) notify(ctx context.Context) {
+	if _, err := f.pool.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, f.id); err != nil {
+		f.log.Debug("could not notify the fleet", "err", err)
 	}
 }
 
@@ -125,7 +188,9 @@ func (f *Fleet) leave(ctx context.Context) {
 	defer cancel()
 	if _, err := f.pool.Exec(dctx, `DELETE FROM bulk_import_budget_share WHERE worker_id = $1`, f.id); err != nil {
 		f.log.Warn("could not leave the fleet's budgets (this worker's share expires in seconds)", "err", err)
+		return
 	}
+	f.notify(dctx)
 }
 
 // syncSQL, in one round trip: records this worker's live membership and
@@ -141,7 +206,8 @@ func (f *Fleet) leave(ctx context.Context) {
 // $1 worker, $2 names, $3 budgets, $4 accepted rates, $5 attempts and
 // $6 throttles since the last sync, $7 whole-window flags, $8 liveness
 // window (s), $9 increase share, $10 minimum increase, $11 cooldown (s),
-// $12 Floor, $13 BelowAccepted, $14 MinShare, $15 this worker's caps.
+// $12 Floor, $13 BelowAccepted, $14 MinShare, $15 this worker's caps,
+// $16 when this worker joined (the others not synced since are stale).
 const syncSQL = `
 WITH input AS (
 	SELECT * FROM unnest($2::text[], $3::float8[], $4::float8[], $5::int8[], $6::int8[], $7::bool[], $15::float8[])
@@ -151,7 +217,9 @@ WITH input AS (
 	SELECT name, $1, accepted, cap FROM input
 	ON CONFLICT (name, worker_id) DO UPDATE SET seen_at = now(), accepted = excluded.accepted, cap = excluded.cap
 ), others AS (
-	SELECT name, count(*) AS n, sum(accepted) AS accepted, array_agg(cap) AS caps FROM bulk_import_budget_share
+	SELECT name, count(*) AS n, sum(accepted) AS accepted, array_agg(cap) AS caps,
+		count(*) FILTER (WHERE $16::timestamptz IS NULL OR seen_at < $16) AS stale
+	FROM bulk_import_budget_share
 	WHERE worker_id <> $1 AND seen_at > now() - $8 * interval '1 second'
 	GROUP BY name
 ), gone AS (
@@ -181,14 +249,15 @@ WITH input AS (
 	ON CONFLICT (name) DO NOTHING
 	RETURNING name, budget, rate, calls, throttles, decreased_at
 )
-SELECT r.name, r.budget, r.rate, r.calls, r.throttles, r.decreased_at, 1 + coalesce(o.n, 0), coalesce(o.caps, '{}')
+SELECT r.name, r.budget, r.rate, r.calls, r.throttles, r.decreased_at, 1 + coalesce(o.n, 0), coalesce(o.caps, '{}'),
+	coalesce(o.stale, 0), now()
 FROM (SELECT * FROM upd UNION ALL SELECT * FROM ins) r LEFT JOIN others o USING (name)`
 
 // Sync reports this worker's counts, updates the fleet's rates and sets
 // each limit to its share: the fleet's rate divided by the live workers.
-// A worker that joins the fleet waits one interval (and a quarter) before
-// taking a share, so that the others have lowered theirs first; alone, it
-// starts at once.
+// A worker that joins the fleet takes no share until every other live
+// worker has synced since it joined (and so lowered its own share); alone,
+// it starts at once.
 func (f *Fleet) Sync(ctx context.Context) error {
 	n := len(f.limits)
 	names, budgets, accepted := make([]string, n), make([]float64, n), make([]float64, n)
@@ -206,18 +275,20 @@ func (f *Fleet) Sync(ctx context.Context) error {
 	}
 	live := 3 * f.interval
 	rows, err := f.pool.Query(ctx, syncSQL, f.id, names, budgets, accepted, calls, throttles, full,
-		live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps)
+		live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps, f.joined)
 	if err != nil {
 		restore()
 		return fmt.Errorf("sync the fleet's budgets: %w", err)
 	}
 	type synced struct {
-		st   State
-		caps []float64 // the other live workers'
+		st    State
+		caps  []float64 // the other live workers'
+		stale int       // other live workers that have not synced since this one joined
+		at    time.Time // the database's clock
 	}
 	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (synced, error) {
 		var s synced
-		err := r.Scan(&s.st.Name, &s.st.Budget, &s.st.Rate, &s.st.Calls, &s.st.Throttled, &s.st.DecreasedAt, &s.st.Workers, &s.caps)
+		err := r.Scan(&s.st.Name, &s.st.Budget, &s.st.Rate, &s.st.Calls, &s.st.Throttled, &s.st.DecreasedAt, &s.st.Workers, &s.caps, &s.stale, &s.at)
 		return s, err
 	})
 	if err != nil {
@@ -225,21 +296,29 @@ func (f *Fleet) Sync(ctx context.Context) error {
 		return fmt.Errorf("sync the fleet's budgets: %w", err)
 	}
 	f.syncs.Add(1)
-	if f.joined.IsZero() {
-		f.joined = time.Now()
+	if f.joined == nil && len(got) > 0 {
+		// Joined: the others lower their shares at their next sync, or at
+		// once on the notification; this worker takes its share when every
+		// other one has synced since.
+		at := got[0].at
+		f.joined = &at
+		f.warming.Store(true)
+		f.notify(ctx)
 	}
+	warming := false
 	for _, s := range got {
 		for _, l := range f.limits {
 			if l.name != s.st.Name {
 				continue
 			}
 			share := fairShare(s.st.Rate, append(s.caps, l.cap))
-			if s.st.Workers > 1 && time.Since(f.joined) < f.interval+f.interval/4 {
-				share = 0 // joining: the others lower their shares first
+			if f.warming.Load() && s.stale > 0 {
+				share, warming = 0, true
 			}
 			l.setShare(share, s.st)
 		}
 	}
+	f.warming.Store(warming)
 	return nil
 }
 

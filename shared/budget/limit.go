@@ -82,6 +82,9 @@ func New(name string, budget, cap float64) *Limit {
 // Name is the budget's name.
 func (l *Limit) Name() string { return l.name }
 
+// Budgeted says whether the limit shares a fleet budget.
+func (l *Limit) Budgeted() bool { return l != nil && l.budget > 0 }
+
 // Close stops handing out tokens; waiting callers wait for their context.
 func (l *Limit) Close() {
 	if l != nil {

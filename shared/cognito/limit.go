@@ -5,6 +5,8 @@ import (
 	"errors"
 
 	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	awsretry "github.com/aws/aws-sdk-go-v2/aws/retry"
 	cip "github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/middleware"
@@ -35,8 +37,21 @@ func (p Pacing) Close() {
 // operation, each retry of the SDK included, waits for its limit's token,
 // and a throttled attempt (TooManyRequestsException) is reported to the
 // limit, which lowers the fleet's rate.
+//
+// With a fleet budget the fleet's rate is what adapts to Cognito's
+// throttling: the client retries in the SDK's standard mode, without the
+// adaptive mode's own client-side rate limit, which would slow the
+// worker below its share on its own, and its lower accepted rate would
+// lower the fleet's rate further.
 func (p Pacing) Option() func(*cip.Options) {
+	budgeted := false
+	for _, l := range p.Limits() {
+		budgeted = budgeted || l.Budgeted()
+	}
 	return func(o *cip.Options) {
+		if budgeted {
+			o.Retryer = awsretry.NewStandard(func(so *awsretry.StandardOptions) { so.RateLimiter = ratelimit.None })
+		}
 		o.APIOptions = append(o.APIOptions, func(stack *middleware.Stack) error {
 			return stack.Finalize.Insert(pace{p}, "Retry", middleware.After)
 		})

@@ -399,7 +399,7 @@ func (w *Worker) summarize(ctx context.Context) {
 			"rows_per_s", fmt.Sprintf("%.1f", rate), "leader", cur.Leader == 1, "jobs_completed", cur.JobsCompleted,
 			"rows_resent", cur.RowsResent}
 		if len(cur.Budgets) > 0 {
-			attrs = append(attrs, budgetAttrs(cur.Budgets))
+			attrs = append(attrs, budgetAttrs(cur.Budgets), "budget_syncs", cur.BudgetSyncs)
 		}
 		w.Log.Info("summary", attrs...)
 		prev = cur

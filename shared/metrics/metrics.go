@@ -45,6 +45,9 @@ type Worker struct {
 	// Budgets, when set, gives the request limits' states (fleet budgets
 	// and per-worker caps).
 	Budgets func() []budget.State
+	// BudgetSyncs, when set, counts the fleet budgets' syncs (one database
+	// round trip each).
+	BudgetSyncs func() int64
 
 	mu       sync.Mutex
 	errors   map[string]int64 // failures (final or not) by error code
@@ -108,6 +111,7 @@ type Snapshot struct {
 	StepSeconds                                                                 map[string]float64
 	BreakerOpen                                                                 map[string]bool
 	Budgets                                                                     []budget.State
+	BudgetSyncs                                                                 int64
 }
 
 // Snapshot reads every counter.
@@ -124,6 +128,9 @@ func (m *Worker) Snapshot(now time.Time) Snapshot {
 	}
 	if m.Budgets != nil {
 		s.Budgets = m.Budgets()
+	}
+	if m.BudgetSyncs != nil {
+		s.BudgetSyncs = m.BudgetSyncs()
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -225,6 +232,8 @@ func (s Snapshot) WritePrometheus(w io.Writer) error {
 		for _, st := range s.Budgets {
 			b = fmt.Appendf(b, "bulk_import_budget_calls_total{budget=%q} %d\n", st.Name, st.Calls)
 		}
+		metric("bulk_import_budget_syncs_total", "counter", "Syncs of the fleet budgets (one database round trip each).")
+		b = fmt.Appendf(b, "bulk_import_budget_syncs_total %d\n", s.BudgetSyncs)
 		metric("bulk_import_budget_throttled_total", "counter", "Attempts the service throttled.")
 		for _, st := range s.Budgets {
 			b = fmt.Appendf(b, "bulk_import_budget_throttled_total{budget=%q} %d\n", st.Name, st.Throttled)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/massgov/bulk-user-import/shared/budget"
 )
 
 func TestPrometheusText(t *testing.T) {
@@ -25,6 +27,10 @@ func TestPrometheusText(t *testing.T) {
 	m.Breaker("fineos", true)
 	m.Breaker("cognito", false)
 	m.Paused.Add(2)
+	m.Budgets = func() []budget.State {
+		return []budget.State{{Name: budget.CognitoCreate, Budget: 40, Rate: 28.5, Workers: 4, Share: 7.125, Calls: 100, Throttled: 3}}
+	}
+	m.BudgetSyncs = func() int64 { return 12 }
 	rec := httptest.NewRecorder()
 	m.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body := rec.Body.String()
@@ -44,6 +50,11 @@ func TestPrometheusText(t *testing.T) {
 		`bulk_import_breaker_open{dependency="fineos"} 1` + "\n",
 		`bulk_import_breaker_open{dependency="cognito"} 0` + "\n",
 		`bulk_import_rows_total{outcome="paused"} 2` + "\n",
+		`bulk_import_budget_requests_per_second{budget="cognito_create"} 40` + "\n",
+		`bulk_import_budget_fleet_rate{budget="cognito_create"} 28.5` + "\n",
+		`bulk_import_budget_share{budget="cognito_create"} 7.125` + "\n",
+		`bulk_import_budget_throttled_total{budget="cognito_create"} 3` + "\n",
+		"bulk_import_budget_syncs_total 12\n",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("missing %q in:\n%s", want, body)

@@ -36,14 +36,17 @@ module "bulk_user_import" {
   db_password_secret_arn = var.db_password_secret_arn
   fineos                 = var.fineos
 
-  # Four workers at most, each creating at most 10 Cognito users a second:
-  # 40 a second, under the default AdminCreateUser quota of 50.
-  worker_max_count = 4
-  cognito_rates = {
-    get      = 20
-    create   = 10
-    password = 10
-  }
+  # Budgets for the whole fleet, whatever the number of workers: 40
+  # AdminCreateUser calls a second, under the default quota of 50 (its
+  # UserCreation category), leaving PFML its share; the workers lower
+  # their rate if Cognito throttles anyway. Check the quotas of the
+  # account's categories in Service Quotas before raising them.
+  worker_max_count = 8
+  cognito_budgets  = var.cognito_budgets
+  fineos_budget    = var.fineos_budget
+  # No per-worker caps: the budgets govern.
+  cognito_rates = {}
+  fineos_rate   = null
 
   worker_cpu              = var.worker_cpu
   worker_memory           = var.worker_memory

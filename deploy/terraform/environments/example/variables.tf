@@ -93,3 +93,23 @@ variable "row_data_retention_days" {
   type        = number
   default     = 30
 }
+
+variable "cognito_budgets" {
+  description = "Cognito requests per second for all workers together, by operation (see the module)."
+  type = object({
+    get      = optional(number, 0)
+    create   = optional(number, 0)
+    password = optional(number, 0)
+  })
+  default = {
+    get      = 80
+    create   = 40
+    password = 20
+  }
+}
+
+variable "fineos_budget" {
+  description = "FINEOS provisioning calls per second for all workers together."
+  type        = number
+  default     = 40
+}

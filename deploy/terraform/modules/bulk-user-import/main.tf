@@ -83,19 +83,27 @@ locals {
     "16384" = [for m in range(32768, 122881, 8192) : m]
   }
 
-  worker_command = [
+  worker_command = concat([
     "--concurrency", tostring(var.worker_concurrency),
     "--db-max-conns", tostring(var.worker_db_max_conns),
     "--visibility-timeout", "${var.visibility_timeout_seconds}s",
     "--shutdown-timeout", "${var.worker_shutdown_timeout_seconds}s",
-    "--cognito-get-rate", tostring(var.cognito_rates.get),
-    "--cognito-create-rate", tostring(var.cognito_rates.create),
-    "--cognito-password-rate", tostring(var.cognito_rates.password),
-    "--fineos-rate", tostring(var.fineos_rate),
     "--retention", "${var.row_data_retention_days}d",
     "--summary-interval", "60s",
     "--emf",
-  ]
+    ], flatten([
+      # A per-worker rate is passed when set; a budget when above 0.
+      for f in [
+        { flag = "--cognito-get-rate", value = var.cognito_rates.get, set = var.cognito_rates.get != null },
+        { flag = "--cognito-create-rate", value = var.cognito_rates.create, set = var.cognito_rates.create != null },
+        { flag = "--cognito-password-rate", value = var.cognito_rates.password, set = var.cognito_rates.password != null },
+        { flag = "--fineos-rate", value = var.fineos_rate, set = var.fineos_rate != null },
+        { flag = "--cognito-get-budget", value = var.cognito_budgets.get, set = var.cognito_budgets.get > 0 },
+        { flag = "--cognito-create-budget", value = var.cognito_budgets.create, set = var.cognito_budgets.create > 0 },
+        { flag = "--cognito-password-budget", value = var.cognito_budgets.password, set = var.cognito_budgets.password > 0 },
+        { flag = "--fineos-budget", value = var.fineos_budget, set = var.fineos_budget > 0 },
+      ] : f.set ? [f.flag, tostring(f.value)] : []
+  ]))
 }
 
 resource "aws_ecs_cluster" "this" {

@@ -227,12 +227,36 @@ variable "worker_stop_timeout_seconds" {
   default     = 30
 }
 
-variable "cognito_rates" {
-  description = "Requests per second one worker sends to each Cognito operation. With N workers at most, keep N times each rate under the account's quota for that operation."
+variable "cognito_budgets" {
+  description = "Requests per second to each Cognito operation for all workers together (the account's quota for its category, less PFML's headroom). The live workers share each budget through the database, whatever their number, and lower their rate when Cognito throttles. Unset: no budget (cognito_rates alone)."
   type = object({
-    get      = number
-    create   = number
-    password = number
+    get      = optional(number, 0)
+    create   = optional(number, 0)
+    password = optional(number, 0)
+  })
+  default = {}
+  validation {
+    condition     = alltrue([for v in [var.cognito_budgets.get, var.cognito_budgets.create, var.cognito_budgets.password] : v >= 0])
+    error_message = "cognito_budgets: requests per second, 0 (none) or more."
+  }
+}
+
+variable "fineos_budget" {
+  description = "FINEOS provisioning calls per second for all workers together; 0: none (fineos_rate alone)."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.fineos_budget >= 0
+    error_message = "fineos_budget: calls per second, 0 (none) or more."
+  }
+}
+
+variable "cognito_rates" {
+  description = "Requests per second one worker sends to each Cognito operation at most. Without a budget these are the only limit (the fleet's total is then N times each); with a budget, a cap per worker, usually left unset (null)."
+  type = object({
+    get      = optional(number)
+    create   = optional(number)
+    password = optional(number)
   })
   default = {
     get      = 20
@@ -242,9 +266,10 @@ variable "cognito_rates" {
 }
 
 variable "fineos_rate" {
-  description = "FINEOS provisioning calls per second, per worker."
+  description = "FINEOS provisioning calls per second, per worker at most; null with fineos_budget set: no cap."
   type        = number
   default     = 10
+  nullable    = true
 }
 
 variable "worker_min_count" {
@@ -254,7 +279,7 @@ variable "worker_min_count" {
 }
 
 variable "worker_max_count" {
-  description = "Most workers. Size it with the Cognito quota: worker_max_count * cognito_rates.create <= the account's AdminCreateUser quota, minus headroom for PFML."
+  description = "Most workers. With cognito_budgets the fleet stays within the budgets whatever this is; without, worker_max_count * cognito_rates.create must stay under the account's AdminCreateUser quota, minus headroom for PFML."
   type        = number
   default     = 4
 }
