@@ -23,7 +23,7 @@ test: vet staticcheck ## vet, staticcheck and every test (needs PostgreSQL; see 
 chaos: ## the chaos test at full size: 2,500 rows through 4 workers under faults, kills and a database restart
 	BUI_CHAOS_ROWS=2500 BUI_CHAOS_TIMEOUT_SECONDS=900 $(GO) test -count=1 -v -timeout 20m -run TestChaos ./localstack/chaos
 
-bench: build ## measure the splitter, the workers and the cost per row; writes localstack/bench/results.md (about 20 minutes)
+bench: build ## measure the splitter, the workers, the cost per row and the fleet budgets; writes localstack/bench/results.md (about 25 minutes)
 	$(GO) run ./localstack/bench -bin $(BIN) -out localstack/bench/results.md
 
 IMAGE ?= bulk-user-import:dev

@@ -89,7 +89,7 @@ func (r *report) budgetSection(b *strings.Builder) {
 		b.WriteString("\n")
 	}
 	if j := r.budgetJoin; j != nil {
-		fmt.Fprintf(b, "### Workers joining and leaving (budget %.0f/s)\n\n%d s per phase; two workers join at the start of the second phase (each takes no share until the others have lowered theirs, a sync later), three stop (SIGTERM: they leave the fleet, the last one takes their share at its next sync) at the start of the third. Slowest and fastest 5-second windows over all phases, transitions included: %.1f and %.1f (%.0f%% and %.0f%% of the budget).\n\n| phase | workers | fleet rate | share of the budget |\n|---|---:|---:|---:|\n",
+		fmt.Fprintf(b, "### Workers joining and leaving (budget %.0f/s)\n\n%d s per phase; two workers join at the start of the second phase (they notify the others, who lower their shares at once; each joiner takes its share once every other worker has synced since it joined), three stop at the start of the third (SIGTERM: they leave the fleet and notify; the last one takes their share at once). Slowest and fastest 5-second windows over all phases, transitions included: %.1f and %.1f (%.0f%% and %.0f%% of the budget).\n\n| phase | workers | fleet rate | share of the budget |\n|---|---:|---:|---:|\n",
 			j.budget, o.budgetSeconds, j.minWin, j.maxWin, 100*j.minWin/j.budget, 100*j.maxWin/j.budget)
 		for _, p := range j.phases {
 			fmt.Fprintf(b, "| %s | %d | %.1f | %.0f%% |\n", p.label, p.workers, p.rate, 100*p.rate/j.budget)

@@ -329,6 +329,30 @@ func TestThrottlingLowersTheFleetRateOncePerCooldownAndItClimbsBack(t *testing.T
 		t.Fatalf("above the budget: %.2f", r)
 	}
 
+	// A budget raised with no throttling in the last minute applies at
+	// once; within a minute of throttling the rate climbs to it.
+	raised := New(CognitoCreate, 200, 0)
+	defer raised.Close()
+	rf := NewFleet(pool, "raised", time.Second, logging.Discard(), raised)
+	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget SET decreased_at = now() - interval '2 minutes', rate = 60`); err != nil {
+		t.Fatal(err)
+	}
+	if err := rf.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := fleetRate(t, pool); r != 200 {
+		t.Fatalf("a raised budget: %.2f, want 200", r)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget SET decreased_at = now() - interval '10 seconds', rate = 60`); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(ctx); err != nil { // back to 100, throttled 10 s ago: no jump
+		t.Fatal(err)
+	}
+	if r := fleetRate(t, pool); r > 61 {
+		t.Fatalf("a changed budget within a minute of throttling: %.2f, want about 60", r)
+	}
+
 	// A young limit (less than a second of data) halves rather than trust
 	// its short measure.
 	young := New(CognitoCreate, 100, 0)

@@ -194,7 +194,9 @@ func (f *Fleet) leave(ctx context.Context) {
 }
 
 // syncSQL, in one round trip: records this worker's live membership and
-// accepted rate for each budget; updates each budget's fleet rate (AIMD:
+// accepted rate for each budget; updates each budget's fleet rate (a
+// changed budget applies at once unless the service throttled in the
+// last minute; then AIMD:
 // on a throttled report, once per cooldown, down to BelowAccepted of the
 // fleet's accepted rate but not under Floor of the rate; without
 // throttling, up by the additive increase for the time since the last
@@ -228,6 +230,8 @@ WITH input AS (
 	UPDATE bulk_import_budget b SET
 		budget = i.budget,
 		rate = least(i.budget, greatest(i.budget * $14, CASE
+			-- A new budget, with no throttling in the last minute: at once.
+			WHEN i.budget <> b.budget AND i.throttles = 0 AND coalesce(b.decreased_at < now() - interval '1 minute', true) THEN i.budget
 			WHEN i.throttles = 0 THEN
 				b.rate + greatest(i.budget * $9, $10) * least(extract(epoch FROM now() - b.updated_at), 5)
 			WHEN b.decreased_at > now() - $11 * interval '1 second' THEN b.rate
