@@ -208,6 +208,9 @@ func TestJoinsAndLeavesAreNotified(t *testing.T) {
 	pool := newPool(t)
 	a := joinEvery(t, pool, "a", 30, 0, 10*time.Second)
 	waitShares(t, 30, a)
+	for !a.fleet.listening.Load() {
+		time.Sleep(5 * time.Millisecond)
+	}
 	start := time.Now()
 	b := joinEvery(t, pool, "b", 30, 0, 10*time.Second)
 	waitShares(t, 15, a, b)
