@@ -86,7 +86,7 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	envErr := f.pacing.define(fs, cfg)
 	fs.IntVar(&f.maxReceiveCount, "max-receive-count", 0, "attempts before a row fails (default: the queue's RedrivePolicy maxReceiveCount)")
 	fs.DurationVar(&f.dbConnectTimeout, "db-connect-timeout", time.Minute, "at start, how long to keep trying to reach the database")
-	fs.IntVar(&f.dbMaxConns, "db-max-conns", 0, "most database connections this worker opens (default: --concurrency + 4); keep workers x this below the server's max_connections")
+	fs.IntVar(&f.dbMaxConns, "db-max-conns", 0, "most database connections this worker opens (default: --concurrency + 4; with a fleet budget, one more listens for the fleet's changes); keep workers x this below the server's max_connections")
 	fs.DurationVar(&f.maintain.Interval, "maintain-interval", maintain.DefaultInterval, "how often the elected maintainer completes jobs, writes result files, re-sends lost messages and applies retention")
 	fs.DurationVar(&f.maintain.Lease, "leader-lease", maintain.DefaultLease, "the maintainer leader's lease: a leader that died is replaced within it (plus a third)")
 	fs.DurationVar(&f.maintain.RecoverAfter, "recover-after", 0, "re-send a queued row's message once the row and the import queue have been idle this long (default: 2 x --message-timeout + the longer of --visibility-timeout and --retry-max + 1m20s)")
