@@ -97,7 +97,7 @@ func printStatus(w io.Writer, st jobs.Status, d jobs.Details, fl fleetState, now
 	}
 	fmt.Fprintf(w, "job %s (created %s, force registration: %s)\n", st.Job, stamp(st.CreatedAt), force)
 	if st.CancelledAt != nil {
-		fmt.Fprintf(w, "CANCELLED %s: %s\n", stamp(*st.CancelledAt), mask.Text(st.CancelReason))
+		fmt.Fprintf(w, "CANCELLED %s: %s\n", stamp(*st.CancelledAt), st.CancelReason) // masked by runStatus
 	}
 	switch {
 	case st.Done:

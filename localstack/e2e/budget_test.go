@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -20,14 +19,8 @@ func TestTwoWorkersShareABudgetAndAdaptToTheQuota(t *testing.T) {
 	t.Parallel()
 	s := stacktest.New(t, stacktest.Options{})
 	s.AddEmployer(t, "123456789", 1001)
-	proxy, err := faultproxy.NewAWS(s.EndpointURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(proxy)
-	t.Cleanup(srv.Close)
+	proxy, envv := cognitoProxy(t, s, "COGNITO_CREATE_BUDGET=10")
 	proxy.SetQuota("AdminCreateUser", faultproxy.Quota{Rate: 4})
-	envv := append(env(s), "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER="+srv.URL, "COGNITO_CREATE_BUDGET=10")
 
 	// A budget that is not a number stops the worker before anything.
 	if r := runBin(t, append(env(s), "COGNITO_CREATE_BUDGET=ten"), "worker"); r.Code != 2 || !strings.Contains(r.Stderr, `COGNITO_CREATE_BUDGET "ten"`) {

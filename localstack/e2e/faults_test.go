@@ -199,18 +199,25 @@ func TestFINEOSRefusingItsCredentialsForHalfAMinuteFailsNoRow(t *testing.T) {
 	}
 }
 
-func TestCognitoRefusingTheCredentialsMidRunPausesThenFinishes(t *testing.T) {
-	t.Parallel()
-	s := stacktest.New(t, stacktest.Options{})
-	s.AddEmployer(t, "123456789", 1001)
+// cognitoProxy puts a fault proxy in front of the stack's Cognito and
+// returns it with the binaries' environment: Cognito through the proxy,
+// SQS and S3 straight.
+func cognitoProxy(t *testing.T, s *stacktest.Stack, extra ...string) (*faultproxy.Proxy, []string) {
+	t.Helper()
 	proxy, err := faultproxy.NewAWS(s.EndpointURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(proxy)
 	t.Cleanup(srv.Close)
-	// Cognito through the proxy; SQS and S3 straight.
-	envv := append(env(s), "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER="+srv.URL)
+	return proxy, env(s, append([]string{"AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER=" + srv.URL}, extra...)...)
+}
+
+func TestCognitoRefusingTheCredentialsMidRunPausesThenFinishes(t *testing.T) {
+	t.Parallel()
+	s := stacktest.New(t, stacktest.Options{})
+	s.AddEmployer(t, "123456789", 1001)
+	proxy, envv := cognitoProxy(t, s)
 	w := startWorker(t, envv, "--cognito-get-rate", "10")
 	waitStarted(t, w)
 	if r := runBin(t, envv, "splitter", "--job", "denied", writeRows(t, "d.csv", generatedRows("denied", 40)...)); r.Code != 0 {

@@ -264,70 +264,64 @@ func TestThrottlingLowersTheFleetRateOncePerCooldownAndItClimbsBack(t *testing.T
 	t.Parallel()
 	pool := newPool(t)
 	ctx := context.Background()
+	syncNow := func(f *Fleet) {
+		t.Helper()
+		if err := f.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set := func(sql string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
 	l := New(CognitoCreate, 100, 0)
 	defer l.Close()
 	f := NewFleet(pool, "w", time.Second, logging.Discard(), l)
-	if err := f.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	syncNow(f)
 	if r := fleetRate(t, pool); r != 100 {
 		t.Fatalf("starts at %.2f, want the budget", r)
 	}
 
 	// Throttled while the service accepted 80/s: just under that.
 	throttle(l, 78, 2)
-	if err := f.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	syncNow(f)
 	// 80 attempts in the last second, 2 throttled: 78/s accepted.
 	if r := fleetRate(t, pool); !near(r, 0.97*78, 0.01) {
 		t.Fatalf("after throttling at 78/s accepted: %.2f, want %.2f", r, 0.97*78)
 	}
 	// Again within the cooldown: unchanged (the rate had no time to act).
 	throttle(l, 10, 5)
-	if err := f.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	syncNow(f)
 	if r := fleetRate(t, pool); !near(r, 0.97*78, 0.01) {
 		t.Fatalf("a second decrease within the cooldown: %.2f", r)
 	}
 
 	// After the cooldown, a report of very little accepted: never below
 	// half the rate at once.
-	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget SET decreased_at = now() - interval '2 seconds'`); err != nil {
-		t.Fatal(err)
-	}
+	set(`UPDATE bulk_import_budget SET decreased_at = now() - interval '2 seconds'`)
 	l.recent = [buckets]struct {
 		slot             int64
 		calls, throttles int64
 	}{}
 	throttle(l, 1, 1)
-	if err := f.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	syncNow(f)
 	low := fleetRate(t, pool)
 	if !near(low, 0.97*78*Floor, 0.01) {
 		t.Fatalf("after a report of 1/s accepted: %.2f, want half of %.2f", low, 0.97*78)
 	}
 
 	// Without throttling it climbs by budget/400 a second: 4 s -> +1.
-	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget SET updated_at = now() - interval '4 seconds'`); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	set(`UPDATE bulk_import_budget SET updated_at = now() - interval '4 seconds'`)
+	syncNow(f)
 	if r := fleetRate(t, pool); !near(r, low+4*100*Increase, 0.1) {
 		t.Fatalf("after 4 s without throttling: %.2f, want %.2f", r, low+1)
 	}
 	// At most 5 s of increase per update (a fleet that was idle for a day
 	// resumes where it was), never above the budget.
-	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget SET updated_at = now() - interval '1 day', rate = 99.5`); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	set(`UPDATE bulk_import_budget SET updated_at = now() - interval '1 day', rate = 99.5`)
+	syncNow(f)
 	if r := fleetRate(t, pool); r != 100 {
 		t.Fatalf("above the budget: %.2f", r)
 	}
@@ -337,21 +331,13 @@ func TestThrottlingLowersTheFleetRateOncePerCooldownAndItClimbsBack(t *testing.T
 	raised := New(CognitoCreate, 200, 0)
 	defer raised.Close()
 	rf := NewFleet(pool, "raised", time.Second, logging.Discard(), raised)
-	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget SET decreased_at = now() - interval '2 minutes', rate = 60`); err != nil {
-		t.Fatal(err)
-	}
-	if err := rf.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	set(`UPDATE bulk_import_budget SET decreased_at = now() - interval '2 minutes', rate = 60`)
+	syncNow(rf)
 	if r := fleetRate(t, pool); r != 200 {
 		t.Fatalf("a raised budget: %.2f, want 200", r)
 	}
-	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget SET decreased_at = now() - interval '10 seconds', rate = 60`); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(ctx); err != nil { // back to 100, throttled 10 s ago: no jump
-		t.Fatal(err)
-	}
+	set(`UPDATE bulk_import_budget SET decreased_at = now() - interval '10 seconds', rate = 60`)
+	syncNow(f) // back to 100, throttled 10 s ago: no jump
 	if r := fleetRate(t, pool); r > 61 {
 		t.Fatalf("a changed budget within a minute of throttling: %.2f, want about 60", r)
 	}
@@ -361,14 +347,10 @@ func TestThrottlingLowersTheFleetRateOncePerCooldownAndItClimbsBack(t *testing.T
 	young := New(CognitoCreate, 100, 0)
 	defer young.Close()
 	yf := NewFleet(pool, "young", time.Second, logging.Discard(), young)
-	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget SET decreased_at = NULL, rate = 60`); err != nil {
-		t.Fatal(err)
-	}
+	set(`UPDATE bulk_import_budget SET decreased_at = NULL, rate = 60`)
 	young.calls.Add(3)
 	young.Throttled()
-	if err := yf.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	syncNow(yf)
 	if r := fleetRate(t, pool); !near(r, 30, 0.01) {
 		t.Fatalf("a young limit's throttle: %.2f, want 30", r)
 	}

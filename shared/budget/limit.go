@@ -125,7 +125,7 @@ func (l *Limit) Throttled() {
 
 // note counts an attempt, or a throttle, in the window's current bucket.
 func (l *Limit) note(throttled bool) {
-	slot := time.Since(l.started).Nanoseconds() / int64(window/buckets)
+	slot := slotAt(time.Since(l.started))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := &l.recent[slot%buckets]
@@ -139,12 +139,15 @@ func (l *Limit) note(throttled bool) {
 	}
 }
 
+// slot is the window bucket's number at this age of the limit.
+func slotAt(age time.Duration) int64 { return age.Nanoseconds() / int64(window/buckets) }
+
 // accepted is the rate of attempts that were not throttled over the last
 // window (or since the start, when younger), and whether a whole window
 // of data backs it.
 func (l *Limit) accepted() (perSecond float64, full bool) {
 	age := time.Since(l.started)
-	slot := age.Nanoseconds() / int64(window/buckets)
+	slot := slotAt(age)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var calls, throttles int64

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -216,28 +217,28 @@ func (s Snapshot) WritePrometheus(w io.Writer) error {
 	metric("bulk_import_rows_pruned_total", "counter", "Rows whose data was deleted by retention.")
 	b = fmt.Appendf(b, "bulk_import_rows_pruned_total %d\n", s.RowsPruned)
 	if len(s.Budgets) > 0 {
-		metric("bulk_import_budget_requests_per_second", "gauge", "A fleet budget: requests per second for all workers together (0: none, this worker's cap alone).")
-		for _, st := range s.Budgets {
-			b = fmt.Appendf(b, "bulk_import_budget_requests_per_second{budget=%q} %g\n", st.Name, st.Budget)
-		}
-		metric("bulk_import_budget_fleet_rate", "gauge", "What the fleet may send now: the budget, or less after throttling (as of this worker's last sync).")
-		for _, st := range s.Budgets {
-			b = fmt.Appendf(b, "bulk_import_budget_fleet_rate{budget=%q} %g\n", st.Name, st.Rate)
-		}
-		metric("bulk_import_budget_share", "gauge", "This worker's rate now: its share of the fleet's rate, or its cap.")
-		for _, st := range s.Budgets {
-			b = fmt.Appendf(b, "bulk_import_budget_share{budget=%q} %g\n", st.Name, st.Share)
-		}
-		metric("bulk_import_budget_calls_total", "counter", "Attempts paced by this worker's limit.")
-		for _, st := range s.Budgets {
-			b = fmt.Appendf(b, "bulk_import_budget_calls_total{budget=%q} %d\n", st.Name, st.Calls)
+		for _, g := range []struct {
+			name, typ, help string
+			value           func(budget.State) float64
+		}{
+			{"bulk_import_budget_requests_per_second", "gauge", "A fleet budget: requests per second for all workers together (0: none, this worker's cap alone).",
+				func(st budget.State) float64 { return st.Budget }},
+			{"bulk_import_budget_fleet_rate", "gauge", "What the fleet may send now: the budget, or less after throttling (as of this worker's last sync).",
+				func(st budget.State) float64 { return st.Rate }},
+			{"bulk_import_budget_share", "gauge", "This worker's rate now: its share of the fleet's rate, or its cap.",
+				func(st budget.State) float64 { return st.Share }},
+			{"bulk_import_budget_calls_total", "counter", "Attempts paced by this worker's limit.",
+				func(st budget.State) float64 { return float64(st.Calls) }},
+			{"bulk_import_budget_throttled_total", "counter", "Attempts the service throttled.",
+				func(st budget.State) float64 { return float64(st.Throttled) }},
+		} {
+			metric(g.name, g.typ, g.help)
+			for _, st := range s.Budgets {
+				b = fmt.Appendf(b, "%s{budget=%q} %s\n", g.name, st.Name, strconv.FormatFloat(g.value(st), 'f', -1, 64))
+			}
 		}
 		metric("bulk_import_budget_syncs_total", "counter", "Syncs of the fleet budgets (one database round trip each).")
 		b = fmt.Appendf(b, "bulk_import_budget_syncs_total %d\n", s.BudgetSyncs)
-		metric("bulk_import_budget_throttled_total", "counter", "Attempts the service throttled.")
-		for _, st := range s.Budgets {
-			b = fmt.Appendf(b, "bulk_import_budget_throttled_total{budget=%q} %d\n", st.Name, st.Throttled)
-		}
 	}
 	_, err := w.Write(b)
 	return err
