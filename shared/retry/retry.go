@@ -7,6 +7,7 @@ package retry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -44,7 +45,9 @@ func (p Policy) withDefaults() Policy {
 
 // Do calls fn until it succeeds, returns an error that transient reports
 // false for, the schedule's time is up, or ctx ends. It returns fn's last
-// error (never a backoff wrapper). notify, if set, hears of each retry.
+// error (never a backoff wrapper); when ctx ended while it waited to try
+// again, the context's error wrapping that last error, so that callers
+// tell a stop from a failure. notify, if set, hears of each retry.
 // A policy with a negative MaxElapsed makes one call only.
 func Do(ctx context.Context, p Policy, transient func(error) bool, fn func() error, notify func(err error, wait time.Duration)) error {
 	p = p.withDefaults()
@@ -78,6 +81,11 @@ func Do(ctx context.Context, p Policy, transient func(error) bool, fn func() err
 	})
 	if err == nil {
 		return nil
+	}
+	if last != nil && ctx.Err() != nil && !IsContextError(last) {
+		// Stopped while waiting to try again: the caller was told to stop,
+		// which is what the error says first; the last failure stays in it.
+		return fmt.Errorf("%w (while retrying: %w)", ctx.Err(), last)
 	}
 	if last != nil {
 		return last

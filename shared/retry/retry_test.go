@@ -83,3 +83,21 @@ func TestNegativeMaxElapsedCallsOnce(t *testing.T) {
 		t.Fatalf("%d calls", calls)
 	}
 }
+
+// Stopped while waiting to retry: the error says so, and keeps the last
+// failure.
+func TestAStopWhileWaitingIsAContextError(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	boom := errors.New("boom")
+	calls := 0
+	err := Do(ctx, Policy{Initial: time.Second, Max: time.Second, MaxElapsed: time.Minute}, func(error) bool { return true },
+		func() error {
+			calls++
+			cancel()
+			return boom
+		}, nil)
+	if !IsContextError(err) || !errors.Is(err, boom) || calls != 1 {
+		t.Fatalf("err = %v after %d calls; want the stop wrapping boom", err, calls)
+	}
+}
