@@ -40,7 +40,6 @@ import (
 	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/maintain"
-	"github.com/massgov/bulk-user-import/shared/mask"
 	"github.com/massgov/bulk-user-import/shared/progress"
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/results"
@@ -165,14 +164,15 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	}
 	tty := progress.IsTerminal(stderr)
 	bar := progress.New(stderr, tty, f.progressInterval)
+	lc := newLifecycle(pool, store, awsCfg, cfg, log)
 	sp := &split.Splitter{
-		Jobs:            store,
+		Lifecycle:       lc,
 		Queue:           queue.New(awsconf.SQS(awsCfg), cfg.QueueURL),
 		Opener:          source.Opener{S3: awsconf.S3(awsCfg)},
 		Log:             log,
 		SendConcurrency: f.sendConcurrency,
 		Progress:        splitProgress{bar: bar},
-		Finisher:        newLifecycle(pool, store, awsCfg, cfg, log),
+		Finisher:        lc,
 	}
 	fmt.Fprintf(stdout, "job %s\n", f.job)
 	res, err := sp.Run(ctx, split.Options{Job: f.job, ForceRegistration: f.force, Sources: sources, Limits: f.limits})
@@ -396,7 +396,6 @@ func runStatus(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
-	st.CancelReason = mask.Text(st.CancelReason)
 	if *asJSON {
 		if err := json.NewEncoder(stdout).Encode(struct {
 			jobs.Status
@@ -496,7 +495,8 @@ func runResend(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
-	e := &enqueue.Enqueuer{Jobs: c.store, Queue: queue.New(awsconf.SQS(awsCfg), cfg.QueueURL)}
+	lc := lifecycle.New(c.pool, nil, c.log)
+	e := &enqueue.Enqueuer{Jobs: c.store, Book: lc, Queue: queue.New(awsconf.SQS(awsCfg), cfg.QueueURL)}
 	n, err := e.Resend(ctx, job, jobs.Selection{IdleFor: olderThan}, *dryRun)
 	which := "queued rows"
 	if olderThan > 0 {

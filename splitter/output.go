@@ -58,7 +58,7 @@ func printSummary(w io.Writer, st jobs.Status, probs []jobs.Problem) {
 	fmt.Fprintf(w, "job %s done: %d rows: %d succeeded, %d failed, %d rejected, %d duplicate, %d cancelled\n",
 		st.Job, st.Total, st.Succeeded, st.Failed, st.Rejected, st.Duplicate, st.Cancelled)
 	if st.CancelledAt != nil {
-		fmt.Fprintf(w, "the job was cancelled: %s\n", mask.Text(st.CancelReason))
+		fmt.Fprintf(w, "the job was cancelled: %s\n", st.CancelReason) // masked by jobs
 	}
 	fmt.Fprintf(w, "result files: %s\n", resultsLine(st))
 	if st.PrunedAt != nil {
@@ -97,7 +97,7 @@ func printStatus(w io.Writer, st jobs.Status, d jobs.Details, fl fleetState, now
 	}
 	fmt.Fprintf(w, "job %s (created %s, force registration: %s)\n", st.Job, stamp(st.CreatedAt), force)
 	if st.CancelledAt != nil {
-		fmt.Fprintf(w, "CANCELLED %s: %s\n", stamp(*st.CancelledAt), st.CancelReason) // masked by runStatus
+		fmt.Fprintf(w, "CANCELLED %s: %s\n", stamp(*st.CancelledAt), st.CancelReason) // masked by jobs
 	}
 	switch {
 	case st.Done:

@@ -166,11 +166,11 @@ func dlqTool(ctx context.Context, cfg config.Config, hold time.Duration, log *sl
 	}
 	sqsClient := awsconf.SQS(awsCfg)
 	store := jobs.NewStore(pool)
-	tool := &dlq.Tool{DLQ: queue.New(sqsClient, cfg.DLQURL), Jobs: store, Log: log, Hold: hold}
+	lc := lifecycle.New(pool, &results.Publisher{Jobs: store, S3: awsconf.S3(awsCfg), Bucket: cfg.ResultsBucket}, log)
+	tool := &dlq.Tool{DLQ: queue.New(sqsClient, cfg.DLQURL), Rows: lc, Log: log, Hold: hold}
 	if cfg.QueueURL != "" {
 		tool.Main = queue.New(sqsClient, cfg.QueueURL)
 	}
-	lc := lifecycle.New(pool, &results.Publisher{Jobs: store, S3: awsconf.S3(awsCfg), Bucket: cfg.ResultsBucket}, log)
 	return tool, lc, pool.Close, nil
 }
 

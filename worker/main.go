@@ -18,6 +18,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/massgov/bulk-user-import/shared/awsconf"
@@ -161,153 +162,53 @@ func run(args []string, getenv func(string) string, stdout io.Writer, stderr *os
 	return cli.ExitOK
 }
 
-// work wires the adapters and runs the loop until ctx is cancelled.
+// work wires the adapters and runs the loop until ctx is cancelled: each
+// step below starts one part and says how to stop it; they stop in the
+// reverse order.
 func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, stdout io.Writer, getenv func(string) string) error {
-	conns := f.dbMaxConns
-	if conns == 0 {
-		conns = f.loop.Concurrency + 4 // each message in flight, plus the maintainer
-	}
-	pool, err := connect(ctx, cfg.DatabaseURL, int32(conns), f.dbConnectTimeout, log)
+	pool, conns, err := openDatabase(ctx, cfg, f, log)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	dbpool.WarnParameterLogging(ctx, pool, log)
-	if h, err := dbpool.CheckHeadroom(ctx, pool); err != nil {
-		log.Warn("cannot read the database's connection limit", "err", err)
-	} else if !h.Fits(conns) {
-		log.Warn("this worker may open more database connections than the server has free: lower --db-max-conns (workers x --db-max-conns must stay below max_connections)",
-			"db_max_conns", conns, "server_max_connections", h.MaxConnections, "server_connections_in_use", h.InUse, "server_reserved", h.Reserved)
-	}
 	awsCfg, err := awsconf.Load(ctx, cfg.Region)
 	if err != nil {
 		return err
 	}
 	sqsClient := awsconf.SQS(awsCfg)
 	importQueue := queue.New(sqsClient, cfg.QueueURL)
-
-	// Start-up checks, retried while their errors may pass (a database
-	// restarting, a throttled call); wrong configuration stops at once.
-	var store *pfml.Store
-	maxReceive := f.maxReceiveCount
-	dlqRetention := time.Duration(0)
-	err = retry.Do(ctx, retry.Policy{Initial: 500 * time.Millisecond, Max: 5 * time.Second, MaxElapsed: f.dbConnectTimeout, Margin: time.Millisecond},
-		startupTransient,
-		func() error {
-			if err := jobs.Migrate(ctx, pool); err != nil {
-				return err
-			}
-			var err error
-			if store, err = pfml.NewStore(ctx, pool); err != nil {
-				return err
-			}
-			if f.maxReceiveCount == 0 {
-				p, err := importQueue.Redrive(ctx)
-				if err != nil {
-					return fmt.Errorf("read the import queue's redrive policy (or pass --max-receive-count): %w", err)
-				}
-				maxReceive = p.MaxReceiveCount
-			}
-			return nil
-		},
-		func(err error, wait time.Duration) {
-			log.Warn("start-up check failed; retrying", "err", err, "retry_in", wait.Round(time.Millisecond).String())
-		})
+	st, err := startupChecks(ctx, pool, importQueue, queue.New(sqsClient, cfg.DLQURL), f, log)
 	if err != nil {
 		return err
 	}
-	// How long a message SQS moved to the dead-letter queue stays there:
-	// the maintainer re-sends such a row only after that.
-	if dlqRetention, err = queue.New(sqsClient, cfg.DLQURL).Retention(ctx); err != nil {
-		log.Warn("cannot read the dead-letter queue's retention; assuming SQS's longest, 14 days", "err", err)
-		dlqRetention = maintain.DefaultDLQRetention
-	}
-	// The dependencies, checked before anything is received: a definite
-	// misconfiguration stops the worker, a dependency that is down is
-	// waited for.
-	pacing, fineosLimit := f.pacing.limits()
-	defer pacing.Close()
-	defer fineosLimit.Close()
-	cog := cognito.New(awsconf.Cognito(awsCfg, pacing.Option()), cfg.UserPoolID)
-	var fc *fineos.Client
-	if cfg.Fineos.Enabled() {
-		if fc, err = fineos.New(cfg.Fineos, nil); err != nil {
-			return err
-		}
-		fc.SetLimit(fineosLimit)
-	} else {
-		fineosLimit = nil // no calls to pace or to share a budget for
-		log.Warn("FINEOS is not configured: rows of force-registration jobs wait (" + register.CodeFineosNotConfigured + ") for a worker that has every FINEOS_CLIENT_* variable")
-	}
-	if err := checkDependencies(ctx, cog, fc, cfg, f.dbConnectTimeout, log); err != nil {
+	deps, err := dependencies(ctx, awsCfg, cfg, f, log)
+	if err != nil {
 		return err
 	}
+	defer deps.close()
 
 	m := &metrics.Worker{}
 	id := fleet.NewID()
-	breakers, stopBreakers := startBreakers(ctx, pool, id, store, cog, fc, f.probeMax, m, log)
+	breakers, stopBreakers := startBreakers(ctx, pool, id, st.pfml, deps.cognito, deps.fineos, f.probeMax, m, log)
 	defer stopBreakers()
-	// The fleet budgets: shared with the live workers from the first sync
-	// until the loop has drained (rows in flight at a stop still need
-	// their tokens), then this worker's share goes to the others.
-	limits := append(pacing.Limits(), fineosLimit)
-	m.Budgets = func() []budget.State { return budgetStates(limits) }
-	if bf := budget.NewFleet(pool, id, f.pacing.sync, log, limits...); bf != nil {
-		m.BudgetSyncs = bf.Syncs
-		fleetCtx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
-		fleetDone := make(chan struct{})
-		go func() { defer close(fleetDone); bf.Run(fleetCtx) }()
-		defer func() { stopFleet(); <-fleetDone }()
+	defer startBudgets(ctx, pool, id, f, deps.limits, m, log)()
+	stopObserving, err := startObserving(f, m, stdout, log)
+	if err != nil {
+		return err
 	}
-	if f.metricsAddr != "" {
-		stopMetrics, err := serveMetrics(f.metricsAddr, m, log)
-		if err != nil {
-			return err
-		}
-		defer stopMetrics()
-	}
-	if f.emf {
-		stopEMF := writeEMF(m, f.loop.SummaryInterval, stdout, log)
-		defer stopEMF()
-	}
+	defer stopObserving()
 
-	jobStore := jobs.NewStore(pool)
 	if cfg.ResultsBucket == "" {
 		log.Warn("no results bucket configured (RESULTS_BUCKET): result files of completed jobs are not written to S3")
 	}
-	// The maintainer: one leader among the workers completes jobs, writes
-	// their result files, re-sends lost messages and applies retention.
+	lc := lifecycle.New(pool, &results.Publisher{Jobs: jobs.NewStore(pool), S3: awsconf.S3(awsCfg), Bucket: cfg.ResultsBucket}, log)
+	lc.RetryBase = f.maintain.Interval
 	mc := f.maintain
-	mc.MaxReceiveCount = maxReceive
-	mc.DLQRetention = dlqRetention
-	lc := lifecycle.New(pool, &results.Publisher{Jobs: jobStore, S3: awsconf.S3(awsCfg), Bucket: cfg.ResultsBucket}, log)
-	lc.RetryBase = mc.Interval
-	maint := &maintain.Maintainer{
-		Config:    mc,
-		Elector:   maintain.NewElector(pool, maintain.LeaseName, id, mc.Lease, log),
-		Lifecycle: lc,
-		Jobs:      jobStore,
-		Queue:     importQueue,
-		Enqueuer:  &enqueue.Enqueuer{Jobs: jobStore, Queue: importQueue},
-		Log:       log,
-		Metrics:   m,
-	}
-	maintCtx, stopMaint := context.WithCancel(ctx)
-	maintDone := make(chan error, 1)
-	go func() { maintDone <- maint.Run(maintCtx) }()
-	defer func() {
-		stopMaint()
-		if err := <-maintDone; err != nil {
-			log.Error("maintainer stopped", "err", err)
-		}
-	}()
+	mc.MaxReceiveCount, mc.DLQRetention = st.maxReceive, st.dlqRetention
+	defer startMaintainer(ctx, pool, id, mc, lc, importQueue, m, log)()
 
 	loop := f.loop
-	loop.MaxReceiveCount = maxReceive
-	var fapi register.FineosAPI
-	if fc != nil {
-		fapi = fc
-	}
+	loop.MaxReceiveCount = st.maxReceive
 	w := &consume.Worker{
 		Queue:    importQueue,
 		Config:   loop,
@@ -315,40 +216,225 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 		Metrics:  m,
 		Breakers: breakers,
 		Handler: &consume.Handler{
-			Jobs:     jobStore,
+			Rows:     lc,
 			Breakers: breakers,
 			Registrar: &register.Registrar{
-				PFML:    store,
-				Jobs:    jobStore,
-				Cognito: cog,
-				Fineos:  fapi,
+				PFML:    st.pfml,
+				Rows:    lc,
+				Cognito: deps.cognito,
+				Fineos:  deps.fineosAPI(),
 				Log:     log,
 				Retry:   f.callRetry,
 				Observe: m.Step,
 			},
 			DLQ:             queue.New(sqsClient, cfg.DLQURL),
-			MaxReceiveCount: maxReceive,
+			MaxReceiveCount: st.maxReceive,
 			Backoff:         f.backoff,
 			Log:             log,
 			Metrics:         m,
+			TouchEvery:      mc.RecoverAfter / 4,
 		},
 	}
-	if protector := ecsprotect.FromEnv(getenv, 30*time.Minute, log); protector != nil {
-		// On ECS: no scale-in while messages are in flight.
-		protectCtx, stopProtect := context.WithCancel(context.WithoutCancel(ctx))
-		protectDone := make(chan struct{})
-		go func() {
-			defer close(protectDone)
-			protector.Watch(protectCtx, 5*time.Second, func() bool { return m.InFlight.Load() > 0 })
-		}()
-		defer func() { stopProtect(); <-protectDone }()
-	}
-	log.Info("worker started", "concurrency", loop.Concurrency, "db_max_conns", conns, "max_receive_count", maxReceive,
+	defer protectOnECS(ctx, getenv, m, log)()
+	log.Info("worker started", "concurrency", loop.Concurrency, "db_max_conns", conns, "max_receive_count", st.maxReceive,
 		"visibility_timeout", loop.VisibilityTimeout.String(), "message_timeout", loop.MessageTimeout.String(),
 		"limits", f.pacing.describe(), "fineos", cfg.Fineos.Enabled(),
 		"worker_id", id, "maintain_interval", mc.Interval.String(), "recover_after", mc.RecoverAfter.String(), "retention", retentionText(mc.Retention),
 		"dlq_retention", mc.DLQRetention.String())
 	return w.Run(ctx)
+}
+
+// openDatabase connects (waiting for a database that restarts) and warns
+// about what the server's settings mean for this worker.
+func openDatabase(ctx context.Context, cfg config.Config, f flags, log *slog.Logger) (*pgxpool.Pool, int, error) {
+	conns := f.dbMaxConns
+	if conns == 0 {
+		conns = f.loop.Concurrency + 4 // each message in flight, plus the maintainer
+	}
+	pool, err := connect(ctx, cfg.DatabaseURL, int32(conns), f.dbConnectTimeout, log)
+	if err != nil {
+		return nil, 0, err
+	}
+	dbpool.WarnParameterLogging(ctx, pool, log)
+	if h, err := dbpool.CheckHeadroom(ctx, pool); err != nil {
+		log.Warn("cannot read the database's connection limit", "err", err)
+	} else if !h.Fits(conns) {
+		log.Warn("this worker may open more database connections than the server has free: lower --db-max-conns (workers x --db-max-conns must stay below max_connections)",
+			"db_max_conns", conns, "server_max_connections", h.MaxConnections, "server_connections_in_use", h.InUse, "server_reserved", h.Reserved)
+	}
+	return pool, conns, nil
+}
+
+// started is what the start-up checks found.
+type started struct {
+	pfml         *pfml.Store
+	maxReceive   int           // the import queue's maxReceiveCount (or --max-receive-count)
+	dlqRetention time.Duration // how long SQS keeps a message it moved to the dead-letter queue
+}
+
+// startupChecks migrates the tool's tables and checks the PFML schema and
+// the import queue's redrive policy, retried while their errors may pass
+// (a database restarting, a throttled call); wrong configuration stops at
+// once.
+func startupChecks(ctx context.Context, pool *pgxpool.Pool, importQueue, dlqQueue *queue.Queue, f flags, log *slog.Logger) (started, error) {
+	st := started{maxReceive: f.maxReceiveCount}
+	err := retry.Do(ctx, retry.Policy{Initial: 500 * time.Millisecond, Max: 5 * time.Second, MaxElapsed: f.dbConnectTimeout, Margin: time.Millisecond},
+		startupTransient,
+		func() error {
+			if err := jobs.Migrate(ctx, pool); err != nil {
+				return err
+			}
+			var err error
+			if st.pfml, err = pfml.NewStore(ctx, pool); err != nil {
+				return err
+			}
+			if f.maxReceiveCount == 0 {
+				p, err := importQueue.Redrive(ctx)
+				if err != nil {
+					return fmt.Errorf("read the import queue's redrive policy (or pass --max-receive-count): %w", err)
+				}
+				st.maxReceive = p.MaxReceiveCount
+			}
+			return nil
+		},
+		func(err error, wait time.Duration) {
+			log.Warn("start-up check failed; retrying", "err", err, "retry_in", wait.Round(time.Millisecond).String())
+		})
+	if err != nil {
+		return st, err
+	}
+	// The maintainer re-sends a row whose message SQS moved to the
+	// dead-letter queue only after that.
+	var rerr error
+	if st.dlqRetention, rerr = dlqQueue.Retention(ctx); rerr != nil {
+		log.Warn("cannot read the dead-letter queue's retention; assuming SQS's longest, 14 days", "err", rerr)
+		st.dlqRetention = maintain.DefaultDLQRetention
+	}
+	return st, nil
+}
+
+// deps are the clients of the registration's services and their pacing.
+type deps struct {
+	cognito *cognito.Client
+	fineos  *fineos.Client // nil when FINEOS is not configured
+	limits  []*budget.Limit
+	close   func()
+}
+
+// fineosAPI is the FINEOS client as the registrar takes it (a nil
+// interface when there is none).
+func (d deps) fineosAPI() register.FineosAPI {
+	if d.fineos == nil {
+		return nil
+	}
+	return d.fineos
+}
+
+// dependencies builds the Cognito and FINEOS clients with their limits and
+// checks them before anything is received: a definite misconfiguration
+// stops the worker, a dependency that is down is waited for.
+func dependencies(ctx context.Context, awsCfg aws.Config, cfg config.Config, f flags, log *slog.Logger) (deps, error) {
+	pacing, fineosLimit := f.pacing.limits()
+	d := deps{cognito: cognito.New(awsconf.Cognito(awsCfg, pacing.Option()), cfg.UserPoolID)}
+	made := fineosLimit // closed even when FINEOS is not configured
+	d.close = func() { pacing.Close(); made.Close() }
+	if cfg.Fineos.Enabled() {
+		fc, err := fineos.New(cfg.Fineos, nil)
+		if err != nil {
+			d.close()
+			return d, err
+		}
+		fc.SetLimit(fineosLimit)
+		d.fineos = fc
+	} else {
+		fineosLimit = nil // no calls to pace or to share a budget for
+		log.Warn("FINEOS is not configured: rows of force-registration jobs wait (" + register.CodeFineosNotConfigured + ") for a worker that has every FINEOS_CLIENT_* variable")
+	}
+	d.limits = append(pacing.Limits(), fineosLimit)
+	if err := checkDependencies(ctx, d.cognito, d.fineos, cfg, f.dbConnectTimeout, log); err != nil {
+		d.close()
+		return d, err
+	}
+	return d, nil
+}
+
+// startBudgets shares the fleet budgets with the live workers from the
+// first sync until the returned stop, called once the loop has drained
+// (rows in flight at a stop still need their tokens); then this worker's
+// share goes to the others.
+func startBudgets(ctx context.Context, pool *pgxpool.Pool, id string, f flags, limits []*budget.Limit, m *metrics.Worker, log *slog.Logger) func() {
+	m.Budgets = func() []budget.State { return budgetStates(limits) }
+	bf := budget.NewFleet(pool, id, f.pacing.sync, log, limits...)
+	if bf == nil {
+		return func() {}
+	}
+	m.BudgetSyncs = bf.Syncs
+	fleetCtx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
+	fleetDone := make(chan struct{})
+	go func() { defer close(fleetDone); bf.Run(fleetCtx) }()
+	return func() { stopFleet(); <-fleetDone }
+}
+
+// startObserving serves the Prometheus endpoint and writes EMF lines, as
+// the flags ask.
+func startObserving(f flags, m *metrics.Worker, stdout io.Writer, log *slog.Logger) (func(), error) {
+	stop := func() {}
+	if f.metricsAddr != "" {
+		stopMetrics, err := serveMetrics(f.metricsAddr, m, log)
+		if err != nil {
+			return nil, err
+		}
+		stop = stopMetrics
+	}
+	if f.emf {
+		stopEMF := writeEMF(m, f.loop.SummaryInterval, stdout, log)
+		prev := stop
+		stop = func() { stopEMF(); prev() }
+	}
+	return stop, nil
+}
+
+// startMaintainer runs this worker's maintainer: one leader among the
+// workers completes jobs, writes their result files, re-sends lost
+// messages and applies retention.
+func startMaintainer(ctx context.Context, pool *pgxpool.Pool, id string, mc maintain.Config, lc *lifecycle.Lifecycle,
+	importQueue *queue.Queue, m *metrics.Worker, log *slog.Logger) func() {
+	store := jobs.NewStore(pool)
+	maint := &maintain.Maintainer{
+		Config:    mc,
+		Elector:   maintain.NewElector(pool, maintain.LeaseName, id, mc.Lease, log),
+		Lifecycle: lc,
+		Jobs:      store,
+		Queue:     importQueue,
+		Enqueuer:  &enqueue.Enqueuer{Jobs: store, Book: lc, Queue: importQueue},
+		Log:       log,
+		Metrics:   m,
+	}
+	maintCtx, stopMaint := context.WithCancel(ctx)
+	maintDone := make(chan error, 1)
+	go func() { maintDone <- maint.Run(maintCtx) }()
+	return func() {
+		stopMaint()
+		if err := <-maintDone; err != nil {
+			log.Error("maintainer stopped", "err", err)
+		}
+	}
+}
+
+// protectOnECS keeps ECS from scaling the task in while messages are in
+// flight (nothing off ECS).
+func protectOnECS(ctx context.Context, getenv func(string) string, m *metrics.Worker, log *slog.Logger) func() {
+	protector := ecsprotect.FromEnv(getenv, 30*time.Minute, log)
+	if protector == nil {
+		return func() {}
+	}
+	protectCtx, stopProtect := context.WithCancel(context.WithoutCancel(ctx))
+	protectDone := make(chan struct{})
+	go func() {
+		defer close(protectDone)
+		protector.Watch(protectCtx, 5*time.Second, func() bool { return m.InFlight.Load() > 0 })
+	}()
+	return func() { stopProtect(); <-protectDone }
 }
 
 // budgetStates are the limits' states (those that pace).

@@ -19,7 +19,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/awsconf"
 	"github.com/massgov/bulk-user-import/shared/cognito"
 	"github.com/massgov/bulk-user-import/shared/fineos"
-	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/pfml"
 	"github.com/massgov/bulk-user-import/shared/register"
@@ -235,7 +235,7 @@ func baseline(ctx context.Context, e *env, res bootstrap.Resources, rows int, fe
 	if err != nil {
 		return 0, err
 	}
-	reg := &register.Registrar{PFML: store, Jobs: jobs.NewStore(e.pool), Cognito: cognito.New(awsconf.Cognito(cfg), res.UserPoolID), Fineos: fc, Log: logging.Discard()}
+	reg := &register.Registrar{PFML: store, Rows: lifecycle.New(e.pool, nil, logging.Discard()), Cognito: cognito.New(awsconf.Cognito(cfg), res.UserPoolID), Fineos: fc, Log: logging.Discard()}
 	log("baseline: the original algorithm, %d rows one after another", rows)
 	start := time.Now()
 	for i := range rows {

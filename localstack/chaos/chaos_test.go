@@ -32,8 +32,8 @@ import (
 	"github.com/massgov/bulk-user-import/localstack/proctest"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
-	"github.com/massgov/bulk-user-import/shared/consume"
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/message"
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/register"
 )
@@ -440,12 +440,12 @@ func TestChaos(t *testing.T) {
 		}
 		for _, m := range msgs {
 			dlqMessages++
-			row, _ := strconv.Atoi(m.Attributes[consume.AttrRow])
-			dead[row] = m.Attributes[consume.AttrErrorCode]
+			row, _ := strconv.Atoi(m.Attributes[message.AttrRow])
+			dead[row] = m.Attributes[message.AttrErrorCode]
 			if letters[row] == nil {
 				letters[row] = map[string]bool{}
 			}
-			letters[row][m.Attributes[consume.AttrErrorCode]+"|"+m.Attributes[consume.AttrFailedAt]+"|"+m.Attributes[consume.AttrAttempts]] = true
+			letters[row][m.Attributes[message.AttrErrorCode]+"|"+m.Attributes[message.AttrFailedAt]+"|"+m.Attributes[message.AttrAttempts]] = true
 		}
 	}
 	deadLetter := map[int]string{}

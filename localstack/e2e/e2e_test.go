@@ -22,7 +22,7 @@ import (
 	"github.com/massgov/bulk-user-import/localstack/proctest"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
-	"github.com/massgov/bulk-user-import/shared/consume"
+	"github.com/massgov/bulk-user-import/shared/message"
 	"github.com/massgov/bulk-user-import/shared/queue"
 )
 
@@ -190,7 +190,7 @@ func TestImportEndToEnd(t *testing.T) {
 			break
 		}
 		for _, m := range msgs {
-			dead = append(dead, m.Attributes[consume.AttrErrorCode]+"/row "+m.Attributes[consume.AttrRow])
+			dead = append(dead, m.Attributes[message.AttrErrorCode]+"/row "+m.Attributes[message.AttrRow])
 		}
 	}
 	sort.Strings(dead)

@@ -13,7 +13,6 @@ import (
 	"github.com/massgov/bulk-user-import/localstack/pgtest"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
-	"github.com/massgov/bulk-user-import/shared/consume"
 	"github.com/massgov/bulk-user-import/shared/message"
 	"github.com/massgov/bulk-user-import/shared/queue"
 )
@@ -38,7 +37,7 @@ func deadLetters(t *testing.T, s *stacktest.Stack) map[string]int {
 			handles = append(handles, m.ReceiptHandle)
 			r, err := message.Decode(m.Body)
 			if err != nil {
-				out["malformed "+m.Attributes[consume.AttrErrorCode]]++
+				out["malformed "+m.Attributes[message.AttrErrorCode]]++
 				continue
 			}
 			out[fmt.Sprintf("%s/%d", r.Job, r.Row)]++

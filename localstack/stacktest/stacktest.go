@@ -26,7 +26,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/awsconf"
 	"github.com/massgov/bulk-user-import/shared/cognito"
 	"github.com/massgov/bulk-user-import/shared/fineos"
-	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/pfml"
 	"github.com/massgov/bulk-user-import/shared/register"
@@ -178,7 +178,7 @@ func (s *Stack) Registrar(tb testing.TB) *register.Registrar {
 	}
 	return &register.Registrar{
 		PFML:    store,
-		Jobs:    jobs.NewStore(s.Pool),
+		Rows:    lifecycle.New(s.Pool, nil, logging.Discard()),
 		Cognito: cognito.New(awsconf.Cognito(s.AWS), s.Resources.UserPoolID),
 		Fineos:  fc,
 		Log:     logging.Discard(),

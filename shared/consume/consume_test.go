@@ -22,6 +22,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/consume"
 	"github.com/massgov/bulk-user-import/shared/fineos"
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/message"
 	"github.com/massgov/bulk-user-import/shared/queue"
@@ -52,7 +53,7 @@ func setup(t *testing.T, maxReceive int) fixture {
 		dlq:   queue.New(sqsClient, s.Resources.DLQURL),
 	}
 	f.handler = &consume.Handler{
-		Jobs:            f.jobs,
+		Rows:            lifecycle.New(s.Pool, nil, logging.Discard()),
 		Registrar:       s.Registrar(t),
 		DLQ:             f.dlq,
 		MaxReceiveCount: maxReceive,
@@ -69,7 +70,7 @@ func (f fixture) split(t *testing.T, job string, force bool, csv string) {
 	if err := os.WriteFile(path, []byte(csv), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sp := &split.Splitter{Jobs: f.jobs, Queue: f.queue, Opener: source.Opener{}, Log: logging.Discard()}
+	sp := &split.Splitter{Lifecycle: lifecycle.New(f.stack.Pool, nil, logging.Discard()), Queue: f.queue, Opener: source.Opener{}, Log: logging.Discard()}
 	if _, err := sp.Run(context.Background(), split.Options{Job: job, ForceRegistration: force, Sources: []string{path}}); err != nil {
 		t.Fatal(err)
 	}
@@ -157,8 +158,8 @@ func TestWorkersRegisterRowsAndDeadLetterFailures(t *testing.T) {
 		t.Fatalf("%d DLQ messages, want 1", len(dl))
 	}
 	a := dl[0].Attributes
-	if a[consume.AttrErrorCode] != register.CodeEmployerNotFound || a[consume.AttrJob] != "job1" || a[consume.AttrRow] != "4" ||
-		a[consume.AttrAttempts] != "1" || a[consume.AttrErrorMessage] == "" || a[consume.AttrFailedAt] == "" {
+	if a[message.AttrErrorCode] != register.CodeEmployerNotFound || a[message.AttrJob] != "job1" || a[message.AttrRow] != "4" ||
+		a[message.AttrAttempts] != "1" || a[message.AttrErrorMessage] == "" || a[message.AttrFailedAt] == "" {
 		t.Fatalf("DLQ attributes %v", a)
 	}
 	if m, err := message.Decode(dl[0].Body); err != nil || m.Row != 4 {
@@ -276,7 +277,7 @@ func TestBadMessagesGoToTheDLQ(t *testing.T) {
 	}
 	var codes []string
 	for _, m := range f.drainDLQ(t) {
-		codes = append(codes, m.Attributes[consume.AttrErrorCode])
+		codes = append(codes, m.Attributes[message.AttrErrorCode])
 	}
 	sort.Strings(codes)
 	if strings.Join(codes, ",") != "MALFORMED_MESSAGE,MALFORMED_MESSAGE,UNKNOWN_ROW" {
@@ -317,7 +318,7 @@ func TestTransientFailureOnTheLastAttemptFailsTheRow(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 	dl := f.drainDLQ(t)
-	if len(dl) != 1 || dl[0].Attributes[consume.AttrErrorCode] != register.CodeFineosUnavailable || dl[0].Attributes[consume.AttrAttempts] != "2" {
+	if len(dl) != 1 || dl[0].Attributes[message.AttrErrorCode] != register.CodeFineosUnavailable || dl[0].Attributes[message.AttrAttempts] != "2" {
 		t.Fatalf("DLQ %+v", dl)
 	}
 	probs, _ := f.jobs.Problems(context.Background(), "job1", 10)
@@ -587,7 +588,7 @@ func TestADeadLetterClaimedByAWorkerThatDiedIsSentByTheNextDelivery(t *testing.T
 	f.split(t, "job1", false, "fein,email\n000000001,x@y.co\n")
 	ctx := context.Background()
 	// A worker claimed the failure and died before it sent the dead letter.
-	if claimed, err := f.jobs.ClaimFailure(ctx, "job1", 1, register.CodeEmployerNotFound, "employer: no employer has this FEIN"); err != nil || !claimed {
+	if claimed, err := lifecycle.New(f.stack.Pool, nil, logging.Discard()).ClaimFailure(ctx, "job1", 1, register.CodeEmployerNotFound, "employer: no employer has this FEIN"); err != nil || !claimed {
 		t.Fatal(claimed, err)
 	}
 	msgs, err := f.queue.Receive(ctx, 1, time.Second, time.Minute)
@@ -605,7 +606,7 @@ func TestADeadLetterClaimedByAWorkerThatDiedIsSentByTheNextDelivery(t *testing.T
 		t.Fatalf("outcome %+v", o)
 	}
 	dl := f.drainDLQ(t)
-	if len(dl) != 1 || dl[0].Attributes[consume.AttrErrorCode] != register.CodeEmployerNotFound {
+	if len(dl) != 1 || dl[0].Attributes[message.AttrErrorCode] != register.CodeEmployerNotFound {
 		t.Fatalf("dead letters %+v", dl)
 	}
 	var state string

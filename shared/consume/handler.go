@@ -15,6 +15,7 @@ import (
 
 	"github.com/massgov/bulk-user-import/shared/breaker"
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/mask"
 	"github.com/massgov/bulk-user-import/shared/message"
@@ -24,30 +25,10 @@ import (
 	"github.com/massgov/bulk-user-import/shared/retry"
 )
 
-// Codes of failures decided from the message itself.
-const (
-	CodeMalformedMessage = "MALFORMED_MESSAGE" // the body is not a valid message
-	CodeUnknownRow       = "UNKNOWN_ROW"       // no such job and row recorded
-	CodeMessageMismatch  = "MESSAGE_MISMATCH"  // the body disagrees with the recorded row
-)
-
 // Steps of a message that are not registration steps, as they appear in logs.
 const (
 	StepCheck = "check" // decoding the message and checking it against its row
 	StepDone  = "done"  // recording the row's success
-)
-
-// Dead-letter message attributes.
-const (
-	// AttrReplayPass marks a message a DLQ replay moved, with the pass's id;
-	// its dead letter keeps it, so that the pass never moves it twice.
-	AttrReplayPass   = "replay_pass"
-	AttrErrorCode    = "error_code"
-	AttrErrorMessage = "error_message"
-	AttrAttempts     = "attempts"
-	AttrFailedAt     = "failed_at"
-	AttrJob          = "job"
-	AttrRow          = "row"
 )
 
 // maxErrorMessage bounds an error message stored or sent as an attribute.
@@ -152,9 +133,20 @@ type DeadLetterer interface {
 	Send(ctx context.Context, e queue.Entry) error
 }
 
+// Rows is the bookkeeping of a row's outcome that the handler writes
+// itself (the registration writes a success); *lifecycle.Lifecycle is one.
+type Rows interface {
+	ClaimFailure(ctx context.Context, jobID string, row int64, code, reason string) (bool, error)
+	DeadLettered(ctx context.Context, jobID string, row int64) error
+	NoteError(ctx context.Context, jobID string, row int64, code, reason string) error
+	Touch(ctx context.Context, jobID string, row int64, every time.Duration) error
+}
+
+var _ Rows = (*lifecycle.Lifecycle)(nil)
+
 // Handler handles one message.
 type Handler struct {
-	Jobs            *jobs.Store
+	Rows            Rows
 	Registrar       *register.Registrar
 	DLQ             DeadLetterer
 	MaxReceiveCount int // the queue's; the attempt that reaches it is the last
@@ -165,6 +157,10 @@ type Handler struct {
 	// Breakers pause the rows that need a dependency that refuses the
 	// pipeline (nil: nothing is ever paused; such errors are retried).
 	Breakers *breaker.Set
+	// TouchEvery is how often, at most, a paused row records a sign of
+	// life, so that the maintainer does not take its message for lost: a
+	// fraction of the maintainer's recover-after (default a minute).
+	TouchEvery time.Duration
 }
 
 func (h *Handler) countError(code string) {
@@ -202,11 +198,11 @@ func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 	log := h.Log.With("message_id", m.ID, "attempt", m.ReceiveCount)
 	msg, err := message.Decode(m.Body)
 	if err != nil {
-		return h.deadLetter(ctx, log.With("step", StepCheck, "error_code", CodeMalformedMessage), m, nil, CodeMalformedMessage, err.Error())
+		return h.deadLetter(ctx, log.With("step", StepCheck, "error_code", message.CodeMalformedMessage), m, nil, message.CodeMalformedMessage, err.Error())
 	}
 	log = log.With("job", msg.Job, "row", msg.Row)
 	if b := h.Breakers.Blocking(needs(msg.ForceRegistration)...); b != nil {
-		return Outcome{Action: Release, Delay: b.RetryIn(), Result: Paused}
+		return h.pause(ctx, log, msg, b)
 	}
 
 	res, err := h.Registrar.Register(ctx, log, register.Request{
@@ -220,7 +216,7 @@ func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 			"user_created", res.UserCreated, "fineos_registered", res.FineosRegistered)
 		return Outcome{Action: Ack, Result: Succeeded}
 	case errors.Is(err, jobs.ErrRowNotFound):
-		return h.deadLetter(ctx, log.With("step", StepCheck, "error_code", CodeUnknownRow), m, &msg, CodeUnknownRow, err.Error())
+		return h.deadLetter(ctx, log.With("step", StepCheck, "error_code", message.CodeUnknownRow), m, &msg, message.CodeUnknownRow, err.Error())
 	case errors.As(err, &final) && final.State == jobs.Failed && final.Row.DeadLetter == jobs.DeadLetterPending:
 		if final.Row.FailedFor < claimSettles {
 			// Another delivery claimed the failure a moment ago and is
@@ -236,7 +232,7 @@ func (h *Handler) Handle(ctx context.Context, m queue.Message) Outcome {
 		log.Info("row already final; message dropped", "step", StepCheck, "state", final.State)
 		return Outcome{Action: Ack, Result: Skipped}
 	case errors.Is(err, register.ErrMessageMismatch):
-		return h.deadLetter(ctx, log.With("step", StepCheck, "error_code", CodeMessageMismatch), m, &msg, CodeMessageMismatch, err.Error())
+		return h.deadLetter(ctx, log.With("step", StepCheck, "error_code", message.CodeMessageMismatch), m, &msg, message.CodeMessageMismatch, err.Error())
 	}
 	var f *register.Failure
 	if !errors.As(err, &f) {
@@ -256,7 +252,7 @@ func (h *Handler) failed(ctx context.Context, log *slog.Logger, m queue.Message,
 	h.countError(f.Code)
 	if b := h.Breakers.Get(f.Pause); b != nil {
 		b.Trip(f.Code, f.Error(), f.Fix)
-		return Outcome{Action: Release, Delay: b.RetryIn(), Result: Paused}
+		return h.pause(ctx, log, *msg, b)
 	}
 	if f.Permanent {
 		return h.deadLetter(ctx, log, m, msg, f.Code, f.Error())
@@ -267,12 +263,33 @@ func (h *Handler) failed(ctx context.Context, log *slog.Logger, m queue.Message,
 	delay := h.Backoff.Delay(m.ReceiveCount)
 	log.Warn("transient failure; will retry", "err", f.Error(), "retry_in", delay.Round(time.Second).String())
 	if err := h.bookkeep(ctx, log, func(ctx context.Context) error {
-		return h.Jobs.NoteError(ctx, msg.Job, msg.Row, f.Code, rowReason(f.Error()))
+		return h.Rows.NoteError(ctx, msg.Job, msg.Row, f.Code, rowReason(f.Error()))
 	}); err != nil {
 		log.Warn("could not record the error on the row", "err", err)
 	}
 	return Outcome{Action: Retry, Delay: delay, Result: Retried}
 }
+
+// pause hands the row back untouched while b is open. The pause is a sign
+// of life of the row (recorded at most every TouchEvery, and not while the
+// database refuses the pipeline): a dependency outage longer than the
+// maintainer's recover-after must not make its rescuer send copies of
+// messages that are alive.
+func (h *Handler) pause(ctx context.Context, log *slog.Logger, msg message.Row, b *breaker.Breaker) Outcome {
+	if h.Breakers.Blocking(breaker.Database) == nil {
+		every := h.TouchEvery
+		if every <= 0 {
+			every = DefaultTouchEvery
+		}
+		if err := h.bookkeep(ctx, log, func(ctx context.Context) error { return h.Rows.Touch(ctx, msg.Job, msg.Row, every) }); err != nil {
+			log.Debug("could not record the paused row's sign of life", "err", err)
+		}
+	}
+	return Outcome{Action: Release, Delay: b.RetryIn(), Result: Paused}
+}
+
+// DefaultTouchEvery is Handler.TouchEvery's default.
+const DefaultTouchEvery = time.Minute
 
 // deadLetter fails the message for good. A row's failure is claimed first
 // (the row goes from queued to failed, its dead letter pending), so that of
@@ -283,11 +300,10 @@ func (h *Handler) failed(ctx context.Context, log *slog.Logger, m queue.Message,
 // no row to claim: it is sent as it is.
 func (h *Handler) deadLetter(ctx context.Context, log *slog.Logger, m queue.Message, msg *message.Row, code, reason string) Outcome {
 	reason = rowReason(reason)
-	ownRow := msg != nil && code != CodeUnknownRow && code != CodeMessageMismatch
-	if ownRow {
+	if msg != nil && message.OwnsRow(code) {
 		var claimed bool
 		if err := h.bookkeep(ctx, log, func(ctx context.Context) (err error) {
-			claimed, err = h.Jobs.ClaimFailure(ctx, msg.Job, msg.Row, code, reason)
+			claimed, err = h.Rows.ClaimFailure(ctx, msg.Job, msg.Row, code, reason)
 			return err
 		}); err != nil {
 			log.Error("could not mark the row failed; will retry", "err", err)
@@ -309,17 +325,17 @@ func (h *Handler) sendDeadLetter(ctx context.Context, log *slog.Logger, m queue.
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
 	defer cancel()
 	attrs := map[string]string{
-		AttrErrorCode:    code,
-		AttrErrorMessage: reason,
-		AttrAttempts:     strconv.Itoa(m.ReceiveCount),
-		AttrFailedAt:     h.now().UTC().Format(time.RFC3339),
+		message.AttrErrorCode:    code,
+		message.AttrErrorMessage: reason,
+		message.AttrAttempts:     strconv.Itoa(m.ReceiveCount),
+		message.AttrFailedAt:     h.now().UTC().Format(time.RFC3339),
 	}
-	if pass := m.Attributes[AttrReplayPass]; pass != "" {
-		attrs[AttrReplayPass] = pass
+	if pass := m.Attributes[message.AttrReplayPass]; pass != "" {
+		attrs[message.AttrReplayPass] = pass
 	}
-	ownRow := msg != nil && code != CodeUnknownRow && code != CodeMessageMismatch
+	ownRow := msg != nil && message.OwnsRow(code)
 	if msg != nil {
-		attrs[AttrJob], attrs[AttrRow] = msg.Job, strconv.FormatInt(msg.Row, 10)
+		attrs[message.AttrJob], attrs[message.AttrRow] = msg.Job, strconv.FormatInt(msg.Row, 10)
 	}
 	send := func() error { return h.DLQ.Send(bctx, queue.Entry{Body: m.Body, Attributes: attrs}) }
 	if err := retry.Do(bctx, h.Registrar.Retry, func(err error) bool { return !retry.IsContextError(err) }, send, nil); err != nil {
@@ -328,7 +344,7 @@ func (h *Handler) sendDeadLetter(ctx context.Context, log *slog.Logger, m queue.
 		return Outcome{Action: Retry, Delay: h.Backoff.Delay(m.ReceiveCount), Result: Retried}
 	}
 	if ownRow {
-		if err := h.bookkeep(ctx, log, func(ctx context.Context) error { return h.Jobs.DeadLettered(ctx, msg.Job, msg.Row) }); err != nil {
+		if err := h.bookkeep(ctx, log, func(ctx context.Context) error { return h.Rows.DeadLettered(ctx, msg.Job, msg.Row) }); err != nil {
 			// The dead letter is sent; the row only keeps saying it may not be.
 			log.Warn("sent to the dead-letter queue but could not record it on the row", "err", err)
 		}

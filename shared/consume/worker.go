@@ -146,6 +146,11 @@ type Worker struct {
 
 	acks    chan string   // receipt handles to delete
 	ackStop chan struct{} // closed when the acknowledger must flush and stop
+	// ackMu guards ackStopped: once it is set, acknowledgements are
+	// deleted at once by their sender (a handler that outlived the
+	// shutdown deadline), never left in acks.
+	ackMu      sync.RWMutex
+	ackStopped bool
 }
 
 // Stats returns the counters so far.
@@ -211,6 +216,9 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.Log.Error("some handlers did not stop; their messages reappear after the visibility timeout")
 		}
 	}
+	w.ackMu.Lock()
+	w.ackStopped = true
+	w.ackMu.Unlock()
 	close(w.ackStop)
 	stopBackground()
 	background.Wait()
@@ -313,13 +321,25 @@ func (w *Worker) handle(ctx context.Context, m queue.Message) (out Outcome) {
 	return w.Handler.Handle(ctx, m)
 }
 
-// ack queues a message for deletion. After the acknowledger has stopped (a
-// handler that outlived the shutdown deadline) the message is left: it
-// reappears and is skipped as already final.
+// ack queues a message for deletion. After the acknowledger has stopped
+// (a handler that outlived the shutdown deadline) it deletes the message
+// itself: a message released as a fresh copy must not stay behind too.
 func (w *Worker) ack(receiptHandle string) {
-	select {
-	case w.acks <- receiptHandle:
-	case <-w.ackStop:
+	w.ackMu.RLock()
+	if !w.ackStopped {
+		w.acks <- receiptHandle // the acknowledger drains acks until it stops
+		w.ackMu.RUnlock()
+		return
+	}
+	w.ackMu.RUnlock()
+	ctx, cancel := context.WithTimeout(context.Background(), bookkeepingTimeout)
+	defer cancel()
+	failed, err := w.Queue.DeleteBatch(ctx, []string{receiptHandle})
+	if err == nil && len(failed) > 0 && !failed[0].Stale() {
+		err = failed[0]
+	}
+	if err != nil {
+		w.Log.Warn("delete failed; the message will be redelivered and skipped", "err", err)
 	}
 }
 
@@ -437,6 +457,9 @@ func (w *Worker) acknowledge() {
 			w.Log.Warn("delete batch failed; the messages will be redelivered and skipped", "count", len(pending), "err", err)
 		}
 		for _, f := range failed {
+			if f.Stale() {
+				continue // handled by another receive: nothing to delete
+			}
 			w.Log.Warn("delete failed; the message will be redelivered and skipped", "code", f.Code, "err", f.Message)
 		}
 		pending = pending[:0]

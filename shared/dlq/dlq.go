@@ -18,16 +18,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/massgov/bulk-user-import/shared/consume"
-	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/mask"
 	"github.com/massgov/bulk-user-import/shared/message"
 	"github.com/massgov/bulk-user-import/shared/queue"
 )
-
-// CodeRedriven names messages without an error code: SQS moved them after
-// maxReceiveCount receives, when a worker died on every attempt.
-const CodeRedriven = "REDRIVEN"
 
 // Queue is the dead-letter queue as the tools use it.
 type Queue interface {
@@ -41,16 +36,25 @@ type Sender interface {
 	SendBatch(ctx context.Context, entries []queue.Entry) ([]queue.EntryError, error)
 }
 
+// Rows is the bookkeeping of the rows whose dead letters are replayed or
+// purged; *lifecycle.Lifecycle is one.
+type Rows interface {
+	Requeue(ctx context.Context, jobID string, rows []int64) ([]lifecycle.Requeued, error)
+	Unrequeue(ctx context.Context, jobID string, rows []lifecycle.Requeued) (int64, error)
+	Purge(ctx context.Context, jobID string, rows []int64, code string) (int64, error)
+}
+
 var (
 	_ Queue  = (*queue.Queue)(nil)
 	_ Sender = (*queue.Queue)(nil)
+	_ Rows   = (*lifecycle.Lifecycle)(nil)
 )
 
 // Tool runs the operations.
 type Tool struct {
 	DLQ  Queue
-	Main Sender      // for replay
-	Jobs *jobs.Store // rows are requeued on replay and marked on purge
+	Main Sender // for replay
+	Rows Rows   // rows are requeued on replay and marked on purge
 	Log  *slog.Logger
 	// Hold is the visibility of held messages, extended while a pass runs
 	// (default 1 min). Wait is the long poll of each receive (default 2 s).
@@ -88,14 +92,14 @@ func (e Entry) key() string {
 
 func describe(m queue.Message) Entry {
 	e := Entry{
-		ID: m.ID, Code: m.Attributes[consume.AttrErrorCode], Error: m.Attributes[consume.AttrErrorMessage],
-		Attempts: m.Attributes[consume.AttrAttempts], FailedAt: m.Attributes[consume.AttrFailedAt],
-		Job: m.Attributes[consume.AttrJob], body: m.Body, handle: m.ReceiptHandle,
-		sentAt: m.SentAt, pass: m.Attributes[consume.AttrReplayPass],
+		ID: m.ID, Code: m.Attributes[message.AttrErrorCode], Error: m.Attributes[message.AttrErrorMessage],
+		Attempts: m.Attributes[message.AttrAttempts], FailedAt: m.Attributes[message.AttrFailedAt],
+		Job: m.Attributes[message.AttrJob], body: m.Body, handle: m.ReceiptHandle,
+		sentAt: m.SentAt, pass: m.Attributes[message.AttrReplayPass],
 	}
-	e.Row, _ = strconv.ParseInt(m.Attributes[consume.AttrRow], 10, 64)
+	e.Row, _ = strconv.ParseInt(m.Attributes[message.AttrRow], 10, 64)
 	if e.Code == "" {
-		e.Code = CodeRedriven
+		e.Code = message.CodeRedriven
 		e.Attempts = strconv.Itoa(m.ReceiveCount)
 	}
 	if msg, err := message.Decode(m.Body); err == nil {

@@ -13,7 +13,6 @@ import (
 	"github.com/massgov/bulk-user-import/localstack/pgtest"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
-	"github.com/massgov/bulk-user-import/shared/consume"
 	"github.com/massgov/bulk-user-import/shared/csvrows"
 	"github.com/massgov/bulk-user-import/shared/dlq"
 	"github.com/massgov/bulk-user-import/shared/jobs"
@@ -27,6 +26,7 @@ import (
 type fixture struct {
 	stack      *stacktest.Stack
 	jobs       *jobs.Store
+	lc         *lifecycle.Lifecycle
 	main, dead *queue.Queue
 	tool       *dlq.Tool
 }
@@ -36,7 +36,8 @@ func setup(t *testing.T) fixture {
 	s := stacktest.New(t, stacktest.Options{})
 	api := awsconf.SQS(s.AWS)
 	f := fixture{stack: s, jobs: jobs.NewStore(s.Pool), main: queue.New(api, s.Resources.QueueURL), dead: queue.New(api, s.Resources.DLQURL)}
-	f.tool = &dlq.Tool{DLQ: f.dead, Main: f.main, Jobs: f.jobs, Log: logging.Discard(), Hold: 20 * time.Second, Wait: 500 * time.Millisecond}
+	f.lc = lifecycle.New(s.Pool, nil, logging.Discard())
+	f.tool = &dlq.Tool{DLQ: f.dead, Main: f.main, Rows: f.lc, Log: logging.Discard(), Hold: 20 * time.Second, Wait: 500 * time.Millisecond}
 	return f
 }
 
@@ -45,7 +46,7 @@ func setup(t *testing.T) fixture {
 func (f fixture) deadLetter(t *testing.T, job, code string, n int) {
 	t.Helper()
 	ctx := context.Background()
-	if _, _, err := f.jobs.CreateJob(ctx, job, false, jobs.Limits{}); err != nil {
+	if _, _, err := f.lc.Create(ctx, job, false, jobs.Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	var b strings.Builder
@@ -55,10 +56,10 @@ func (f fixture) deadLetter(t *testing.T, job, code string, n int) {
 	}
 	name := "/in/" + job + "-" + code + ".csv"
 	r, _ := csvrows.NewReader(name, strings.NewReader(b.String()))
-	if _, err := f.jobs.RecordSource(ctx, job, name, r.Header(), r); err != nil {
+	if _, err := f.lc.RecordSource(ctx, job, name, r.Header(), r); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.jobs.MarkRecorded(ctx, job); err != nil {
+	if err := f.lc.MarkRecorded(ctx, job); err != nil {
 		t.Fatal(err)
 	}
 	var base int64
@@ -69,18 +70,18 @@ func (f fixture) deadLetter(t *testing.T, job, code string, n int) {
 	for i := range n {
 		row := base + int64(i) + 1
 		var ri jobs.RowInfo
-		pgtest.Batch(t, f.stack.Pool, func(b *pgx.Batch) { f.jobs.QueueStartAttempt(b, job, row, 1, &ri) })
+		pgtest.Batch(t, f.stack.Pool, func(b *pgx.Batch) { f.lc.QueueStartAttempt(b, job, row, 1, &ri) })
 		body, _ := message.Encode(message.Row{Job: job, Row: row, Email: ri.Email, FEIN: ri.FEIN})
-		if claimed, err := f.jobs.ClaimFailure(ctx, job, row, code, "boom"); err != nil || !claimed {
+		if claimed, err := f.lc.ClaimFailure(ctx, job, row, code, "boom"); err != nil || !claimed {
 			t.Fatal(claimed, err)
 		}
 		if err := f.dead.Send(ctx, queue.Entry{Body: body, Attributes: map[string]string{
-			consume.AttrErrorCode: code, consume.AttrErrorMessage: "boom", consume.AttrAttempts: "1",
-			consume.AttrFailedAt: "2026-11-29T10:00:00Z", consume.AttrJob: job, consume.AttrRow: fmt.Sprint(row),
+			message.AttrErrorCode: code, message.AttrErrorMessage: "boom", message.AttrAttempts: "1",
+			message.AttrFailedAt: "2026-11-29T10:00:00Z", message.AttrJob: job, message.AttrRow: fmt.Sprint(row),
 		}}); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.jobs.DeadLettered(ctx, job, row); err != nil {
+		if err := f.lc.DeadLettered(ctx, job, row); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -113,10 +114,10 @@ func contents(t *testing.T, q *queue.Queue) []string {
 			handles = append(handles, m.ReceiptHandle)
 			r, err := message.Decode(m.Body)
 			if err != nil {
-				out = append(out, "malformed "+m.Attributes[consume.AttrErrorCode])
+				out = append(out, "malformed "+m.Attributes[message.AttrErrorCode])
 				continue
 			}
-			out = append(out, fmt.Sprintf("%s/%d %s", r.Job, r.Row, m.Attributes[consume.AttrErrorCode]))
+			out = append(out, fmt.Sprintf("%s/%d %s", r.Job, r.Row, m.Attributes[message.AttrErrorCode]))
 		}
 	}
 }
@@ -127,7 +128,7 @@ func TestListConsumesNothingAndReleasesAtOnce(t *testing.T) {
 	ctx := context.Background()
 	f.deadLetter(t, "A", "EMPLOYER_NOT_FOUND", 12)
 	f.deadLetter(t, "B", "EMAIL_CONFLICT", 3)
-	if err := f.dead.Send(ctx, queue.Entry{Body: "garbage", Attributes: map[string]string{consume.AttrErrorCode: consume.CodeMalformedMessage}}); err != nil {
+	if err := f.dead.Send(ctx, queue.Entry{Body: "garbage", Attributes: map[string]string{message.AttrErrorCode: message.CodeMalformedMessage}}); err != nil {
 		t.Fatal(err)
 	}
 	body, _ := message.Encode(message.Row{Job: "A", Row: 99, Email: "x@y.co", FEIN: "123456789"})
@@ -145,7 +146,7 @@ func TestListConsumesNothingAndReleasesAtOnce(t *testing.T) {
 		if len(g.Samples) > 2 {
 			t.Fatalf("%d samples for %s", len(g.Samples), g.Code)
 		}
-		if g.Code == dlq.CodeRedriven && (g.Samples[0].Job != "A" || g.Samples[0].Row != 99 || g.Samples[0].Email != "x***@***.co") {
+		if g.Code == message.CodeRedriven && (g.Samples[0].Job != "A" || g.Samples[0].Row != 99 || g.Samples[0].Email != "x***@***.co") {
 			t.Fatalf("redriven sample %+v", g.Samples[0])
 		}
 	}
@@ -212,7 +213,7 @@ func TestReplayHonoursLimitAndSkipsMalformedAndCancelled(t *testing.T) {
 	if _, err := lifecycle.New(f.stack.Pool, &results.Publisher{Jobs: f.jobs}, logging.Discard()).Cancel(ctx, "C", "wrong file"); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.dead.Send(ctx, queue.Entry{Body: "garbage", Attributes: map[string]string{consume.AttrErrorCode: consume.CodeMalformedMessage}}); err != nil {
+	if err := f.dead.Send(ctx, queue.Entry{Body: "garbage", Attributes: map[string]string{message.AttrErrorCode: message.CodeMalformedMessage}}); err != nil {
 		t.Fatal(err)
 	}
 	res, err := f.tool.Replay(ctx, dlq.ReplayOptions{Limit: 4})
@@ -290,8 +291,8 @@ func TestPurgeNeedsYesAndMarksRowsFailedForGood(t *testing.T) {
 		AND error_message LIKE '%purged%'`).Scan(&purged); err != nil || purged != 3 {
 		t.Fatalf("%d purged rows, %v", purged, err)
 	}
-	if n, err := f.jobs.Requeue(ctx, "A", []int64{1, 2, 3}); err != nil || n != 0 {
-		t.Fatalf("purged rows requeued: %d %v", n, err)
+	if q, err := f.lc.Requeue(ctx, "A", []int64{1, 2, 3}); err != nil || len(q) != 0 {
+		t.Fatalf("purged rows requeued: %v %v", q, err)
 	}
 }
 
@@ -302,7 +303,7 @@ func (f fixture) fill(t *testing.T, job string, n int) {
 	for i := range n {
 		body, _ := message.Encode(message.Row{Job: job, Row: int64(i + 1), Email: fmt.Sprintf("u%d@example.com", i), FEIN: "123456789"})
 		entries = append(entries, queue.Entry{ID: fmt.Sprint(i), Body: body, Attributes: map[string]string{
-			consume.AttrErrorCode: "EMPLOYER_NOT_FOUND", consume.AttrJob: job, consume.AttrRow: fmt.Sprint(i + 1)}})
+			message.AttrErrorCode: "EMPLOYER_NOT_FOUND", message.AttrJob: job, message.AttrRow: fmt.Sprint(i + 1)}})
 	}
 	batches, _ := queue.Batches(entries)
 	for _, b := range batches {

@@ -13,8 +13,9 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/massgov/bulk-user-import/shared/consume"
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
+	"github.com/massgov/bulk-user-import/shared/message"
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/retry"
 )
@@ -96,106 +97,293 @@ type ReplayResult struct {
 const duplicateMargin = time.Minute
 
 // Replay moves the matching messages back to the import queue: for each
-// batch it returns the rows to queued (with a replay count), sends the
-// messages, and deletes from the dead-letter queue those the import queue
-// accepted. Malformed messages are replayed only when asked for by code.
+// batch it returns the rows to queued (with a replay count, their attempts
+// starting again), sends the messages, puts back the rows whose messages
+// the import queue did not accept, and deletes from the dead-letter queue
+// those it did. Malformed messages are replayed only when asked for by
+// code.
 //
 // A pass moves each row at most once, and only messages that were in the
 // dead-letter queue when it began: every message it sends carries the
 // pass's id, which the worker keeps on a dead letter, and a message SQS
 // got after the pass began waits for the next pass. So a row that fails
 // again while the pass runs stays in the dead-letter queue, once. Extra
-// copies of a moved row's dead letter are deleted.
+// copies of a moved row's dead letter are deleted. A message counts as
+// moved only once it is deleted here: one sent but not deleted (its
+// receipt handle gone stale, a failed delete) is reported as an error.
 func (t *Tool) Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
-	res := ReplayResult{ByCode: map[string]int{}}
-	begin := time.Now()
-	pass := newPassID()
-	var limiter *rate.Limiter
+	r := &replay{t: t, o: o, res: ReplayResult{ByCode: map[string]int{}}, begin: time.Now(), pass: newPassID(),
+		notes: map[string]bool{}, moved: map[string]Entry{}, held: map[string][]Entry{}}
 	if o.Rate > 0 {
-		limiter = rate.NewLimiter(rate.Limit(o.Rate), 1)
+		r.limiter = rate.NewLimiter(rate.Limit(o.Rate), 1)
 	}
-	notes := map[string]bool{}
-	note := func(s string) {
-		if !notes[s] {
-			notes[s] = true
-			res.Notes = append(res.Notes, s)
-		}
+	p, err := t.scan(ctx, r.visit)
+	r.res.Pass = p
+	return r.res, err
+}
+
+// replay is one replay pass.
+type replay struct {
+	t       *Tool
+	o       ReplayOptions
+	res     ReplayResult
+	begin   time.Time
+	pass    string
+	limiter *rate.Limiter
+	notes   map[string]bool
+	moved   map[string]Entry   // by row: the message moved
+	held    map[string][]Entry // by row: messages held, not moved
+}
+
+// note adds a note once.
+func (r *replay) note(s string) {
+	if !r.notes[s] {
+		r.notes[s] = true
+		r.res.Notes = append(r.res.Notes, s)
 	}
-	moved := map[string]Entry{}  // by row: the message moved
-	held := map[string][]Entry{} // by row: messages held, not moved
-	isCopy := func(e, of Entry) bool {
-		return e.sentAt.Before(begin.Add(-duplicateMargin)) ||
-			e.sentAt.Before(begin) && e.FailedAt == of.FailedAt && e.Code == of.Code && e.Error == of.Error
+}
+
+// visit handles one batch of the pass: it sorts the messages, moves those
+// to move (or counts them, dry run) and deletes extra copies.
+func (r *replay) visit(ctx context.Context, batch []Entry) (map[string]bool, bool, error) {
+	move, copies := r.sort(batch)
+	if r.o.DryRun {
+		for _, e := range move {
+			r.res.Moved++
+			r.res.ByCode[e.Code]++
+			r.moved[e.key()] = e
+		}
+		r.res.Duplicates += len(copies)
+		return nil, r.limitReached(), nil
 	}
-	p, err := t.scan(ctx, func(ctx context.Context, batch []Entry) (map[string]bool, bool, error) {
-		removed := map[string]bool{}
-		var move, copies []Entry
-		for _, e := range batch {
-			first, done := moved[e.key()]
-			switch {
-			case e.pass == pass || !e.sentAt.Before(begin):
-				res.Later++
-			case done && e.key() != "" && isCopy(e, first):
-				copies = append(copies, e)
-			case done && e.key() != "":
-				res.Later++ // the row's newer dead letter: the next pass
-			case !o.Match(e):
-				res.Skipped++
-				held[e.key()] = append(held[e.key()], e)
-			case e.Code == consume.CodeMalformedMessage && o.Code != consume.CodeMalformedMessage:
-				res.Skipped++
-				note("malformed messages are not replayed unless asked for with --error " + consume.CodeMalformedMessage)
-			case o.Limit > 0 && res.Moved+len(move) >= o.Limit:
-				res.Skipped++
-				held[e.key()] = append(held[e.key()], e)
-			case e.key() != "" && slices.ContainsFunc(move, func(m Entry) bool { return m.key() == e.key() }):
-				copies = append(copies, e) // two copies in one batch: move one
-			default:
-				move = append(move, e)
-			}
-		}
-		if o.DryRun {
-			for _, e := range move {
-				res.Moved++
-				res.ByCode[e.Code]++
-				moved[e.key()] = e
-			}
-			res.Duplicates += len(copies)
-			return nil, o.Limit > 0 && res.Moved >= o.Limit, nil
-		}
-		for len(move) > 0 {
-			n := 1
-			if limiter == nil {
-				n = len(move)
-			} else if err := limiter.Wait(ctx); err != nil {
+	removed := map[string]bool{}
+	for len(move) > 0 {
+		n := len(move)
+		if r.limiter != nil {
+			n = 1
+			if err := r.limiter.Wait(ctx); err != nil {
 				return removed, false, err
 			}
-			done, err := t.move(ctx, move[:n], pass, &res, note)
-			for _, e := range done {
-				removed[e.ID] = true
-				if k := e.key(); k != "" {
-					moved[k] = e
-					// Copies of its dead letter seen earlier in the pass.
-					for _, c := range held[k] {
-						if isCopy(c, e) {
-							copies = append(copies, c)
-						}
-					}
-					delete(held, k)
-				}
-			}
-			if err != nil {
-				return removed, false, err
-			}
-			move = move[n:]
 		}
-		for id := range t.deleteCopies(ctx, copies, &res, note) {
-			removed[id] = true
+		done, err := r.move(ctx, move[:n])
+		for _, e := range done {
+			removed[e.ID] = true
+			copies = append(copies, r.remember(e)...)
 		}
-		return removed, o.Limit > 0 && res.Moved >= o.Limit, nil
-	})
-	res.Pass = p
-	return res, err
+		if err != nil {
+			return removed, false, err
+		}
+		move = move[n:]
+	}
+	for id := range r.t.deleteCopies(ctx, copies, &r.res, r.note) {
+		removed[id] = true
+	}
+	return removed, r.limitReached(), nil
+}
+
+func (r *replay) limitReached() bool { return r.o.Limit > 0 && r.res.Moved >= r.o.Limit }
+
+// isCopy reports whether e is an extra copy of the dead letter of, moved
+// by this pass: SQS got it well before the pass began, or it is the same
+// failure.
+func (r *replay) isCopy(e, of Entry) bool {
+	return e.sentAt.Before(r.begin.Add(-duplicateMargin)) ||
+		e.sentAt.Before(r.begin) && e.FailedAt == of.FailedAt && e.Code == of.Code && e.Error == of.Error
+}
+
+// sort decides, for each message of a batch, whether it moves, is a copy
+// to delete, or stays (counted).
+func (r *replay) sort(batch []Entry) (move, copies []Entry) {
+	for _, e := range batch {
+		first, done := r.moved[e.key()]
+		switch {
+		case e.pass == r.pass || !e.sentAt.Before(r.begin):
+			r.res.Later++
+		case done && e.key() != "" && r.isCopy(e, first):
+			copies = append(copies, e)
+		case done && e.key() != "":
+			r.res.Later++ // the row's newer dead letter: the next pass
+		case !r.o.Match(e):
+			r.res.Skipped++
+			r.held[e.key()] = append(r.held[e.key()], e)
+		case e.Code == message.CodeMalformedMessage && r.o.Code != message.CodeMalformedMessage:
+			r.res.Skipped++
+			r.note("malformed messages are not replayed unless asked for with --error " + message.CodeMalformedMessage)
+		case r.o.Limit > 0 && r.res.Moved+len(move) >= r.o.Limit:
+			r.res.Skipped++
+			r.held[e.key()] = append(r.held[e.key()], e)
+		case e.key() != "" && slices.ContainsFunc(move, func(m Entry) bool { return m.key() == e.key() }):
+			copies = append(copies, e) // two copies in one batch: move one
+		default:
+			move = append(move, e)
+		}
+	}
+	return move, copies
+}
+
+// remember records a moved message and returns the copies of its dead
+// letter held earlier in the pass.
+func (r *replay) remember(e Entry) (copies []Entry) {
+	k := e.key()
+	if k == "" {
+		return nil
+	}
+	r.moved[k] = e
+	for _, c := range r.held[k] {
+		if r.isCopy(c, e) {
+			copies = append(copies, c)
+		}
+	}
+	delete(r.held, k)
+	return copies
+}
+
+// move replays some messages and returns those deleted from the DLQ: the
+// rows are requeued first (a crash after this leaves rows queued with
+// their messages still here, and a second replay moves them), the
+// messages sent, the rows of those not sent put back, and the sent ones
+// deleted here.
+func (r *replay) move(ctx context.Context, batch []Entry) ([]Entry, error) {
+	requeued, skipJob, err := r.requeue(ctx, batch)
+	if err != nil {
+		return nil, err
+	}
+	var send []Entry
+	for _, e := range batch {
+		if skipJob[e.Job] {
+			r.res.Skipped++
+			continue
+		}
+		send = append(send, e)
+	}
+	sent, unsent := r.send(ctx, send)
+	r.undo(ctx, unsent, requeued)
+	return r.delete(ctx, sent), nil
+}
+
+// requeue returns the batch's rows to queued, by job; a job that takes no
+// replay (cancelled, pruned, unknown) is skipped.
+func (r *replay) requeue(ctx context.Context, batch []Entry) (map[string][]lifecycle.Requeued, map[string]bool, error) {
+	byJob := map[string][]int64{}
+	for _, e := range batch {
+		if e.Job != "" && e.Row > 0 {
+			byJob[e.Job] = append(byJob[e.Job], e.Row)
+		}
+	}
+	requeued := map[string][]lifecycle.Requeued{}
+	skipJob := map[string]bool{}
+	for _, job := range slices.Sorted(maps.Keys(byJob)) {
+		q, err := r.t.Rows.Requeue(ctx, job, byJob[job])
+		if err != nil {
+			if errors.Is(err, jobs.ErrCancelled) || errors.Is(err, jobs.ErrJobNotFound) || errors.Is(err, jobs.ErrPruned) {
+				skipJob[job] = true
+				r.note(err.Error() + ": its messages are not replayed")
+				continue
+			}
+			return nil, nil, err
+		}
+		requeued[job] = q
+	}
+	return requeued, skipJob, nil
+}
+
+// send sends the messages to the import queue with the pass's mark and
+// returns those the queue accepted and those it did not.
+func (r *replay) send(ctx context.Context, batch []Entry) (sent, unsent []Entry) {
+	if len(batch) == 0 {
+		return nil, nil
+	}
+	entries := make([]queue.Entry, len(batch))
+	for i, e := range batch {
+		entries[i] = queue.Entry{ID: strconv.Itoa(i), Body: e.body, Attributes: map[string]string{message.AttrReplayPass: r.pass}}
+	}
+	failed, err := r.t.Main.SendBatch(ctx, entries)
+	if err != nil {
+		r.res.Errors += len(batch)
+		r.note("send to the import queue failed (the messages stay in the dead-letter queue): " + err.Error())
+		return nil, batch
+	}
+	refused := map[string]bool{}
+	for _, f := range failed {
+		refused[f.ID] = true
+		r.res.Errors++
+		r.note("the import queue refused a message (it stays in the dead-letter queue): " + f.Error())
+	}
+	for i, e := range batch {
+		if refused[strconv.Itoa(i)] {
+			unsent = append(unsent, e)
+		} else {
+			sent = append(sent, e)
+		}
+	}
+	return sent, unsent
+}
+
+// undo puts back the rows of messages that were not sent: they fail again
+// as they were, their dead letters still here.
+func (r *replay) undo(ctx context.Context, unsent []Entry, requeued map[string][]lifecycle.Requeued) {
+	byJob := map[string][]lifecycle.Requeued{}
+	for _, e := range unsent {
+		for _, q := range requeued[e.Job] {
+			if q.Row == e.Row {
+				byJob[e.Job] = append(byJob[e.Job], q)
+			}
+		}
+	}
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	for _, job := range slices.Sorted(maps.Keys(byJob)) {
+		if _, err := r.t.Rows.Unrequeue(bctx, job, byJob[job]); err != nil {
+			// The rows stay queued with their attempts reset: the
+			// maintainer re-sends their messages once they are found lost.
+			r.note("could not put back the rows of messages not sent (the maintainer re-sends them later): " + err.Error())
+		}
+	}
+}
+
+// delete deletes sent messages here, retrying, so that the row's dead
+// letter, should it fail again, is its only one; it returns the messages
+// deleted: the ones moved.
+func (r *replay) delete(ctx context.Context, sent []Entry) []Entry {
+	if len(sent) == 0 {
+		return nil
+	}
+	handles := make([]string, len(sent))
+	for i, e := range sent {
+		handles[i] = e.handle
+	}
+	var failed []queue.EntryError
+	err := retry.Do(ctx, retry.DefaultPolicy, func(err error) bool { return !retry.IsContextError(err) }, func() (err error) {
+		failed, err = r.t.DLQ.DeleteBatch(ctx, handles)
+		return err
+	}, nil)
+	if err != nil {
+		// Sent but not deleted: the messages stay here too; a later pass
+		// deletes them as copies. Report them as not moved.
+		r.res.Errors += len(sent)
+		r.note("delete from the dead-letter queue failed (the messages were sent; a later pass removes the copies): " + err.Error())
+		return nil
+	}
+	notDeleted := map[string]bool{}
+	for _, f := range failed {
+		notDeleted[f.ID] = true
+		r.res.Errors++
+		if f.Stale() {
+			r.note("a message was sent but not deleted here: the pass lost its hold on it (stale receipt handle); it stays in the dead-letter queue as a copy")
+		} else {
+			r.note("a message was sent but not deleted here: " + f.Error())
+		}
+	}
+	var moved []Entry
+	for i, e := range sent {
+		if notDeleted[strconv.Itoa(i)] {
+			continue
+		}
+		r.res.Moved++
+		r.res.ByCode[e.Code]++
+		moved = append(moved, e)
+	}
+	return moved
 }
 
 // deleteCopies deletes extra copies of moved rows' dead letters and
@@ -236,91 +424,6 @@ func newPassID() string {
 	return hex.EncodeToString(b)
 }
 
-// move replays some messages and returns those deleted from the DLQ.
-func (t *Tool) move(ctx context.Context, batch []Entry, pass string, res *ReplayResult, note func(string)) ([]Entry, error) {
-	// The rows first: a crash after this leaves rows queued with their
-	// messages still here, and a second replay moves them.
-	byJob := map[string][]int64{}
-	for _, e := range batch {
-		if e.Job != "" && e.Row > 0 {
-			byJob[e.Job] = append(byJob[e.Job], e.Row)
-		}
-	}
-	skipJob := map[string]bool{}
-	for job, rows := range byJob {
-		if _, err := t.Jobs.Requeue(ctx, job, rows); err != nil {
-			if errors.Is(err, jobs.ErrCancelled) || errors.Is(err, jobs.ErrJobNotFound) || errors.Is(err, jobs.ErrPruned) {
-				skipJob[job] = true
-				note(err.Error() + ": its messages are not replayed")
-				continue
-			}
-			return nil, err
-		}
-	}
-	var entries []queue.Entry
-	pending := map[string]Entry{}
-	for i, e := range batch {
-		if skipJob[e.Job] {
-			res.Skipped++
-			continue
-		}
-		id := strconv.Itoa(i)
-		pending[id] = e
-		entries = append(entries, queue.Entry{ID: id, Body: e.body, Attributes: map[string]string{consume.AttrReplayPass: pass}})
-	}
-	if len(entries) == 0 {
-		return nil, nil
-	}
-	failed, err := t.Main.SendBatch(ctx, entries)
-	if err != nil {
-		res.Errors += len(entries)
-		note("send to the import queue failed: " + err.Error())
-		return nil, nil
-	}
-	for _, f := range failed {
-		delete(pending, f.ID)
-		res.Errors++
-		note("the import queue refused a message: " + f.Error())
-	}
-	var sent []Entry
-	var handles []string
-	for _, e := range pending {
-		sent = append(sent, e)
-		handles = append(handles, e.handle)
-	}
-	// Sent: delete here, retrying, so that the row's dead letter, should it
-	// fail again, is its only one.
-	var dfailed []queue.EntryError
-	err = retry.Do(ctx, retry.DefaultPolicy, func(err error) bool { return !retry.IsContextError(err) }, func() (err error) {
-		dfailed, err = t.DLQ.DeleteBatch(ctx, handles)
-		return err
-	}, nil)
-	if err != nil {
-		// Sent but not deleted: the messages stay here too; a later pass
-		// deletes them as copies. Report them as not moved.
-		res.Errors += len(handles)
-		note("delete from the dead-letter queue failed (the messages were sent; a later pass removes the copies): " + err.Error())
-		return nil, nil
-	}
-	notDeleted := map[int]bool{}
-	for _, f := range dfailed {
-		i, _ := strconv.Atoi(f.ID)
-		notDeleted[i] = true
-		res.Errors++
-		note("a message was sent but not deleted here: " + f.Error())
-	}
-	var removed []Entry
-	for i, e := range sent {
-		if notDeleted[i] {
-			continue
-		}
-		res.Moved++
-		res.ByCode[e.Code]++
-		removed = append(removed, e)
-	}
-	return removed, nil
-}
-
 // PurgeResult counts what a purge did.
 type PurgeResult struct {
 	Pass
@@ -355,7 +458,7 @@ func (t *Tool) Purge(ctx context.Context, jobID string, yes bool) (PurgeResult, 
 			byCode[e.Code] = append(byCode[e.Code], e.Row)
 		}
 		for code, rows := range byCode {
-			n, err := t.Jobs.Purge(ctx, jobID, rows, code)
+			n, err := t.Rows.Purge(ctx, jobID, rows, code)
 			if err != nil {
 				return nil, false, err
 			}

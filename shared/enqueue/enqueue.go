@@ -7,6 +7,7 @@ package enqueue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/message"
 	"github.com/massgov/bulk-user-import/shared/queue"
 )
@@ -27,9 +29,22 @@ type Sender interface {
 
 var _ Sender = (*queue.Queue)(nil)
 
+// Book records what was sent; *lifecycle.Lifecycle is one.
+type Book interface {
+	MarkRowsSent(ctx context.Context, jobID string, rows []int64) error
+	MarkResent(ctx context.Context, jobID string, rows []int64) ([]int64, error)
+}
+
+var _ Book = (*lifecycle.Lifecycle)(nil)
+
+// markTimeout bounds the recording of messages sent, which happens even
+// when the run is stopping (they were sent).
+const markTimeout = 10 * time.Second
+
 // Enqueuer sends rows of jobs to the import queue.
 type Enqueuer struct {
-	Jobs  *jobs.Store
+	Jobs  *jobs.Store // the rows to send, and the job's lock
+	Book  Book        // records the sends
 	Queue Sender
 	// Concurrency is the number of SendMessageBatch calls in flight
 	// (default 8). PageSize is the number of rows read from the database
@@ -57,9 +72,12 @@ func (e *Enqueuer) defaults() (pageSize, conc int) {
 func (e *Enqueuer) SendUnsent(ctx context.Context, job jobs.Job) (int64, error) {
 	return e.each(ctx, job, jobs.Selection{Unsent: true}, func(page []jobs.PendingRow) (int64, error) {
 		ok, err := e.send(ctx, job, page)
-		// Record what went out even when part of the page failed.
-		if merr := e.Jobs.MarkSent(context.WithoutCancel(ctx), job.ID, ok); merr != nil {
-			return int64(len(ok)), merr
+		// Record what went out even when part of the page failed, or the
+		// run is stopping: a re-run must not send it again.
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
+		defer cancel()
+		if merr := e.Book.MarkRowsSent(mctx, job.ID, ok); merr != nil {
+			return int64(len(ok)), errors.Join(err, merr)
 		}
 		return int64(len(ok)), err
 	})
@@ -87,7 +105,7 @@ func (e *Enqueuer) Resend(ctx context.Context, job jobs.Job, sel jobs.Selection,
 		for i, r := range page {
 			ids[i] = r.Row
 		}
-		marked, err := e.Jobs.MarkResent(ctx, job.ID, ids)
+		marked, err := e.Book.MarkResent(ctx, job.ID, ids)
 		if err != nil {
 			return 0, err
 		}
@@ -176,12 +194,14 @@ func (e *Enqueuer) sendBatch(ctx context.Context, batch []queue.Entry) ([]int64,
 			return err // the SDK already retried the call; try the batch again
 		}
 		refused := map[string]queue.EntryError{}
+		var fault error
 		for _, f := range failed {
-			if f.SenderFault {
-				return backoff.Permanent(fmt.Errorf("SQS refused message %s: %w", f.ID, f))
-			}
 			refused[f.ID] = f
+			if f.SenderFault && fault == nil {
+				fault = fmt.Errorf("SQS refused message %s: %w", f.ID, f)
+			}
 		}
+		// The accepted entries are sent, whatever became of the others.
 		var retry []queue.Entry
 		for _, en := range pending {
 			if _, bad := refused[en.ID]; bad {
@@ -190,6 +210,9 @@ func (e *Enqueuer) sendBatch(ctx context.Context, batch []queue.Entry) ([]int64,
 			}
 			row, _ := strconv.ParseInt(en.ID, 10, 64)
 			ok = append(ok, row)
+		}
+		if fault != nil {
+			return backoff.Permanent(fault) // retrying will not help
 		}
 		pending = retry
 		if len(pending) > 0 {

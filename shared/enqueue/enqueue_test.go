@@ -13,6 +13,8 @@ import (
 	"github.com/massgov/bulk-user-import/shared/csvrows"
 	"github.com/massgov/bulk-user-import/shared/enqueue"
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
+	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/message"
 	"github.com/massgov/bulk-user-import/shared/queue"
 )
@@ -22,8 +24,9 @@ func TestSendThenResendUnderTheJobsLock(t *testing.T) {
 	s := stacktest.New(t, stacktest.Options{})
 	ctx := context.Background()
 	store := jobs.NewStore(s.Pool)
+	lc := lifecycle.New(s.Pool, nil, logging.Discard())
 	q := queue.New(awsconf.SQS(s.AWS), s.Resources.QueueURL)
-	job, _, err := store.CreateJob(ctx, "j", true, jobs.Limits{})
+	job, _, err := lc.Create(ctx, "j", true, jobs.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,11 +36,11 @@ func TestSendThenResendUnderTheJobsLock(t *testing.T) {
 		fmt.Fprintf(&b, "123456789,u%d@b.co\n", i)
 	}
 	r, _ := csvrows.NewReader("a.csv", strings.NewReader(b.String()))
-	if _, err := store.RecordSource(ctx, "j", "a.csv", r.Header(), r); err != nil {
+	if _, err := lc.RecordSource(ctx, "j", "a.csv", r.Header(), r); err != nil {
 		t.Fatal(err)
 	}
 	var progress []int64
-	e := &enqueue.Enqueuer{Jobs: store, Queue: q, PageSize: 10, Progress: func(n int64) { progress = append(progress, n) }}
+	e := &enqueue.Enqueuer{Jobs: store, Book: lc, Queue: q, PageSize: 10, Progress: func(n int64) { progress = append(progress, n) }}
 	if n, err := e.SendUnsent(ctx, job); err != nil || n != 25 {
 		t.Fatalf("sent %d, %v", n, err)
 	}

@@ -8,13 +8,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/massgov/bulk-user-import/shared/csvrows"
+	"github.com/massgov/bulk-user-import/shared/mask"
 )
 
 // Row states.
@@ -112,43 +111,6 @@ func (s *Store) Lock(ctx context.Context, jobID string) (unlock func(), err erro
 	}, nil
 }
 
-// CreateJob records a new job, or returns the existing one with that id.
-// Re-running a job with a different force-registration setting is an error:
-// its rows would be registered two different ways; so is re-running a
-// cancelled job. Limits given for an existing job replace its limits.
-func (s *Store) CreateJob(ctx context.Context, id string, force bool, limits Limits) (job Job, created bool, err error) {
-	if limits.MinSample <= 0 {
-		limits.MinSample = DefaultMinSample
-	}
-	tag, err := s.pool.Exec(ctx, `INSERT INTO bulk_import_job (job_id, force_registration, max_failures, max_failure_ratio, min_sample)
-		VALUES ($1, $2, nullif($3::integer, 0), nullif($4::double precision, 0), $5) ON CONFLICT (job_id) DO NOTHING`,
-		id, force, limits.MaxFailures, limits.MaxFailureRatio, limits.MinSample)
-	if err != nil {
-		return Job{}, false, fmt.Errorf("create job %s: %w", id, err)
-	}
-	created = tag.RowsAffected() == 1
-	if !created && (limits.MaxFailures > 0 || limits.MaxFailureRatio > 0) {
-		if _, err := s.pool.Exec(ctx, `UPDATE bulk_import_job SET max_failures = nullif($2::integer, 0), max_failure_ratio = nullif($3::double precision, 0),
-			min_sample = $4, updated_at = now() WHERE job_id = $1`, id, limits.MaxFailures, limits.MaxFailureRatio, limits.MinSample); err != nil {
-			return Job{}, false, fmt.Errorf("set limits of job %s: %w", id, err)
-		}
-	}
-	job, err = s.Job(ctx, id)
-	if err != nil {
-		return Job{}, false, err
-	}
-	if job.ForceRegistration != force {
-		return Job{}, false, fmt.Errorf("job %s was started with force registration %t; re-run it the same way or use a new --job", id, job.ForceRegistration)
-	}
-	if job.CancelledAt != nil {
-		return Job{}, false, fmt.Errorf("job %s: %w (%s); start a new job", id, ErrCancelled, job.CancelReason)
-	}
-	if job.PrunedAt != nil {
-		return Job{}, false, fmt.Errorf("job %s: %w; start a new job", id, ErrPruned)
-	}
-	return job, created, nil
-}
-
 // Job returns the job with that id, or ErrJobNotFound.
 func (s *Store) Job(ctx context.Context, id string) (Job, error) {
 	var j Job
@@ -161,6 +123,9 @@ func (s *Store) Job(ctx context.Context, id string) (Job, error) {
 		Scan(&j.ID, &j.ForceRegistration, &j.CreatedAt, &j.RecordedAt, &j.SentAt, &j.FinishedAt,
 			&j.CancelledAt, &j.CancelReason, &maxFailures, &maxRatio, &j.Limits.MinSample, &j.Completion,
 			&j.Results.Written, &j.Results.WrittenAt, &j.Results.Location, &j.Results.Error, &j.Results.Failures, &j.PrunedAt)
+	// The reason is an operator's text: shown everywhere, so masked here,
+	// once, for every reader (reasons recorded before masking included).
+	j.CancelReason = mask.Text(j.CancelReason)
 	if maxFailures != nil {
 		j.Limits.MaxFailures = *maxFailures
 	}
@@ -185,129 +150,10 @@ func (s *Store) SourceRecorded(ctx context.Context, jobID, source string) (bool,
 	return n > 0, nil
 }
 
-// Rows yields the rows of a source; csvrows.Reader is one. Next returns
-// io.EOF after the last row; any other error refuses the source.
-type Rows interface {
-	Next() (csvrows.Row, error)
-}
-
 // SourceCounts says what recording a source found.
 type SourceCounts struct {
 	Rows       int64 // data rows read (blank lines aside)
 	Accepted   int64 // rows to register
 	Rejected   int64 // rows refused by validation
 	Duplicates int64 // rows repeating an (email, fein) pair of the job
-}
-
-// RecordSource records every row of one source in one transaction: either
-// all of its rows are recorded, or (when rows fails) none is, and the error
-// is returned as is. Duplicate pairs are found against the whole job.
-func (s *Store) RecordSource(ctx context.Context, jobID, source string, header []string, rows Rows) (SourceCounts, error) {
-	var counts SourceCounts
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var idx int
-		if err := tx.QueryRow(ctx, `INSERT INTO bulk_import_source (job_id, source_idx, source, header, row_count)
-			SELECT $1, coalesce(max(source_idx), 0) + 1, $2, $3, 0 FROM bulk_import_source WHERE job_id = $1
-			RETURNING source_idx`, jobID, source, header).Scan(&idx); err != nil {
-			return fmt.Errorf("record source: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE bulk_import_staging (
-			line integer, fields text[], email text, fein text, error_code text, error_message text) ON COMMIT DROP`); err != nil {
-			return fmt.Errorf("record source: staging table: %w", err)
-		}
-		src := &copySource{rows: rows, counts: &counts}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"bulk_import_staging"},
-			[]string{"line", "fields", "email", "fein", "error_code", "error_message"}, src); err != nil {
-			if src.err != nil {
-				return src.err // the source's own error, not the copy's
-			}
-			return fmt.Errorf("record source: copy rows: %w", err)
-		}
-		var base int64
-		if err := tx.QueryRow(ctx, `SELECT coalesce(max(row_no), 0) FROM bulk_import_row WHERE job_id = $1`, jobID).Scan(&base); err != nil {
-			return fmt.Errorf("record source: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO bulk_import_row
-			(job_id, row_no, source_idx, line, fields, email, fein, state, error_code, error_message, finished_at)
-			SELECT $1, $2 + row_number() OVER (ORDER BY line), $3, line, fields, email, fein,
-				CASE WHEN error_code IS NULL THEN 'queued' ELSE 'rejected' END, error_code, error_message,
-				CASE WHEN error_code IS NULL THEN NULL ELSE now() END
-			FROM bulk_import_staging`, jobID, base, idx); err != nil {
-			return fmt.Errorf("record source: insert rows: %w", err)
-		}
-		tag, err := tx.Exec(ctx, `UPDATE bulk_import_row r
-			SET state = 'duplicate', duplicate_of = d.first_row, finished_at = now(), updated_at = now()
-			FROM (SELECT row_no, min(row_no) OVER (PARTITION BY email, fein) AS first_row
-			      FROM bulk_import_row WHERE job_id = $1 AND state <> 'rejected') d
-			WHERE r.job_id = $1 AND r.source_idx = $2 AND r.row_no = d.row_no
-			  AND d.first_row <> r.row_no AND r.state = 'queued'`, jobID, idx)
-		if err != nil {
-			return fmt.Errorf("record source: find duplicates: %w", err)
-		}
-		counts.Duplicates = tag.RowsAffected()
-		counts.Accepted -= counts.Duplicates
-		if _, err := tx.Exec(ctx, `UPDATE bulk_import_source SET row_count = $3 WHERE job_id = $1 AND source_idx = $2`, jobID, idx, counts.Rows); err != nil {
-			return fmt.Errorf("record source: %w", err)
-		}
-		// New rows: the job is being recorded again, and not finished.
-		_, err = tx.Exec(ctx, `UPDATE bulk_import_job SET recorded_at = NULL, finished_at = NULL, updated_at = now() WHERE job_id = $1`, jobID)
-		return err
-	})
-	if err != nil {
-		return SourceCounts{}, err
-	}
-	return counts, nil
-}
-
-// copySource feeds rows to COPY and counts them.
-type copySource struct {
-	rows   Rows
-	counts *SourceCounts
-	row    csvrows.Row
-	err    error
-}
-
-func (c *copySource) Next() bool {
-	row, err := c.rows.Next()
-	if errors.Is(err, io.EOF) {
-		return false
-	}
-	if err != nil {
-		c.err = err
-		return false
-	}
-	c.row = row
-	c.counts.Rows++
-	if row.Reject != nil {
-		c.counts.Rejected++
-	} else {
-		c.counts.Accepted++
-	}
-	return true
-}
-
-func (c *copySource) Values() ([]any, error) {
-	r := c.row
-	if r.Reject != nil {
-		return []any{int32(r.Line), r.Fields, nil, nil, r.Reject.Code, r.Reject.Error()}, nil
-	}
-	return []any{int32(r.Line), r.Fields, r.Email, r.FEIN, nil, nil}, nil
-}
-
-func (c *copySource) Err() error { return c.err }
-
-// MarkRecorded notes that every source of the job given to a run is recorded.
-func (s *Store) MarkRecorded(ctx context.Context, jobID string) error {
-	if _, err := s.pool.Exec(ctx, `UPDATE bulk_import_job SET recorded_at = coalesce(recorded_at, now()), updated_at = now() WHERE job_id = $1`, jobID); err != nil {
-		return fmt.Errorf("mark job %s recorded: %w", jobID, err)
-	}
-	return nil
-}
-
-// MarkJobSent notes that every row of the job has been sent.
-func (s *Store) MarkJobSent(ctx context.Context, jobID string) error {
-	if _, err := s.pool.Exec(ctx, `UPDATE bulk_import_job SET sent_at = now(), updated_at = now() WHERE job_id = $1`, jobID); err != nil {
-		return fmt.Errorf("mark job %s sent: %w", jobID, err)
-	}
-	return nil
 }

@@ -84,35 +84,3 @@ func (s *Store) JobsToResend(ctx context.Context, sel Selection) (map[string]int
 	}
 	return out, nil
 }
-
-// MarkSent records that the rows' messages were accepted by the queue for
-// the first time.
-func (s *Store) MarkSent(ctx context.Context, jobID string, rows []int64) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	if _, err := s.pool.Exec(ctx, `UPDATE bulk_import_row SET sent_at = now() WHERE job_id = $1 AND row_no = ANY($2) AND sent_at IS NULL`, jobID, rows); err != nil {
-		return fmt.Errorf("mark rows of job %s sent: %w", jobID, err)
-	}
-	return nil
-}
-
-// MarkResent records, before they are sent again, that the rows' messages
-// are re-sent: the send time is now, the re-sends are counted and the
-// attempts start again (they are those of the new message). Only rows
-// still queued are marked; it returns them.
-func (s *Store) MarkResent(ctx context.Context, jobID string, rows []int64) ([]int64, error) {
-	if len(rows) == 0 {
-		return nil, nil
-	}
-	r, err := s.pool.Query(ctx, `UPDATE bulk_import_row SET sent_at = now(), resends = resends + 1, attempts = 0, updated_at = now()
-		WHERE job_id = $1 AND row_no = ANY($2) AND state = 'queued' RETURNING row_no`, jobID, rows)
-	if err != nil {
-		return nil, fmt.Errorf("mark rows of job %s re-sent: %w", jobID, err)
-	}
-	marked, err := pgx.CollectRows(r, pgx.RowTo[int64])
-	if err != nil {
-		return nil, fmt.Errorf("mark rows of job %s re-sent: %w", jobID, err)
-	}
-	return marked, nil
-}

@@ -54,8 +54,8 @@ type Status struct {
 	PrunedAt         *time.Time `json:"pruned_at,omitempty"` // row data deleted; the counts are those kept then
 }
 
-// summary is what retention keeps of a job's rows.
-type summary struct {
+// Summary is what retention keeps of a job's rows.
+type Summary struct {
 	Counts
 	FailuresByCode map[string]int64 `json:"failures_by_code"`
 }
@@ -97,7 +97,7 @@ func (s *Store) Status(ctx context.Context, jobID string) (Status, error) {
 }
 
 // counts reads the job's rows by state.
-func (s *Store) counts(ctx context.Context, q querier, jobID string) (Counts, error) {
+func (s *Store) counts(ctx context.Context, q Querier, jobID string) (Counts, error) {
 	var c Counts
 	rows, err := q.Query(ctx, `SELECT state, count(*), count(*) FILTER (WHERE state = 'queued' AND sent_at IS NULL)
 		FROM bulk_import_row WHERE job_id = $1 GROUP BY state`, jobID)
@@ -133,13 +133,25 @@ func (s *Store) counts(ctx context.Context, q querier, jobID string) (Counts, er
 	return c, nil
 }
 
-// querier is a pool or a transaction.
-type querier interface {
+// Summarize reads the job's counts by state and failures by code, as
+// retention keeps them, through q (a pool or a transaction).
+func (s *Store) Summarize(ctx context.Context, q Querier, jobID string) (Summary, error) {
+	var sum Summary
+	var err error
+	if sum.Counts, err = s.counts(ctx, q, jobID); err != nil {
+		return sum, err
+	}
+	sum.FailuresByCode, err = s.failuresByCode(ctx, q, jobID)
+	return sum, err
+}
+
+// Querier is a pool or a transaction.
+type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-func (s *Store) summary(ctx context.Context, jobID string) (summary, error) {
-	var sum summary
+func (s *Store) summary(ctx context.Context, jobID string) (Summary, error) {
+	var sum Summary
 	if err := s.pool.QueryRow(ctx, `SELECT coalesce(summary, '{}') FROM bulk_import_job WHERE job_id = $1`, jobID).Scan(&sum); err != nil {
 		return sum, fmt.Errorf("summary of job %s: %w", jobID, err)
 	}
@@ -183,7 +195,7 @@ func (s *Store) Details(ctx context.Context, jobID string) (Details, error) {
 }
 
 // failuresByCode counts the job's failed, rejected and cancelled rows by code.
-func (s *Store) failuresByCode(ctx context.Context, q querier, jobID string) (map[string]int64, error) {
+func (s *Store) failuresByCode(ctx context.Context, q Querier, jobID string) (map[string]int64, error) {
 	out := map[string]int64{}
 	rows, err := q.Query(ctx, `SELECT coalesce(error_code, 'UNKNOWN'), count(*) FROM bulk_import_row
 		WHERE job_id = $1 AND state IN ('failed', 'rejected', 'cancelled') GROUP BY 1`, jobID)

@@ -59,7 +59,7 @@ func setup(t *testing.T) fixture {
 func (f fixture) record(t *testing.T, job string, n int, limits jobs.Limits) {
 	t.Helper()
 	ctx := context.Background()
-	if _, _, err := f.store.CreateJob(ctx, job, false, limits); err != nil {
+	if _, _, err := f.lc.Create(ctx, job, false, limits); err != nil {
 		t.Fatal(err)
 	}
 	var b strings.Builder
@@ -72,10 +72,10 @@ func (f fixture) record(t *testing.T, job string, n int, limits jobs.Limits) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.store.RecordSource(ctx, job, name, r.Header(), r); err != nil {
+	if _, err := f.lc.RecordSource(ctx, job, name, r.Header(), r); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.store.MarkRecorded(ctx, job); err != nil {
+	if err := f.lc.MarkRecorded(ctx, job); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -83,7 +83,7 @@ func (f fixture) record(t *testing.T, job string, n int, limits jobs.Limits) {
 // succeed marks a row succeeded as a worker does: one batch.
 func (f fixture) succeed(t *testing.T, job string, row int64) {
 	t.Helper()
-	pgtest.Batch(t, f.stack.Pool, func(b *pgx.Batch) { f.store.QueueSucceed(b, job, row) })
+	pgtest.Batch(t, f.stack.Pool, func(b *pgx.Batch) { f.lc.QueueSucceed(b, job, row) })
 }
 
 func (f fixture) status(t *testing.T, job string) jobs.Status {
@@ -149,7 +149,7 @@ func TestACompletionNeverRacesAReplayIntoAFinishedJobWithQueuedRows(t *testing.T
 	f := setup(t)
 	ctx := context.Background()
 	f.record(t, "replayed", 1, jobs.Limits{})
-	if _, err := f.store.ClaimFailure(ctx, "replayed", 1, "EMPLOYER_NOT_FOUND", "x"); err != nil {
+	if _, err := f.lc.ClaimFailure(ctx, "replayed", 1, "EMPLOYER_NOT_FOUND", "x"); err != nil {
 		t.Fatal(err)
 	}
 	if _, won, err := f.lc.Complete(ctx, "replayed"); err != nil || !won {
@@ -161,7 +161,7 @@ func TestACompletionNeverRacesAReplayIntoAFinishedJobWithQueuedRows(t *testing.T
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			<-start
-			if _, err := f.store.Requeue(ctx, "replayed", []int64{1}); err != nil {
+			if _, err := f.lc.Requeue(ctx, "replayed", []int64{1}); err != nil {
 				t.Error(err)
 			}
 		})
@@ -177,7 +177,7 @@ func TestACompletionNeverRacesAReplayIntoAFinishedJobWithQueuedRows(t *testing.T
 			t.Fatalf("round %d: the job is finished with %d queued rows", i, st.Queued)
 		}
 		// The row fails again and the job completes again.
-		if _, err := f.store.ClaimFailure(ctx, "replayed", 1, "EMPLOYER_NOT_FOUND", "x"); err != nil {
+		if _, err := f.lc.ClaimFailure(ctx, "replayed", 1, "EMPLOYER_NOT_FOUND", "x"); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := f.lc.CompleteReady(ctx, 10); err != nil {
@@ -230,13 +230,13 @@ func TestResultFilesAreWrittenOncePerCompletionAndAgainAfterAReplay(t *testing.T
 		t.Fatalf("written files written again: %v", out)
 	}
 	// A replay reopens the job; its next completion writes the files again.
-	if _, err := f.store.ClaimFailure(ctx, "files", 1, "X", "x"); err != nil {
+	if _, err := f.lc.ClaimFailure(ctx, "files", 1, "X", "x"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_row SET state = 'failed' WHERE job_id = 'files' AND row_no = 1`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.store.Requeue(ctx, "files", []int64{1}); err != nil {
+	if _, err := f.lc.Requeue(ctx, "files", []int64{1}); err != nil {
 		t.Fatal(err)
 	}
 	if st := f.status(t, "files"); st.Done {
@@ -337,7 +337,7 @@ func TestJobsThatFailTooMuchAreCancelled(t *testing.T) {
 	f.record(t, "fine", 10, jobs.Limits{MaxFailures: 5})
 	fail := func(job string, rows ...int64) {
 		for _, r := range rows {
-			if _, err := f.store.ClaimFailure(ctx, job, r, "EMPLOYER_NOT_FOUND", "x"); err != nil {
+			if _, err := f.lc.ClaimFailure(ctx, job, r, "EMPLOYER_NOT_FOUND", "x"); err != nil {
 				t.Fatal(err)
 			}
 		}

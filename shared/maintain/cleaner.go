@@ -5,7 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
 )
 
 // cleaner deletes the per-row data of jobs finished longer ago than the
@@ -14,7 +14,7 @@ import (
 // counts by state and failures by code. It deletes a thousand rows per
 // transaction with a short pause between, so a big job never holds locks
 // for long; runs at most once a minute; and stops as soon as the process
-// stops leading (the next leader goes on).
+// stops leading (its context ends; the next leader goes on).
 type cleaner struct {
 	m       *Maintainer
 	lastRun time.Time
@@ -30,17 +30,17 @@ func (c *cleaner) name() string { return "cleaner" }
 
 func (c *cleaner) run(ctx context.Context) error {
 	m := c.m
-	if m.Config.Retention <= 0 || m.Now().Sub(c.lastRun) < cleanEvery {
+	if m.Config.Retention <= 0 || m.now().Sub(c.lastRun) < cleanEvery {
 		return nil
 	}
-	c.lastRun = m.Now()
+	c.lastRun = m.now()
 	ids, err := m.Jobs.PruneCandidates(ctx, m.Config.Retention, pruneJobs)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, id := range ids {
-		n, err := m.Jobs.Prune(ctx, id, jobs.PruneOptions{Batch: pruneBatch, Pause: prunePause, Continue: func() bool { return m.leading(ctx) }})
+		n, err := m.Lifecycle.Prune(ctx, id, lifecycle.PruneOptions{Batch: pruneBatch, Pause: prunePause, Continue: func() bool { return ctx.Err() == nil }})
 		m.Metrics.RowsPruned.Add(n)
 		if n > 0 {
 			m.Log.Info("maintainer: deleted the row data of a job finished longer ago than the retention; its counts are kept",
@@ -49,7 +49,7 @@ func (c *cleaner) run(ctx context.Context) error {
 		if err != nil {
 			errs = append(errs, err)
 		}
-		if !m.leading(ctx) {
+		if ctx.Err() != nil {
 			break
 		}
 	}

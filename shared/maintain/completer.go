@@ -27,7 +27,7 @@ func (c *completer) run(ctx context.Context) error {
 	done, cerr := m.Lifecycle.CompleteReady(ctx, completeBatch)
 	m.Metrics.JobsCompleted.Add(int64(len(done)))
 	for range completeBatch {
-		if !m.leading(ctx) {
+		if ctx.Err() != nil {
 			break
 		}
 		_, out, err := m.Lifecycle.WriteResults(ctx, "")

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/massgov/bulk-user-import/shared/clock"
 )
 
 // Elector takes part in the election of one leader among the processes
@@ -21,18 +23,25 @@ import (
 //
 // A process considers itself leader until its lease would expire by its
 // own clock, counted from before the statement that won or renewed it:
-// never longer than the database grants it.
+// never longer than the database grants it. Each term has a context (Lead)
+// that ends when the lease is lost, runs out unrenewed, or is resigned:
+// the leader's work runs on it and stops with the leadership.
 type Elector struct {
 	pool  *pgxpool.Pool
 	name  string
 	id    string
 	lease time.Duration
 	log   *slog.Logger
+	// Clock is the time source (nil: the system clock); set it before Run.
+	Clock clock.Clock
 
 	mu         sync.Mutex
 	leader     bool
 	validUntil time.Time
-	term       int // counts the elections won, so callers can tell a new term
+	term       int                // counts the elections won, so callers can tell a new term
+	termCtx    context.Context    // ends with the current term
+	endTerm    context.CancelFunc // ends it
+	expiry     clock.Timer        // ends it when the lease runs out unrenewed
 
 	elected chan struct{} // receives when this process becomes leader
 }
@@ -53,7 +62,26 @@ func (e *Elector) Elected() <-chan struct{} { return e.elected }
 func (e *Elector) IsLeader() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.leader && time.Now().Before(e.validUntil)
+	return e.leader && e.clock().Now().Before(e.validUntil)
+}
+
+func (e *Elector) clock() clock.Clock { return clock.Or(e.Clock) }
+
+// Lead returns a context for the leader's work, which ends when ctx does
+// or when this term ends (the lease is lost, runs out unrenewed, or is
+// resigned), and true; or false when this process does not lead now.
+// Call stop when the work is done.
+func (e *Elector) Lead(ctx context.Context) (lead context.Context, stop context.CancelFunc, ok bool) {
+	e.mu.Lock()
+	term := e.termCtx
+	leading := e.leader && e.clock().Now().Before(e.validUntil) && term != nil && term.Err() == nil
+	e.mu.Unlock()
+	if !leading {
+		return nil, func() {}, false
+	}
+	lead, cancel := context.WithCancel(ctx)
+	unhook := context.AfterFunc(term, cancel)
+	return lead, func() { unhook(); cancel() }, true
 }
 
 // Term returns the number of elections this process has won; it changes
@@ -76,7 +104,7 @@ func (e *Elector) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(wait):
+		case <-e.clock().After(wait):
 		}
 	}
 }
@@ -84,7 +112,8 @@ func (e *Elector) Run(ctx context.Context) {
 // Attempt renews this process's lease or, when nobody holds a live one,
 // takes it, and reports whether this process is leader.
 func (e *Elector) Attempt(ctx context.Context) bool {
-	start := time.Now()
+	clk := e.clock()
+	start := clk.Now()
 	actx, cancel := context.WithTimeout(ctx, e.lease/3)
 	defer cancel()
 	var won bool
@@ -101,10 +130,11 @@ func (e *Elector) Attempt(ctx context.Context) bool {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	was := e.leader && start.Before(e.validUntil)
+	was := e.leader && start.Before(e.validUntil) && e.termCtx != nil && e.termCtx.Err() == nil
 	switch {
 	case err != nil:
-		// Unknown: keep what the last answer granted, until it runs out.
+		// Unknown: keep what the last answer granted, until it runs out
+		// (the term's expiry ends it then).
 		if ctx.Err() == nil {
 			e.log.Warn("maintainer: leader election failed; retrying", "err", err, "was_leader", was)
 		}
@@ -114,19 +144,36 @@ func (e *Elector) Attempt(ctx context.Context) bool {
 		e.leader, e.validUntil = true, start.Add(e.lease)
 		if !was {
 			e.term++
+			e.endTermLocked()
+			e.termCtx, e.endTerm = context.WithCancel(context.Background())
 			e.log.Info("maintainer: this worker is the leader", "leader_id", e.id, "lease", e.lease.String())
 			select {
 			case e.elected <- struct{}{}:
 			default:
 			}
 		}
+		if e.expiry != nil {
+			e.expiry.Stop()
+		}
+		e.expiry = clk.AfterFunc(e.validUntil.Sub(clk.Now()), e.endTerm)
 	default:
 		if was {
 			e.log.Warn("maintainer: lost the leader's lease to another worker", "leader_id", e.id)
 		}
 		e.leader = false
+		e.endTermLocked()
 	}
 	return e.leader
+}
+
+// endTermLocked ends the current term's context, if any.
+func (e *Elector) endTermLocked() {
+	if e.expiry != nil {
+		e.expiry.Stop()
+	}
+	if e.endTerm != nil {
+		e.endTerm()
+	}
 }
 
 // Resign gives the lease up, so that another process takes it at its next
@@ -135,6 +182,7 @@ func (e *Elector) Resign(ctx context.Context) {
 	e.mu.Lock()
 	was := e.leader
 	e.leader = false
+	e.endTermLocked()
 	e.mu.Unlock()
 	if _, err := e.pool.Exec(ctx, `DELETE FROM bulk_import_leader WHERE name = $1 AND leader_id = $2`, e.name, e.id); err != nil {
 		e.log.Warn("maintainer: could not resign; another worker takes over when the lease expires", "err", err)

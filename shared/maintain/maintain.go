@@ -13,9 +13,11 @@
 //   - the cleaner (cleaner.go) deletes the per-row data of jobs finished
 //     longer ago than the retention, keeping their counts.
 //
-// Every service is idempotent and claims what it changes, so a second
-// leader for a moment (a lease that expired under a stalled process) does
-// no harm.
+// The services run on the leadership's context: they start when the
+// process is elected and stop as soon as its lease is lost or runs out
+// unrenewed. Every service is idempotent and claims what it changes, so a
+// second leader for a moment (a lease that expired under a stalled
+// process) does no harm.
 package maintain
 
 import (
@@ -26,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/massgov/bulk-user-import/shared/clock"
 	"github.com/massgov/bulk-user-import/shared/enqueue"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/lifecycle"
@@ -122,20 +125,19 @@ type Maintainer struct {
 	Enqueuer  *enqueue.Enqueuer // re-sends to the import queue
 	Log       *slog.Logger
 	Metrics   *metrics.Worker // optional
-	// Now is the clock (default time.Now).
-	Now func() time.Time
+	// Clock is the time source (nil: the system clock).
+	Clock clock.Clock
 
 	once     sync.Once
 	services []service
 }
 
+func (m *Maintainer) now() time.Time { return clock.Or(m.Clock).Now() }
+
 // setup fills the defaults and builds the services, once.
 func (m *Maintainer) setup() {
 	m.once.Do(func() {
 		m.Config.SetDefaults()
-		if m.Now == nil {
-			m.Now = time.Now
-		}
 		if m.Metrics == nil {
 			m.Metrics = &metrics.Worker{}
 		}
@@ -149,14 +151,14 @@ type service interface {
 	run(ctx context.Context) error
 }
 
-// Run takes part in the election and, while leader, runs a tick every
-// Interval (and at once when elected), until ctx ends; then it resigns.
+// Run takes part in the election and, each time this process is elected,
+// runs the services on the leadership's context: a tick at once, then
+// every Interval, until the lease is lost or ctx ends; then it resigns.
 func (m *Maintainer) Run(ctx context.Context) error {
 	m.setup()
 	if err := m.Config.Validate(); err != nil {
 		return fmt.Errorf("maintainer configuration: %w", err)
 	}
-
 	electorDone := make(chan struct{})
 	go func() {
 		defer close(electorDone)
@@ -164,45 +166,61 @@ func (m *Maintainer) Run(ctx context.Context) error {
 	}()
 	defer func() {
 		<-electorDone
-		m.Metrics.Leader.Store(0)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		m.Elector.Resign(rctx)
 	}()
-	t := time.NewTicker(m.Config.Interval)
-	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
 		case <-m.Elector.Elected():
 		}
-		m.Tick(ctx)
+		lead, stop, ok := m.Elector.Lead(ctx)
+		if !ok {
+			continue
+		}
+		m.lead(lead)
+		stop()
 	}
 }
 
-// Tick runs every service once if this process is the leader, checking
-// the lease before each.
+// lead runs a tick every Interval until ctx (the leadership's) ends.
+func (m *Maintainer) lead(ctx context.Context) {
+	m.Metrics.Leader.Store(1)
+	defer m.Metrics.Leader.Store(0)
+	for {
+		m.tick(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-clock.Or(m.Clock).After(m.Config.Interval):
+		}
+	}
+}
+
+// Tick runs every service once if this process is the leader, on the
+// leadership's context.
 func (m *Maintainer) Tick(ctx context.Context) {
 	m.setup()
-	if !m.leading(ctx) {
+	lead, stop, ok := m.Elector.Lead(ctx)
+	if !ok {
 		m.Metrics.Leader.Store(0)
 		return
 	}
+	defer stop()
 	m.Metrics.Leader.Store(1)
+	m.tick(lead)
+}
+
+// tick runs every service once, while ctx (the leadership's) lasts.
+func (m *Maintainer) tick(ctx context.Context) {
 	for _, s := range m.services {
-		if !m.leading(ctx) {
+		if ctx.Err() != nil {
 			return
 		}
 		if err := s.run(ctx); err != nil && ctx.Err() == nil {
 			m.Log.Error("maintainer: "+s.name()+" failed; retrying at the next tick", "err", err)
 		}
 	}
-}
-
-// leading reports whether the work may go on: the process leads and is
-// not stopping.
-func (m *Maintainer) leading(ctx context.Context) bool {
-	return ctx.Err() == nil && m.Elector.IsLeader()
 }

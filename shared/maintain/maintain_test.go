@@ -42,6 +42,10 @@ func setup(t *testing.T) fixture {
 	return fixture{stack: s, store: jobs.NewStore(s.Pool), queue: queue.New(awsconf.SQS(s.AWS), s.Resources.QueueURL)}
 }
 
+func (f fixture) lc() *lifecycle.Lifecycle {
+	return lifecycle.New(f.stack.Pool, nil, logging.Discard())
+}
+
 // maintainer returns a maintainer of the fixture's stack with cfg.
 func (f fixture) maintainer(cfg maintain.Config) *maintain.Maintainer {
 	lc := lifecycle.New(f.stack.Pool, &results.Publisher{Jobs: f.store, S3: awsconf.S3(f.stack.AWS), Bucket: f.stack.Resources.ResultsBucket}, logging.Discard())
@@ -51,7 +55,7 @@ func (f fixture) maintainer(cfg maintain.Config) *maintain.Maintainer {
 		Lifecycle: lc,
 		Jobs:      f.store,
 		Queue:     f.queue,
-		Enqueuer:  &enqueue.Enqueuer{Jobs: f.store, Queue: f.queue},
+		Enqueuer:  &enqueue.Enqueuer{Jobs: f.store, Book: lc, Queue: f.queue},
 		Log:       logging.Discard(),
 		Metrics:   &metrics.Worker{},
 	}
@@ -69,7 +73,7 @@ func (f fixture) split(t *testing.T, job string, n int) {
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sp := &split.Splitter{Jobs: f.store, Queue: f.queue, Opener: source.Opener{}, Log: logging.Discard()}
+	sp := &split.Splitter{Lifecycle: lifecycle.New(f.stack.Pool, nil, logging.Discard()), Queue: f.queue, Opener: source.Opener{}, Log: logging.Discard()}
 	if _, err := sp.Run(context.Background(), split.Options{Job: job, Sources: []string{path}}); err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +196,7 @@ func TestTheLeadersTickCompletesJobsAndWritesTheirFiles(t *testing.T) {
 		rows := f.drain(t)
 		pgtest.Batch(t, f.stack.Pool, func(b *pgx.Batch) {
 			for _, r := range rows {
-				f.store.QueueSucceed(b, job, r)
+				f.lc().QueueSucceed(b, job, r)
 			}
 		})
 	}
@@ -224,7 +228,7 @@ func TestTheRescuerResendsRowsWhoseMessagesWereLost(t *testing.T) {
 	f.split(t, "lost", 12)
 	// Row 1 is finished; row 2 used up its attempts (SQS moved its message
 	// to the DLQ); then the queue is purged.
-	pgtest.Batch(t, f.stack.Pool, func(b *pgx.Batch) { f.store.QueueSucceed(b, "lost", 1) })
+	pgtest.Batch(t, f.stack.Pool, func(b *pgx.Batch) { f.lc().QueueSucceed(b, "lost", 1) })
 	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_row SET attempts = 3 WHERE job_id = 'lost' AND row_no = 2`); err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +303,7 @@ func TestRetentionDeletesOnlyOldFinishedJobsRowData(t *testing.T) {
 	pgtest.Batch(t, f.stack.Pool, func(b *pgx.Batch) {
 		for _, job := range []string{"old", "recent"} {
 			for r := int64(1); r <= 3; r++ {
-				f.store.QueueSucceed(b, job, r)
+				f.lc().QueueSucceed(b, job, r)
 			}
 		}
 	})

@@ -41,7 +41,7 @@ func (r *rescuer) name() string { return "rescuer" }
 
 func (r *rescuer) run(ctx context.Context) error {
 	m := r.m
-	now := m.Now()
+	now := m.now()
 	if term := m.Elector.Term(); term != r.term || now.Sub(r.lastRun) > max(3*m.Config.Interval, time.Minute) {
 		// This process was not leader meanwhile, or stalled: what happened
 		// to the queue in between is unknown.
@@ -71,7 +71,7 @@ func (r *rescuer) run(ctx context.Context) error {
 	}
 	var errs []error
 	for _, id := range slices.Sorted(maps.Keys(lost)) {
-		if !m.leading(ctx) {
+		if ctx.Err() != nil {
 			break
 		}
 		job, err := m.Jobs.Job(ctx, id)

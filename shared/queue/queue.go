@@ -86,6 +86,16 @@ func (e EntryError) Error() string {
 	return fmt.Sprintf("entry %s: %s: %s", e.ID, e.Code, e.Message)
 }
 
+// codeStaleHandle is SQS's code for a receipt handle that no longer names
+// the message's current receive (it was received again, or deleted).
+const codeStaleHandle = "ReceiptHandleIsInvalid"
+
+// Stale reports whether the entry was refused because its receipt handle
+// is stale: the message was handled (or received again) by someone else.
+// For a worker acknowledging a message that is harmless; for a tool that
+// moves messages it means the message was not deleted.
+func (e EntryError) Stale() bool { return e.Code == codeStaleHandle }
+
 // Batches splits entries into batches within SQS's count and size limits.
 // An entry too large for any batch is an error.
 func Batches(entries []Entry) ([][]Entry, error) {
@@ -201,8 +211,8 @@ func (q *Queue) Receive(ctx context.Context, n int, wait, visibility time.Durati
 }
 
 // DeleteBatch deletes up to ten messages by receipt handle. Entries SQS
-// refused come back in failed, except stale receipt handles, which mean
-// the message was already handled (or redelivered) and are not errors.
+// refused come back in failed, with their index in the input as ID; stale
+// receipt handles among them (EntryError.Stale) were not deleted either.
 func (q *Queue) DeleteBatch(ctx context.Context, handles []string) (failed []EntryError, err error) {
 	if len(handles) == 0 {
 		return nil, nil
@@ -218,12 +228,7 @@ func (q *Queue) DeleteBatch(ctx context.Context, handles []string) (failed []Ent
 	if err != nil {
 		return nil, fmt.Errorf("sqs DeleteMessageBatch: %w", err)
 	}
-	for _, f := range batchErrors(out.Failed) {
-		if f.Code != "ReceiptHandleIsInvalid" {
-			failed = append(failed, f)
-		}
-	}
-	return failed, nil
+	return batchErrors(out.Failed), nil
 }
 
 // ChangeVisibility hides the message for d more (0 makes it visible now).

@@ -24,6 +24,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/cognito"
 	"github.com/massgov/bulk-user-import/shared/fineos"
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/pfml"
 	"github.com/massgov/bulk-user-import/shared/retry"
 )
@@ -78,12 +79,24 @@ type FineosAPI interface {
 
 var _ FineosAPI = (*fineos.Client)(nil)
 
+// Rows is the job bookkeeping a registration reads and writes: the
+// row's attempt and state in its first round trip, and its success in the
+// same transaction as the registration's last write.
+// *lifecycle.Lifecycle is one.
+type Rows interface {
+	QueueStartAttempt(b *pgx.Batch, job string, row int64, receiveCount int, into *jobs.RowInfo)
+	QueueSucceed(b *pgx.Batch, job string, row int64)
+	Pruned(ctx context.Context, job string) (bool, error)
+}
+
+var _ Rows = (*lifecycle.Lifecycle)(nil)
+
 // Registrar runs the steps. Fineos may be nil when FINEOS is not configured:
 // force-registration rows then fail with FINEOS_NOT_CONFIGURED. PFML and
-// Jobs must be on the same database: their statements share transactions.
+// Rows must be on the same database: their statements share transactions.
 type Registrar struct {
 	PFML    *pfml.Store
-	Jobs    *jobs.Store
+	Rows    Rows
 	Cognito *cognito.Client
 	Fineos  FineosAPI
 	Log     *slog.Logger
@@ -142,58 +155,90 @@ func (r *Registrar) send(ctx context.Context, log *slog.Logger, step, email stri
 // effect. Besides *Failure, it returns jobs.ErrRowNotFound,
 // *RowFinalError and ErrMessageMismatch about the row.
 func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request) (Result, error) {
-	var res Result
+	lookup, err := r.start(ctx, log, req)
+	if err != nil {
+		return Result{}, err
+	}
+	emp, party, err := r.employer(req, lookup)
+	if err != nil {
+		return Result{}, err
+	}
+	user, err := r.cognitoUser(ctx, log, req, lookup)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Sub: user.Sub, UserCreated: user.Created}
+	if !req.ForceRegistration {
+		return res, r.link(ctx, log, req, user, emp)
+	}
+	return r.registerInFineos(ctx, log, req, res, user, emp, party, lookup)
+}
+
+// start is the first round trip: the row's attempt and state, the
+// employer, the user row holding the email and the planned FINEOS web id.
+// It checks the row: still queued, and as the message says.
+func (r *Registrar) start(ctx context.Context, log *slog.Logger, req Request) (*pfml.Lookup, error) {
 	var row jobs.RowInfo
 	var lookup *pfml.Lookup
 	if err := r.send(ctx, log, StepEmployer, req.Email, func(b *pgx.Batch) {
 		if req.Job != "" {
-			r.Jobs.QueueStartAttempt(b, req.Job, req.Row, req.ReceiveCount, &row)
+			r.Rows.QueueStartAttempt(b, req.Job, req.Row, req.ReceiveCount, &row)
 		}
 		lookup = r.PFML.QueueLookup(b, req.Email, req.FEIN, req.ForceRegistration)
 	}); err != nil {
-		return res, err
+		return nil, err
 	}
-	if req.Job != "" {
-		switch {
-		case row.State == "":
-			// A job whose row data retention deleted is finished: its rows
-			// were final. Anything else is an unknown row.
-			if pruned, err := r.Jobs.Pruned(ctx, req.Job); err != nil {
-				return res, Classify(StepDatabase, err)
-			} else if pruned {
-				return res, &RowFinalError{State: "deleted by retention"}
-			}
-			return res, fmt.Errorf("job %s row %d: %w", req.Job, req.Row, jobs.ErrRowNotFound)
-		case row.State != jobs.Queued:
-			return res, &RowFinalError{State: row.State, Row: row}
-		case row.Email != req.Email || row.FEIN != req.FEIN || row.ForceRegistration != req.ForceRegistration:
-			return res, ErrMessageMismatch
+	if req.Job == "" {
+		return lookup, nil
+	}
+	switch {
+	case row.State == "":
+		// A job whose row data retention deleted is finished: its rows
+		// were final. Anything else is an unknown row.
+		if pruned, err := r.Rows.Pruned(ctx, req.Job); err != nil {
+			return nil, Classify(StepDatabase, err)
+		} else if pruned {
+			return nil, &RowFinalError{State: "deleted by retention"}
 		}
+		return nil, fmt.Errorf("job %s row %d: %w", req.Job, req.Row, jobs.ErrRowNotFound)
+	case row.State != jobs.Queued:
+		return nil, &RowFinalError{State: row.State, Row: row}
+	case row.Email != req.Email || row.FEIN != req.FEIN || row.ForceRegistration != req.ForceRegistration:
+		return nil, ErrMessageMismatch
 	}
+	return lookup, nil
+}
+
+// employer checks the employer found, and for force registration that it
+// and this worker can be registered in FINEOS; it returns the employer and
+// its FINEOS party reference.
+func (r *Registrar) employer(req Request, lookup *pfml.Lookup) (pfml.Employer, string, error) {
 	emp, err := lookup.Employer()
 	if err != nil {
-		return res, Classify(StepEmployer, err)
+		return emp, "", Classify(StepEmployer, err)
 	}
-	var party string
-	if req.ForceRegistration {
-		if emp.FineosEmployerID == nil {
-			return res, permanent(StepEmployer, CodeFineosEmployerMissing, errors.New("the employer has no fineos_employer_id, so it cannot be registered in FINEOS"))
-		}
-		if r.Fineos == nil {
-			return res, fineosNotConfigured(errors.New("force registration needs FINEOS, and this worker has no FINEOS_CLIENT_* configuration"))
-		}
-		if lookup.PlannedID == "" {
-			return res, transient(StepDatabase, CodeInternal, errors.New("no FINEOS web id was planned for the pair"))
-		}
-		party = strconv.FormatInt(*emp.FineosEmployerID, 10)
+	if !req.ForceRegistration {
+		return emp, "", nil
 	}
+	switch {
+	case emp.FineosEmployerID == nil:
+		return emp, "", permanent(StepEmployer, CodeFineosEmployerMissing, errors.New("the employer has no fineos_employer_id, so it cannot be registered in FINEOS"))
+	case r.Fineos == nil:
+		return emp, "", fineosNotConfigured(errors.New("force registration needs FINEOS, and this worker has no FINEOS_CLIENT_* configuration"))
+	case lookup.PlannedID == "":
+		return emp, "", transient(StepDatabase, CodeInternal, errors.New("no FINEOS web id was planned for the pair"))
+	}
+	return emp, strconv.FormatInt(*emp.FineosEmployerID, 10), nil
+}
 
-	// A user row that holds the email must be the Cognito user's: its sub
-	// is checked before Cognito creates or changes anything.
+// cognitoUser creates or gets the Cognito user. A user row that holds the
+// email must be the Cognito user's: its sub is checked before Cognito
+// creates or changes anything.
+func (r *Registrar) cognitoUser(ctx context.Context, log *slog.Logger, req Request, lookup *pfml.Lookup) (cognito.User, error) {
 	var wantSub string
 	if u := lookup.User; u != nil {
 		if u.Sub == nil {
-			return res, permanent(StepDatabase, CodeEmailConflict, u.Conflict(req.Email, ""))
+			return cognito.User{}, permanent(StepDatabase, CodeEmailConflict, u.Conflict(req.Email, ""))
 		}
 		wantSub = *u.Sub
 	}
@@ -204,44 +249,32 @@ func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request)
 	}); err != nil {
 		var mismatch *cognito.SubMismatchError
 		if errors.As(err, &mismatch) {
-			return res, permanent(StepCognito, CodeEmailConflict, fmt.Errorf("%w: %v", lookup.User.Conflict(req.Email, mismatch.Sub), mismatch))
+			return user, permanent(StepCognito, CodeEmailConflict, fmt.Errorf("%w: %v", lookup.User.Conflict(req.Email, mismatch.Sub), mismatch))
 		}
+		return user, err
+	}
+	return user, nil
+}
+
+// link writes the user, role and link, and the row's success, in one
+// transaction.
+func (r *Registrar) link(ctx context.Context, log *slog.Logger, req Request, user cognito.User, emp pfml.Employer) error {
+	return r.send(ctx, log, StepDatabase, req.Email, func(b *pgx.Batch) {
+		r.PFML.QueueEnsureLeaveAdmin(b, user.Sub, req.Email, emp.ID)
+		if req.Job != "" {
+			r.Rows.QueueSucceed(b, req.Job, req.Row)
+		}
+	})
+}
+
+// registerInFineos registers the pair in FINEOS unless it is already, then
+// writes the user, role and link, the web id, and the row's success in one
+// transaction.
+func (r *Registrar) registerInFineos(ctx context.Context, log *slog.Logger, req Request, res Result, user cognito.User,
+	emp pfml.Employer, party string, lookup *pfml.Lookup) (Result, error) {
+	webID, ensured, err := r.knownWebID(ctx, log, req, user, emp, lookup)
+	if err != nil {
 		return res, err
-	}
-	res.Sub, res.UserCreated = user.Sub, user.Created
-
-	if !req.ForceRegistration {
-		// The user, role and link, and the row's success, in one transaction.
-		if err := r.send(ctx, log, StepDatabase, req.Email, func(b *pgx.Batch) {
-			r.PFML.QueueEnsureLeaveAdmin(b, user.Sub, req.Email, emp.ID)
-			if req.Job != "" {
-				r.Jobs.QueueSucceed(b, req.Job, req.Row)
-			}
-		}); err != nil {
-			return res, err
-		}
-		return res, nil
-	}
-
-	// Force registration: is the pair registered in FINEOS already? The
-	// first round trip knows when the email's user row was found (its sub
-	// is the Cognito user's) or the Cognito user is brand new (no row can
-	// have its sub). Otherwise (a user row under another spelling of the
-	// email, a retry after Cognito) the link is read by sub first.
-	webID := ""
-	ensured := false
-	switch {
-	case lookup.User != nil:
-		webID = lookup.User.FineosWebID
-	case user.Created:
-	default:
-		var la *pfml.LeaveAdmin
-		if err := r.send(ctx, log, StepDatabase, req.Email, func(b *pgx.Batch) {
-			la = r.PFML.QueueEnsureLeaveAdmin(b, user.Sub, req.Email, emp.ID)
-		}); err != nil {
-			return res, err
-		}
-		webID, ensured = la.FineosWebID, true
 	}
 	if webID == "" { // not registered before, by us or by PFML
 		webID = lookup.PlannedID
@@ -256,8 +289,6 @@ func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request)
 		res.FineosRegistered = true
 	}
 	res.FineosWebID = webID
-	// The user, role and link (unless written above), the web id on the
-	// link, and the row's success, in one transaction.
 	if err := r.send(ctx, log, StepDatabase, req.Email, func(b *pgx.Batch) {
 		if !ensured {
 			r.PFML.QueueEnsureLeaveAdmin(b, user.Sub, req.Email, emp.ID)
@@ -266,10 +297,32 @@ func (r *Registrar) Register(ctx context.Context, log *slog.Logger, req Request)
 			r.PFML.QueueRecordFineosWebID(b, user.Sub, req.Email, emp.ID, webID)
 		}
 		if req.Job != "" {
-			r.Jobs.QueueSucceed(b, req.Job, req.Row)
+			r.Rows.QueueSucceed(b, req.Job, req.Row)
 		}
 	}); err != nil {
 		return res, fmt.Errorf("after FINEOS accepted web id %s: %w", webID, err)
 	}
 	return res, nil
+}
+
+// knownWebID returns the pair's FINEOS web id if it is registered already
+// ("" when not), and whether the user, role and link were written to find
+// out. The first round trip knows when the email's user row was found (its
+// sub is the Cognito user's) or the Cognito user is brand new (no row can
+// have its sub). Otherwise (a user row under another spelling of the
+// email, a retry after Cognito) the link is read by sub first.
+func (r *Registrar) knownWebID(ctx context.Context, log *slog.Logger, req Request, user cognito.User, emp pfml.Employer, lookup *pfml.Lookup) (string, bool, error) {
+	switch {
+	case lookup.User != nil:
+		return lookup.User.FineosWebID, false, nil
+	case user.Created:
+		return "", false, nil
+	}
+	var la *pfml.LeaveAdmin
+	if err := r.send(ctx, log, StepDatabase, req.Email, func(b *pgx.Batch) {
+		la = r.PFML.QueueEnsureLeaveAdmin(b, user.Sub, req.Email, emp.ID)
+	}); err != nil {
+		return "", false, err
+	}
+	return la.FineosWebID, true, nil
 }

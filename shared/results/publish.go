@@ -86,7 +86,7 @@ func Key(jobID, file string) string { return jobID + "/" + file }
 // ErrNoBucket. A job with queued rows again (a replay) is an error: its
 // next completion writes them.
 func (p *Publisher) Write(ctx context.Context, jobID string) (string, error) {
-	if p.Bucket == "" {
+	if p == nil || p.Bucket == "" {
 		return "", ErrNoBucket
 	}
 	dir, err := os.MkdirTemp("", "bui-results-")
@@ -102,6 +102,9 @@ func (p *Publisher) Write(ctx context.Context, jobID string) (string, error) {
 		return "", fmt.Errorf("results: job %s: %w (%d rows)", jobID, ErrQueuedAgain, c.Pending)
 	}
 	for _, name := range []string{FileSucceeded, FileFailed} {
+		if err := ctx.Err(); err != nil {
+			return "", fmt.Errorf("results: %w", context.Cause(ctx))
+		}
 		f, err := os.Open(filepath.Join(dir, name))
 		if err != nil {
 			return "", fmt.Errorf("results: %w", err)

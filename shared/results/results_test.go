@@ -16,14 +16,16 @@ import (
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/csvrows"
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
+	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/results"
 )
 
 // record records a job from CSV sources, as the splitter does.
-func record(t *testing.T, store *jobs.Store, job string, sources ...string) {
+func record(t *testing.T, lc *lifecycle.Lifecycle, job string, sources ...string) {
 	t.Helper()
 	ctx := context.Background()
-	if _, _, err := store.CreateJob(ctx, job, false, jobs.Limits{}); err != nil {
+	if _, _, err := lc.Create(ctx, job, false, jobs.Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	for i, content := range sources {
@@ -32,11 +34,11 @@ func record(t *testing.T, store *jobs.Store, job string, sources ...string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := store.RecordSource(ctx, job, name, r.Header(), r); err != nil {
+		if _, err := lc.RecordSource(ctx, job, name, r.Header(), r); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := store.MarkRecorded(ctx, job); err != nil {
+	if err := lc.MarkRecorded(ctx, job); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -67,8 +69,9 @@ func TestReportFilesHoldEveryRowWhereItBelongs(t *testing.T) {
 	t.Parallel()
 	s := stacktest.New(t, stacktest.Options{})
 	store := jobs.NewStore(s.Pool)
+	lc := lifecycle.New(s.Pool, nil, logging.Discard())
 	ctx := context.Background()
-	record(t, store, "j1",
+	record(t, lc, "j1",
 		"fein,email,name\n"+
 			"123456789,ok@b.co,Ok\n"+ // row 1: succeeds
 			"987654321,gone@b.co,\"=HYPERLINK(\"\"http://x\"\")\"\n"+ // row 2: fails; a formula
@@ -78,8 +81,8 @@ func TestReportFilesHoldEveryRowWhereItBelongs(t *testing.T) {
 			"555666777,wait@b.co,+1 555\n", // row 6: still queued
 		"Name,EMAIL,fein,extra\n"+ // a second file with other columns, in another order
 			"Two,two@b.co,123456789,@x\n") // row 7: succeeds
-	pgtest.Batch(t, s.Pool, func(b *pgx.Batch) { store.QueueSucceed(b, "j1", 1); store.QueueSucceed(b, "j1", 7) })
-	if _, err := store.ClaimFailure(ctx, "j1", 2, "EMPLOYER_NOT_FOUND", "employer: no employer has this FEIN"); err != nil {
+	pgtest.Batch(t, s.Pool, func(b *pgx.Batch) { lc.QueueSucceed(b, "j1", 1); lc.QueueSucceed(b, "j1", 7) })
+	if _, err := lc.ClaimFailure(ctx, "j1", 2, "EMPLOYER_NOT_FOUND", "employer: no employer has this FEIN"); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
@@ -112,7 +115,7 @@ func TestReportFilesHoldEveryRowWhereItBelongs(t *testing.T) {
 	}
 
 	// Once nothing is pending, a new report drops the stale PENDING.csv.
-	pgtest.Batch(t, s.Pool, func(b *pgx.Batch) { store.QueueSucceed(b, "j1", 6) })
+	pgtest.Batch(t, s.Pool, func(b *pgx.Batch) { lc.QueueSucceed(b, "j1", 6) })
 	if _, err := results.WriteDir(ctx, store, "j1", dir); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +141,7 @@ func TestPublisherNeedsABucketAndRefusesPrunedJobs(t *testing.T) {
 	s := stacktest.New(t, stacktest.Options{})
 	store := jobs.NewStore(s.Pool)
 	ctx := context.Background()
-	record(t, store, "p1", "fein,email\n123456789,a@b.co\n")
+	record(t, lifecycle.New(s.Pool, nil, logging.Discard()), "p1", "fein,email\n123456789,a@b.co\n")
 	if _, err := (&results.Publisher{Jobs: store}).Write(ctx, "p1"); !errors.Is(err, results.ErrNoBucket) {
 		t.Fatalf("no bucket: %v", err)
 	}

@@ -15,16 +15,17 @@ import (
 	"github.com/massgov/bulk-user-import/shared/csvrows"
 	"github.com/massgov/bulk-user-import/shared/enqueue"
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/message"
 	"github.com/massgov/bulk-user-import/shared/source"
 )
 
 // Splitter records and enqueues jobs.
 type Splitter struct {
-	Jobs   *jobs.Store
-	Queue  enqueue.Sender
-	Opener source.Opener
-	Log    *slog.Logger
+	Lifecycle *lifecycle.Lifecycle // every change of the job goes through it
+	Queue     enqueue.Sender
+	Opener    source.Opener
+	Log       *slog.Logger
 	// SendConcurrency is the number of SendMessageBatch calls in flight
 	// (default 8). PageSize is the number of rows read from the database
 	// at a time for sending (default 1000).
@@ -97,12 +98,12 @@ func (s *Splitter) Run(ctx context.Context, opts Options) (Result, error) {
 	if err := message.ValidJobID(opts.Job); err != nil {
 		return res, err
 	}
-	unlock, err := s.Jobs.Lock(ctx, opts.Job)
+	unlock, err := s.Lifecycle.Jobs().Lock(ctx, opts.Job)
 	if err != nil {
 		return res, err
 	}
 	defer unlock()
-	job, created, err := s.Jobs.CreateJob(ctx, opts.Job, opts.ForceRegistration, opts.Limits)
+	job, created, err := s.Lifecycle.Create(ctx, opts.Job, opts.ForceRegistration, opts.Limits)
 	if err != nil {
 		return res, err
 	}
@@ -126,7 +127,7 @@ func (s *Splitter) Run(ctx context.Context, opts Options) (Result, error) {
 				"rejected", sr.Counts.Rejected, "duplicates", sr.Counts.Duplicates)
 		}
 	}
-	if err := s.Jobs.MarkRecorded(ctx, opts.Job); err != nil {
+	if err := s.Lifecycle.MarkRecorded(ctx, opts.Job); err != nil {
 		return res, err
 	}
 	res.Sent, err = s.send(ctx, job)
@@ -153,7 +154,7 @@ func (s *Splitter) recordSource(ctx context.Context, job, src string, seen map[s
 		return sr, nil
 	}
 	seen[sr.Source] = true
-	done, err := s.Jobs.SourceRecorded(ctx, job, sr.Source)
+	done, err := s.Lifecycle.Jobs().SourceRecorded(ctx, job, sr.Source)
 	if err != nil {
 		return sr, err
 	}
@@ -176,7 +177,7 @@ func (s *Splitter) recordSource(ctx context.Context, job, src string, seen map[s
 		sr.Err = err
 		return sr, nil
 	}
-	sr.Counts, err = s.Jobs.RecordSource(ctx, job, sr.Source, rows.Header(), rows)
+	sr.Counts, err = s.Lifecycle.RecordSource(ctx, job, sr.Source, rows.Header(), rows)
 	var fe *csvrows.Error
 	if errors.As(err, &fe) {
 		sr.Err, sr.Counts = err, jobs.SourceCounts{}
@@ -188,11 +189,12 @@ func (s *Splitter) recordSource(ctx context.Context, job, src string, seen map[s
 // send sends the job's unsent rows, then notes the job sent when none is
 // left.
 func (s *Splitter) send(ctx context.Context, job jobs.Job) (int64, error) {
-	st, err := s.Jobs.Status(ctx, job.ID)
+	store := s.Lifecycle.Jobs()
+	st, err := store.Status(ctx, job.ID)
 	if err != nil {
 		return 0, err
 	}
-	e := &enqueue.Enqueuer{Jobs: s.Jobs, Queue: s.Queue, Concurrency: s.SendConcurrency, PageSize: s.PageSize}
+	e := &enqueue.Enqueuer{Jobs: store, Book: s.Lifecycle, Queue: s.Queue, Concurrency: s.SendConcurrency, PageSize: s.PageSize}
 	if s.Progress != nil {
 		e.Progress = func(sent int64) { s.Progress.Sending(sent, st.Unsent) }
 	}
@@ -200,11 +202,11 @@ func (s *Splitter) send(ctx context.Context, job jobs.Job) (int64, error) {
 	if err != nil {
 		return sent, err
 	}
-	if st, err = s.Jobs.Status(ctx, job.ID); err != nil {
+	if st, err = store.Status(ctx, job.ID); err != nil {
 		return sent, err
 	}
 	if st.Unsent == 0 {
-		return sent, s.Jobs.MarkJobSent(ctx, job.ID)
+		return sent, s.Lifecycle.MarkSent(ctx, job.ID)
 	}
 	return sent, nil
 }

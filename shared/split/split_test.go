@@ -18,6 +18,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/awsconf"
 	"github.com/massgov/bulk-user-import/shared/csvrows"
 	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/message"
 	"github.com/massgov/bulk-user-import/shared/queue"
@@ -36,7 +37,7 @@ func setup(t *testing.T) fixture {
 	t.Helper()
 	s := stacktest.New(t, stacktest.Options{})
 	f := fixture{stack: s, jobs: jobs.NewStore(s.Pool), queue: queue.New(awsconf.SQS(s.AWS), s.Resources.QueueURL)}
-	f.sp = &split.Splitter{Jobs: f.jobs, Queue: f.queue, Opener: source.Opener{S3: awsconf.S3(s.AWS)}, Log: logging.Discard(), PageSize: 7}
+	f.sp = &split.Splitter{Lifecycle: lifecycle.New(s.Pool, nil, logging.Discard()), Queue: f.queue, Opener: source.Opener{S3: awsconf.S3(s.AWS)}, Log: logging.Discard(), PageSize: 7}
 	return f
 }
 
