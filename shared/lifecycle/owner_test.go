@@ -1,0 +1,436 @@
+package lifecycle_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/massgov/bulk-user-import/localstack/pgtest"
+	"github.com/massgov/bulk-user-import/shared/awsconf"
+	"github.com/massgov/bulk-user-import/shared/clock/clocktest"
+	"github.com/massgov/bulk-user-import/shared/csvrows"
+	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/lifecycle"
+	"github.com/massgov/bulk-user-import/shared/logging"
+	"github.com/massgov/bulk-user-import/shared/results"
+)
+
+// gatedRows yields its first row at once and the others once the gate is
+// open: a source that is slow to read.
+type gatedRows struct {
+	rows    []csvrows.Row
+	gate    chan struct{}
+	reached chan struct{} // closed when the first row has been taken
+	n       int
+}
+
+func (g *gatedRows) Next() (csvrows.Row, error) {
+	if g.n == 1 {
+		close(g.reached)
+		<-g.gate
+	}
+	if g.n == len(g.rows) {
+		return csvrows.Row{}, io.EOF
+	}
+	g.n++
+	return g.rows[g.n-1], nil
+}
+
+func TestAJobIsNotCompletedWhileASourceIsBeingRecordedIntoIt(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.record(t, "two", 3, jobs.Limits{})
+	// A second source is being read into the job (splitter --job two
+	// b.csv) while the first source's rows finish and a maintainer ticks.
+	src := &gatedRows{gate: make(chan struct{}), reached: make(chan struct{})}
+	for i := range 4 {
+		email := "b" + string(rune('0'+i)) + "@b.co"
+		src.rows = append(src.rows, csvrows.Row{Line: i + 2, Fields: []string{"123456789", email}, Email: email, FEIN: "123456789"})
+	}
+	recorded := make(chan error, 1)
+	go func() {
+		_, err := f.lc.RecordSource(ctx, "two", "/in/b.csv", []string{"fein", "email"}, src)
+		recorded <- err
+	}()
+	var open sync.Once
+	release := func() { open.Do(func() { close(src.gate) }) }
+	t.Cleanup(func() { release(); <-recorded }) // a failed test must not leave the copy hanging
+	<-src.reached
+	for r := int64(1); r <= 3; r++ {
+		f.succeed(t, "two", r)
+	}
+	if _, won, err := f.lc.Complete(ctx, "two"); err != nil || won {
+		t.Fatalf("the job was completed while a source was being recorded into it (%v)", err)
+	}
+	release()
+	if err := <-recorded; err != nil {
+		t.Fatal(err)
+	}
+	recorded <- nil // for the clean-up
+	// Recorded, its rows queued: still not complete, nor before the run
+	// marks every source recorded.
+	if _, won, _ := f.lc.Complete(ctx, "two"); won {
+		t.Fatal("completed with the second source's rows queued")
+	}
+	if err := f.lc.MarkRecorded(ctx, "two"); err != nil {
+		t.Fatal(err)
+	}
+	for r := int64(4); r <= 7; r++ {
+		f.succeed(t, "two", r)
+	}
+	if n, won, err := f.lc.Complete(ctx, "two"); err != nil || !won || n != 1 {
+		t.Fatalf("completion %d %v %v: want the first, once every row of both sources is final", n, won, err)
+	}
+	if st := f.status(t, "two"); st.Total != 7 || st.Succeeded != 7 || !st.Done {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestADuplicateSuccessAfterTheCompletionReopensNothing(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.record(t, "dup", 2, jobs.Limits{})
+	f.succeed(t, "dup", 1)
+	f.succeed(t, "dup", 2)
+	f.lc.Finish(ctx, "dup")
+	if st := f.status(t, "dup"); !st.Done || st.Completion != 1 || st.Results != jobs.ResultsWritten {
+		t.Fatalf("after the completion: %+v", st)
+	}
+	puts := f.s3.puts.Load()
+	// A second delivery of row 2, registered at the same time as the
+	// first, records its success after the completion: nothing changes.
+	f.succeed(t, "dup", 2)
+	if st := f.status(t, "dup"); !st.Done || st.FinishedAt == nil {
+		t.Fatalf("a duplicate success reopened the job: %+v", st)
+	}
+	if done, err := f.lc.CompleteReady(ctx, 10); err != nil || len(done) != 0 {
+		t.Fatalf("completed again: %v %v", done, err)
+	}
+	if _, out, _ := f.lc.WriteResults(ctx, ""); out != lifecycle.Nothing || f.s3.puts.Load() != puts {
+		t.Fatalf("files written again: %v", out)
+	}
+	if st := f.status(t, "dup"); st.Completion != 1 {
+		t.Fatalf("completion %d, want 1", st.Completion)
+	}
+}
+
+// gatedS3 holds the first PutObject until release is closed, then goes on
+// with the context the writer gave it.
+type gatedS3 struct {
+	api     results.S3API
+	release chan struct{}
+	held    chan context.Context // receives the held call's context
+	once    sync.Once
+}
+
+func (g *gatedS3) PutObject(ctx context.Context, in *s3.PutObjectInput, opts ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
+	first := false
+	g.once.Do(func() { first = true })
+	if first {
+		g.held <- ctx
+		<-g.release
+	}
+	return g.api.PutObject(ctx, in, opts...)
+}
+
+// writer is a second writer of the fixture's files, with a fake clock and
+// its S3 calls gated.
+func (f fixture) writer(lease time.Duration) (*lifecycle.Lifecycle, *clocktest.Fake, *gatedS3) {
+	g := &gatedS3{api: awsconf.S3(f.stack.AWS), release: make(chan struct{}), held: make(chan context.Context, 1)}
+	lc := lifecycle.New(f.stack.Pool, &results.Publisher{Jobs: f.store, S3: g, Bucket: f.stack.Resources.ResultsBucket}, logging.Discard())
+	clk := clocktest.New(time.Time{})
+	lc.Clock, lc.ClaimLease = clk, lease
+	return lc, clk, g
+}
+
+// claimedAt reads when the job's claim was last renewed (database time).
+func claimedAt(t *testing.T, pool *pgxpool.Pool, job string) time.Time {
+	t.Helper()
+	var at *time.Time
+	if err := pool.QueryRow(context.Background(), `SELECT results_claimed_at FROM bulk_import_job WHERE job_id = $1`, job).Scan(&at); err != nil || at == nil {
+		t.Fatalf("claimed at %v, %v", at, err)
+	}
+	return *at
+}
+
+func (f fixture) s3Object(t *testing.T, key string) string {
+	t.Helper()
+	out, err := awsconf.S3(f.stack.AWS).GetObject(context.Background(), &s3.GetObjectInput{Bucket: &f.stack.Resources.ResultsBucket, Key: aws.String(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Body.Close()
+	b, _ := io.ReadAll(out.Body)
+	return string(b)
+}
+
+func waitDone(t *testing.T, ctx context.Context, what string) {
+	t.Helper()
+	select {
+	case <-ctx.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: the writer's context did not end", what)
+	}
+}
+
+func TestAWriterDelayedPastItsClaimNeitherWritesNorRecordsOverTheNewerFiles(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.record(t, "fenced", 2, jobs.Limits{})
+	f.succeed(t, "fenced", 1)
+	if _, err := f.lc.ClaimFailure(ctx, "fenced", 2, "EMPLOYER_NOT_FOUND", "no employer"); err != nil {
+		t.Fatal(err)
+	}
+	if _, won, err := f.lc.Complete(ctx, "fenced"); err != nil || !won {
+		t.Fatalf("complete: %v %v", won, err)
+	}
+	// A writer claims completion 1's files and stalls in its first write.
+	slow, clk, gate := f.writer(time.Minute)
+	type result struct {
+		out lifecycle.Outcome
+		err error
+	}
+	slowDone := make(chan result, 1)
+	go func() {
+		_, out, err := slow.WriteResults(ctx, "")
+		slowDone <- result{out, err}
+	}()
+	heldCtx := <-gate.held
+	// Meanwhile row 2 is corrected (a late success): the job is reopened
+	// and completed again.
+	f.succeed(t, "fenced", 2)
+	if n, won, err := f.lc.Complete(ctx, "fenced"); err != nil || !won || n != 2 {
+		t.Fatalf("second completion: %d %v %v", n, won, err)
+	}
+	// The stalled writer's process stops renewing: its claim runs out in
+	// the database, another writer takes it and writes completion 2's files.
+	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_job SET results_claimed_at = now() - interval '1 hour' WHERE job_id = 'fenced'`); err != nil {
+		t.Fatal(err)
+	}
+	if job, out, err := f.lc.WriteResults(ctx, ""); job != "fenced" || out != lifecycle.Written || err != nil {
+		t.Fatalf("the newer writer: %s %v %v", job, out, err)
+	}
+	// The stalled writer wakes up with its clock past its claim: its
+	// writing stops before its held write goes out.
+	clk.Advance(2 * time.Minute)
+	waitDone(t, heldCtx, "claim run out")
+	close(gate.release)
+	if r := <-slowDone; r.out != lifecycle.Released || r.err != nil {
+		t.Fatalf("the stalled writer: %v %v", r.out, r.err)
+	}
+	// The newer files stand, and so does their record.
+	if body := f.s3Object(t, results.Key("fenced", results.FileSucceeded)); strings.Count(body, "\n") != 3 {
+		t.Fatalf("SUCCEEDED.csv is not completion 2's (2 rows):\n%s", body)
+	}
+	if body := f.s3Object(t, results.Key("fenced", results.FileFailed)); strings.Count(body, "\n") != 1 {
+		t.Fatalf("FAILED.csv is not completion 2's (no row):\n%s", body)
+	}
+	if st := f.status(t, "fenced"); st.Completion != 2 || st.Results != jobs.ResultsWritten {
+		t.Fatalf("status %+v", st)
+	}
+	var written int
+	if err := f.stack.Pool.QueryRow(ctx, `SELECT results_written FROM bulk_import_job WHERE job_id = 'fenced'`).Scan(&written); err != nil || written != 2 {
+		t.Fatalf("results_written %d, %v", written, err)
+	}
+}
+
+func TestASlowWriterKeepsItsClaimByRenewingIt(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.record(t, "slow", 1, jobs.Limits{})
+	f.succeed(t, "slow", 1)
+	if _, won, _ := f.lc.Complete(ctx, "slow"); !won {
+		t.Fatal("not completed")
+	}
+	const lease = time.Minute
+	w, clk, gate := f.writer(lease)
+	done := make(chan lifecycle.Outcome, 1)
+	go func() {
+		_, out, _ := w.WriteResults(ctx, "")
+		done <- out
+	}()
+	heldCtx := <-gate.held
+	// Five renewals, a third of the lease apart: well past the first
+	// lease, the claim holds, renewed in the database each time.
+	for i := range 5 {
+		if err := clk.WaitForWaiters(ctx, 2); err != nil { // the renewal's wait and the expiry
+			t.Fatal(err)
+		}
+		before := claimedAt(t, f.stack.Pool, "slow")
+		clk.Advance(lease / 3)
+		for deadline := time.Now().Add(10 * time.Second); !claimedAt(t, f.stack.Pool, "slow").After(before); {
+			if time.Now().After(deadline) {
+				t.Fatalf("renewal %d did not reach the database", i+1)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if heldCtx.Err() != nil {
+			t.Fatalf("renewal %d: the writing stopped although the claim was renewed: %v", i+1, context.Cause(heldCtx))
+		}
+	}
+	// Another writer cannot take a claim renewed a moment ago.
+	if _, out, _ := f.lc.WriteResults(ctx, "slow"); out != lifecycle.Nothing {
+		t.Fatalf("a renewed claim was taken over: %v", out)
+	}
+	close(gate.release)
+	if out := <-done; out != lifecycle.Written {
+		t.Fatalf("the slow writer: %v", out)
+	}
+}
+
+func TestAWriterWhoseRenewalsFailStopsWhenItsClaimRunsOut(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.record(t, "cut", 1, jobs.Limits{})
+	f.succeed(t, "cut", 1)
+	if _, won, _ := f.lc.Complete(ctx, "cut"); !won {
+		t.Fatal("not completed")
+	}
+	w, clk, gate := f.writer(time.Minute)
+	done := make(chan lifecycle.Outcome, 1)
+	go func() {
+		_, out, _ := w.WriteResults(ctx, "")
+		done <- out
+	}()
+	heldCtx := <-gate.held
+	// The claim is taken from under the writer (its renewal will find
+	// another token): at its next renewal it stops.
+	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_job SET results_claim = 'another' WHERE job_id = 'cut'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := clk.WaitForWaiters(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Minute / 3)
+	waitDone(t, heldCtx, "claim lost")
+	close(gate.release)
+	if out := <-done; out != lifecycle.Released {
+		t.Fatalf("outcome %v, want released", out)
+	}
+	// Its outcome was not recorded over the other claim's.
+	var token string
+	if err := f.stack.Pool.QueryRow(ctx, `SELECT coalesce(results_claim, '') FROM bulk_import_job WHERE job_id = 'cut'`).Scan(&token); err != nil || token != "another" {
+		t.Fatalf("claim %q, %v", token, err)
+	}
+}
+
+func TestAFinishedJobIsNotCancelled(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.record(t, "over", 1, jobs.Limits{})
+	f.succeed(t, "over", 1)
+	if _, won, _ := f.lc.Complete(ctx, "over"); !won {
+		t.Fatal("not completed")
+	}
+	if _, err := f.lc.Cancel(ctx, "over", "too late"); !errors.Is(err, lifecycle.ErrFinished) {
+		t.Fatalf("cancel of a finished job: %v", err)
+	}
+	if st := f.status(t, "over"); st.CancelledAt != nil {
+		t.Fatalf("a finished job was cancelled: %+v", st)
+	}
+}
+
+// waitForLockWaiter waits until a session of the test's database waits
+// for a lock.
+func waitForLockWaiter(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if pgtest.Count(t, pool, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nobody waits for the lock")
+		}
+	}
+}
+
+func TestAJobThatFinishesWhileItsLimitsAreCheckedIsNotCancelled(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.record(t, "edge", 3, jobs.Limits{MaxFailures: 1})
+	for r := int64(1); r <= 3; r++ {
+		if _, err := f.lc.ClaimFailure(ctx, "edge", r, "EMPLOYER_NOT_FOUND", "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A maintainer completes the job (its lock held, its commit pending)
+	// while another checks the failure limits and finds it over them.
+	tx, err := f.stack.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM bulk_import_job WHERE job_id = 'edge' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		c   []lifecycle.Cancellation
+		err error
+	}
+	enforced := make(chan result, 1)
+	go func() {
+		c, err := f.lc.EnforceLimits(ctx)
+		enforced <- result{c, err}
+	}()
+	waitForLockWaiter(t, f.stack.Pool)
+	if _, err := tx.Exec(ctx, `UPDATE bulk_import_job SET finished_at = now(), completion = completion + 1 WHERE job_id = 'edge'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-enforced; r.err != nil || len(r.c) != 0 {
+		t.Fatalf("cancelled %+v, %v: the job had finished", r.c, r.err)
+	}
+	if st := f.status(t, "edge"); st.CancelledAt != nil || !st.Done {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestATransitionWaitsForTheRowOutcomesInFlight(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.record(t, "inflight", 2, jobs.Limits{})
+	f.succeed(t, "inflight", 1)
+	// A worker's success of row 2 holds the job's shared lock, its
+	// transaction not yet committed.
+	tx, err := f.stack.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	b := &pgx.Batch{}
+	f.lc.QueueSucceed(b, "inflight", 2)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		t.Fatal(err)
+	}
+	completed := make(chan bool, 1)
+	go func() {
+		_, won, _ := f.lc.Complete(ctx, "inflight")
+		completed <- won
+	}()
+	waitForLockWaiter(t, f.stack.Pool)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !<-completed {
+		t.Fatal("the completion did not see the row's success committed while it waited")
+	}
+}
