@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/massgov/bulk-user-import/shared/clock"
 	"github.com/massgov/bulk-user-import/shared/mask"
 )
 
@@ -58,6 +59,9 @@ type Breaker struct {
 	// OnChange, if set, hears of every opening and closing (for metrics
 	// and the worker registry).
 	OnChange func(dep Dependency, open bool, f Fault)
+	// Clock times the probes (nil: the system's clock). Set it before
+	// the breaker is used.
+	Clock clock.Clock
 
 	mu        sync.Mutex
 	open      bool
@@ -88,7 +92,7 @@ func (b *Breaker) Trip(code, errText, fix string) {
 		b.mu.Unlock()
 		return
 	}
-	now := time.Now()
+	now := clock.OrReal(b.Clock).Now()
 	b.open = true
 	// The fault is shown by splitter status (through the worker registry):
 	// any email or FEIN the error echoes is masked.
@@ -136,7 +140,7 @@ func (b *Breaker) RetryIn() time.Duration {
 	if !b.open {
 		return 0
 	}
-	d := time.Until(b.nextProbe) + time.Second + rand.N(time.Second)
+	d := b.nextProbe.Sub(clock.OrReal(b.Clock).Now()) + time.Second + rand.N(time.Second)
 	return min(max(d, time.Second), MaxRetryIn)
 }
 
@@ -151,20 +155,13 @@ func (b *Breaker) Closed() <-chan struct{} {
 // one probe at a time, ProbeInitial after the opening, then at doubling
 // intervals up to ProbeMax. A successful probe closes the breaker.
 func (b *Breaker) Run(ctx context.Context) {
+	clk := clock.OrReal(b.Clock)
 	for {
-		b.mu.Lock()
-		open, due := b.open, time.Until(b.nextProbe)
-		b.mu.Unlock()
-		var wake <-chan time.Time
-		if open {
-			wake = time.After(max(due, 0))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-b.kick:
+		if !b.waitProbe(ctx, clk) {
+			if ctx.Err() != nil {
+				return
+			}
 			continue
-		case <-wake:
 		}
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := b.probe(pctx)
@@ -179,16 +176,38 @@ func (b *Breaker) Run(ctx context.Context) {
 			close(b.closed)
 			b.mu.Unlock()
 			b.log.Info("resumed: "+string(b.dep)+" answers again", "dependency", string(b.dep), "error_code", f.Code,
-				"paused_for", time.Since(f.Since).Round(time.Second).String())
+				"paused_for", clk.Now().Sub(f.Since).Round(time.Second).String())
 			if b.OnChange != nil {
 				b.OnChange(b.dep, false, f)
 			}
 			continue
 		}
 		b.wait = min(2*b.wait, b.ProbeMax)
-		b.nextProbe = time.Now().Add(b.wait)
+		b.nextProbe = clk.Now().Add(b.wait)
 		b.mu.Unlock()
 		b.log.Warn("still paused: the probe of "+string(b.dep)+" failed", "dependency", string(b.dep), "err", err.Error(),
 			"next_probe_in", b.wait.String())
+	}
+}
+
+// waitProbe waits, while the breaker is open, until its next probe is due
+// (true); while it is closed, until it opens, or until ctx ends (false).
+func (b *Breaker) waitProbe(ctx context.Context, clk clock.Clock) bool {
+	b.mu.Lock()
+	open, next := b.open, b.nextProbe
+	b.mu.Unlock()
+	var due <-chan time.Time
+	if open {
+		t := clk.NewTimer(next.Sub(clk.Now()))
+		defer t.Stop()
+		due = t.C()
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-b.kick:
+		return false
+	case <-due:
+		return true
 	}
 }

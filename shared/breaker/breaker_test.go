@@ -3,32 +3,37 @@ package breaker_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/massgov/bulk-user-import/shared/breaker"
+	"github.com/massgov/bulk-user-import/shared/clock"
 	"github.com/massgov/bulk-user-import/shared/logging"
 )
 
 func TestABreakerOpensOnceProbesWithBackoffAndClosesWhenTheProbeSucceeds(t *testing.T) {
 	t.Parallel()
-	var probes atomic.Int64
+	t0 := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	clk := clock.NewFake(t0)
+	// Each probe hands the test the time it was made at.
+	probed := make(chan time.Time)
 	var healthy atomic.Bool
-	var probeTimes []time.Time
-	var mu sync.Mutex
-	b := breaker.New(breaker.Fineos, func(context.Context) error {
-		probes.Add(1)
-		mu.Lock()
-		probeTimes = append(probeTimes, time.Now())
-		mu.Unlock()
+	b := breaker.New(breaker.Fineos, func(ctx context.Context) error {
+		select {
+		case probed <- clk.Now():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		if healthy.Load() {
 			return nil
 		}
 		return errors.New("401")
 	}, logging.Discard())
-	b.ProbeInitial, b.ProbeMax = 50*time.Millisecond, 200*time.Millisecond
+	b.Clock = clk
+	var mu sync.Mutex
 	var changes []bool
 	b.OnChange = func(d breaker.Dependency, open bool, f breaker.Fault) {
 		mu.Lock()
@@ -39,9 +44,34 @@ func TestABreakerOpensOnceProbesWithBackoffAndClosesWhenTheProbeSucceeds(t *test
 		}
 	}
 	set := breaker.NewSet(b)
-	ctx, cancel := context.WithCancel(context.Background())
+	// The test's deadline: nothing below waits on the real clock but this.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	go set.Run(ctx)
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan struct{})
+	go func() { defer close(ran); set.Run(runCtx) }()
+	defer func() { stop(); <-ran }()
+
+	// probe waits for the breaker to arm its timer for the probe due at
+	// at, moves the clock there, and checks that the probe is made then.
+	probe := func(n int, at time.Time) {
+		t.Helper()
+		if err := clk.BlockUntil(ctx, 1); err != nil {
+			t.Fatalf("probe %d: the breaker does not wait for it: %v", n, err)
+		}
+		if open, _, next := b.State(); !open || !next.Equal(at) {
+			t.Fatalf("probe %d: open %v, due at +%s, want +%s", n, open, next.Sub(t0), at.Sub(t0))
+		}
+		clk.Advance(at.Sub(clk.Now()))
+		select {
+		case got := <-probed:
+			if !got.Equal(at) {
+				t.Fatalf("probe %d made at +%s, want +%s", n, got.Sub(t0), at.Sub(t0))
+			}
+		case <-ctx.Done():
+			t.Fatalf("probe %d not made when due", n)
+		}
+	}
 
 	if set.Blocking(breaker.Fineos, breaker.Cognito) != nil {
 		t.Fatal("a new breaker is open")
@@ -55,43 +85,50 @@ func TestABreakerOpensOnceProbesWithBackoffAndClosesWhenTheProbeSucceeds(t *test
 	if set.Blocking(breaker.Cognito, breaker.Fineos) != b || set.Blocking(breaker.Cognito) != nil {
 		t.Fatal("Blocking")
 	}
-	if f := set.Paused()[breaker.Fineos]; f.Fix == "" || f.Since.IsZero() {
+	if f := set.Paused()[breaker.Fineos]; f.Fix == "" || !f.Since.Equal(t0) {
 		t.Fatalf("paused %+v", set.Paused())
 	}
-	if d := b.RetryIn(); d < time.Second || d > breaker.MaxRetryIn {
+	// Work waits until a second or two after the first probe.
+	if d := b.RetryIn(); d < breaker.DefaultProbeInitial+time.Second || d >= breaker.DefaultProbeInitial+2*time.Second {
 		t.Fatalf("RetryIn %s", d)
 	}
-	time.Sleep(700 * time.Millisecond)
-	// 50, 100, 200, 200 ms apart: about four probes in 700 ms, not one per row.
-	if n := probes.Load(); n < 3 || n > 6 {
-		t.Fatalf("%d probes in 700 ms", n)
+	// One probe at a time, ProbeInitial after the opening, then twice as
+	// late each time, up to ProbeMax: not one per row.
+	at := t0
+	for i, gap := range []time.Duration{2, 4, 8, 16, 30, 30} {
+		at = at.Add(gap * time.Second)
+		probe(i+1, at)
 	}
-	mu.Lock()
-	for i := 2; i < len(probeTimes); i++ {
-		if gap := probeTimes[i].Sub(probeTimes[i-1]); gap < 90*time.Millisecond {
-			t.Errorf("probe %d came %s after the one before: no backoff", i, gap)
-		}
+	if err := clk.BlockUntil(ctx, 1); err != nil {
+		t.Fatal(err)
 	}
-	mu.Unlock()
+	if d := b.RetryIn(); d != breaker.MaxRetryIn {
+		t.Fatalf("RetryIn %s with the next probe %s away", d, breaker.DefaultProbeMax)
+	}
+	// The dependency recovers: the next probe closes the breaker.
 	healthy.Store(true)
-	wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
-	defer wcancel()
-	if err := set.WaitClosed(wctx, breaker.Fineos); err != nil {
+	at = at.Add(breaker.DefaultProbeMax)
+	probe(7, at)
+	if err := set.WaitClosed(ctx, breaker.Fineos); err != nil {
 		t.Fatal("not closed after the dependency recovered")
 	}
-	if b.Open() || b.RetryIn() != 0 {
-		t.Fatal("still open")
+	if b.Open() || b.RetryIn() != 0 || clk.Pending() != 0 {
+		t.Fatalf("still open, or probing: %d timers", clk.Pending())
 	}
 	mu.Lock()
-	if len(changes) != 2 || !changes[0] || changes[1] {
-		t.Fatalf("changes %v", changes)
-	}
+	got := slices.Clone(changes)
 	mu.Unlock()
-	// It opens again on a new fault.
+	if len(got) != 2 || !got[0] || got[1] {
+		t.Fatalf("changes %v", got)
+	}
+	// It opens again on a new fault, and probes from ProbeInitial again.
+	clk.Advance(time.Hour)
+	healthy.Store(false)
 	b.Trip("FINEOS_AUTH_FAILED", "again", "fix")
 	if !b.Open() {
 		t.Fatal("did not reopen")
 	}
+	probe(8, clk.Now().Add(breaker.DefaultProbeInitial))
 }
 
 func TestANilSetPausesNothing(t *testing.T) {

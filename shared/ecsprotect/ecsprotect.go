@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/massgov/bulk-user-import/shared/clock"
 )
 
 // Protector turns the task's scale-in protection on and off.
@@ -20,6 +22,8 @@ type Protector struct {
 	client  *http.Client
 	expires time.Duration
 	log     *slog.Logger
+	// Clock times Watch (nil: the system's clock).
+	Clock clock.Clock
 }
 
 // FromEnv returns a protector when running on ECS (ECS_AGENT_URI is set),
@@ -69,10 +73,12 @@ func (p *Protector) Set(ctx context.Context, on bool) error {
 // while busy (renewed before the expiry), and unprotected once idle. At the
 // end protection is turned off, so that a stopping task does not linger.
 func (p *Protector) Watch(ctx context.Context, interval time.Duration, busy func() bool) {
-	t := time.NewTicker(interval)
+	t := clock.OrReal(p.Clock).NewTicker(interval)
 	defer t.Stop()
 	protected := false
-	var since time.Time
+	// now is the time of the tick; since, of the tick that asked for the
+	// protection in force: no later than the agent counts its expiry from.
+	var now, since time.Time
 	set := func(on bool) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
@@ -80,7 +86,7 @@ func (p *Protector) Watch(ctx context.Context, interval time.Duration, busy func
 			p.log.Warn("could not change the task's scale-in protection", "protect", on, "err", err)
 			return
 		}
-		protected, since = on, time.Now()
+		protected, since = on, now
 		p.log.Debug("task scale-in protection changed", "protect", on)
 	}
 	for {
@@ -90,10 +96,10 @@ func (p *Protector) Watch(ctx context.Context, interval time.Duration, busy func
 				set(false)
 			}
 			return
-		case <-t.C:
+		case now = <-t.C():
 		}
 		switch b := busy(); {
-		case b && (!protected || time.Since(since) > p.expires/2):
+		case b && (!protected || now.Sub(since) > p.expires/2):
 			set(true)
 		case !b && protected:
 			set(false)

@@ -78,7 +78,7 @@ func (l *Lifecycle) WriteResults(ctx context.Context, jobID string) (string, Out
 // claimResults claims the due files of jobID (any job's when empty); nil
 // when none are due.
 func (l *Lifecycle) claimResults(ctx context.Context, jobID string) (*claim, error) {
-	clk := clock.Or(l.Clock)
+	clk := clock.OrReal(l.Clock)
 	c := &claim{token: newToken()}
 	start := clk.Now()
 	err := l.pool.QueryRow(ctx, `UPDATE bulk_import_job SET results_claimed_at = now(), results_claim = $3
@@ -103,12 +103,12 @@ func (l *Lifecycle) claimResults(ctx context.Context, jobID string) (*claim, err
 // when the claim is lost or runs out, renewing it meanwhile. cause says
 // why the writing was stopped by the claim (nil: it was not).
 func (l *Lifecycle) writeClaimed(ctx context.Context, c *claim, log *slog.Logger) (location string, werr, cause error) {
-	clk := clock.Or(l.Clock)
+	clk := clock.OrReal(l.Clock)
 	wctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	expire := func() { stop(errClaimExpired) }
 	c.mu.Lock()
-	c.expiry = clk.AfterFunc(c.validUntil.Sub(clk.Now()), expire)
+	c.expiry = clock.AfterFunc(clk, c.validUntil.Sub(clk.Now()), expire)
 	c.mu.Unlock()
 	renewing := make(chan struct{})
 	go func() {
@@ -132,12 +132,10 @@ func (l *Lifecycle) writeClaimed(ctx context.Context, c *claim, log *slog.Logger
 // its expiry (which calls expire) on; lost is called when the claim is
 // found to be another's.
 func (l *Lifecycle) renew(ctx context.Context, c *claim, lost, expire func(), log *slog.Logger) {
-	clk := clock.Or(l.Clock)
+	clk := clock.OrReal(l.Clock)
 	for {
-		select {
-		case <-ctx.Done():
+		if clock.Sleep(ctx, clk, l.ClaimLease/3) != nil {
 			return
-		case <-clk.After(l.ClaimLease / 3):
 		}
 		start := clk.Now()
 		tag, err := l.pool.Exec(ctx, `UPDATE bulk_import_job SET results_claimed_at = now() WHERE job_id = $1 AND results_claim = $2`, c.job, c.token)
@@ -154,7 +152,7 @@ func (l *Lifecycle) renew(ctx context.Context, c *claim, lost, expire func(), lo
 			c.mu.Lock()
 			c.validUntil = start.Add(l.ClaimLease)
 			if c.expiry.Stop() { // else it ran out already: the writing stops
-				c.expiry = clk.AfterFunc(c.validUntil.Sub(clk.Now()), expire)
+				c.expiry = clock.AfterFunc(clk, c.validUntil.Sub(clk.Now()), expire)
 			}
 			c.mu.Unlock()
 		}

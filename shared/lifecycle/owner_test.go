@@ -16,7 +16,7 @@ import (
 
 	"github.com/massgov/bulk-user-import/localstack/pgtest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
-	"github.com/massgov/bulk-user-import/shared/clock/clocktest"
+	"github.com/massgov/bulk-user-import/shared/clock"
 	"github.com/massgov/bulk-user-import/shared/csvrows"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/lifecycle"
@@ -128,11 +128,15 @@ func TestADuplicateSuccessAfterTheCompletionReopensNothing(t *testing.T) {
 // gatedS3 holds the first PutObject until release is closed, then goes on
 // with the context the writer gave it.
 type gatedS3 struct {
-	api     results.S3API
-	release chan struct{}
-	held    chan context.Context // receives the held call's context
-	once    sync.Once
+	api      results.S3API
+	release  chan struct{}
+	held     chan context.Context // receives the held call's context
+	once     sync.Once
+	released sync.Once
 }
+
+// open releases the held call.
+func (g *gatedS3) open() { g.released.Do(func() { close(g.release) }) }
 
 func (g *gatedS3) PutObject(ctx context.Context, in *s3.PutObjectInput, opts ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
 	first := false
@@ -146,10 +150,11 @@ func (g *gatedS3) PutObject(ctx context.Context, in *s3.PutObjectInput, opts ...
 
 // writer is a second writer of the fixture's files, with a fake clock and
 // its S3 calls gated.
-func (f fixture) writer(lease time.Duration) (*lifecycle.Lifecycle, *clocktest.Fake, *gatedS3) {
+func (f fixture) writer(t *testing.T, lease time.Duration) (*lifecycle.Lifecycle, *clock.Fake, *gatedS3) {
 	g := &gatedS3{api: awsconf.S3(f.stack.AWS), release: make(chan struct{}), held: make(chan context.Context, 1)}
+	t.Cleanup(g.open) // a failed test must not leave the write hanging
 	lc := lifecycle.New(f.stack.Pool, &results.Publisher{Jobs: f.store, S3: g, Bucket: f.stack.Resources.ResultsBucket}, logging.Discard())
-	clk := clocktest.New(time.Time{})
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	lc.Clock, lc.ClaimLease = clk, lease
 	return lc, clk, g
 }
@@ -175,6 +180,16 @@ func (f fixture) s3Object(t *testing.T, key string) string {
 	return string(b)
 }
 
+// blockUntil waits (20 s at most) until the writer waits on n timers.
+func blockUntil(t *testing.T, clk *clock.Fake, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := clk.BlockUntil(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func waitDone(t *testing.T, ctx context.Context, what string) {
 	t.Helper()
 	select {
@@ -197,7 +212,7 @@ func TestAWriterDelayedPastItsClaimNeitherWritesNorRecordsOverTheNewerFiles(t *t
 		t.Fatalf("complete: %v %v", won, err)
 	}
 	// A writer claims completion 1's files and stalls in its first write.
-	slow, clk, gate := f.writer(time.Minute)
+	slow, clk, gate := f.writer(t, time.Minute)
 	type result struct {
 		out lifecycle.Outcome
 		err error
@@ -226,7 +241,7 @@ func TestAWriterDelayedPastItsClaimNeitherWritesNorRecordsOverTheNewerFiles(t *t
 	// writing stops before its held write goes out.
 	clk.Advance(2 * time.Minute)
 	waitDone(t, heldCtx, "claim run out")
-	close(gate.release)
+	gate.open()
 	if r := <-slowDone; r.out != lifecycle.Released || r.err != nil {
 		t.Fatalf("the stalled writer: %v %v", r.out, r.err)
 	}
@@ -256,7 +271,7 @@ func TestASlowWriterKeepsItsClaimByRenewingIt(t *testing.T) {
 		t.Fatal("not completed")
 	}
 	const lease = time.Minute
-	w, clk, gate := f.writer(lease)
+	w, clk, gate := f.writer(t, lease)
 	done := make(chan lifecycle.Outcome, 1)
 	go func() {
 		_, out, _ := w.WriteResults(ctx, "")
@@ -266,9 +281,7 @@ func TestASlowWriterKeepsItsClaimByRenewingIt(t *testing.T) {
 	// Five renewals, a third of the lease apart: well past the first
 	// lease, the claim holds, renewed in the database each time.
 	for i := range 5 {
-		if err := clk.WaitForWaiters(ctx, 2); err != nil { // the renewal's wait and the expiry
-			t.Fatal(err)
-		}
+		blockUntil(t, clk, 2) // the renewal's wait and the expiry
 		before := claimedAt(t, f.stack.Pool, "slow")
 		clk.Advance(lease / 3)
 		for deadline := time.Now().Add(10 * time.Second); !claimedAt(t, f.stack.Pool, "slow").After(before); {
@@ -285,7 +298,7 @@ func TestASlowWriterKeepsItsClaimByRenewingIt(t *testing.T) {
 	if _, out, _ := f.lc.WriteResults(ctx, "slow"); out != lifecycle.Nothing {
 		t.Fatalf("a renewed claim was taken over: %v", out)
 	}
-	close(gate.release)
+	gate.open()
 	if out := <-done; out != lifecycle.Written {
 		t.Fatalf("the slow writer: %v", out)
 	}
@@ -300,7 +313,7 @@ func TestAWriterWhoseRenewalsFailStopsWhenItsClaimRunsOut(t *testing.T) {
 	if _, won, _ := f.lc.Complete(ctx, "cut"); !won {
 		t.Fatal("not completed")
 	}
-	w, clk, gate := f.writer(time.Minute)
+	w, clk, gate := f.writer(t, time.Minute)
 	done := make(chan lifecycle.Outcome, 1)
 	go func() {
 		_, out, _ := w.WriteResults(ctx, "")
@@ -312,12 +325,10 @@ func TestAWriterWhoseRenewalsFailStopsWhenItsClaimRunsOut(t *testing.T) {
 	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_job SET results_claim = 'another' WHERE job_id = 'cut'`); err != nil {
 		t.Fatal(err)
 	}
-	if err := clk.WaitForWaiters(ctx, 2); err != nil {
-		t.Fatal(err)
-	}
+	blockUntil(t, clk, 2)
 	clk.Advance(time.Minute / 3)
 	waitDone(t, heldCtx, "claim lost")
-	close(gate.release)
+	gate.open()
 	if out := <-done; out != lifecycle.Released {
 		t.Fatalf("outcome %v, want released", out)
 	}

@@ -65,7 +65,7 @@ func (e *Elector) IsLeader() bool {
 	return e.leader && e.clock().Now().Before(e.validUntil)
 }
 
-func (e *Elector) clock() clock.Clock { return clock.Or(e.Clock) }
+func (e *Elector) clock() clock.Clock { return clock.OrReal(e.Clock) }
 
 // Lead returns a context for the leader's work, which ends when ctx does
 // or when this term ends (the lease is lost, runs out unrenewed, or is
@@ -101,10 +101,8 @@ func (e *Elector) Run(ctx context.Context) {
 		// A little jitter, so that processes started together do not
 		// all try at the same instant for ever.
 		wait := every - time.Duration(rand.Int64N(int64(every/10)+1))
-		select {
-		case <-ctx.Done():
+		if clock.Sleep(ctx, e.Clock, wait) != nil {
 			return
-		case <-e.clock().After(wait):
 		}
 	}
 }
@@ -155,7 +153,7 @@ func (e *Elector) Attempt(ctx context.Context) bool {
 		if e.expiry != nil {
 			e.expiry.Stop()
 		}
-		e.expiry = clk.AfterFunc(e.validUntil.Sub(clk.Now()), e.endTerm)
+		e.expiry = clock.AfterFunc(clk, e.validUntil.Sub(clk.Now()), e.endTerm)
 	default:
 		if was {
 			e.log.Warn("maintainer: lost the leader's lease to another worker", "leader_id", e.id)

@@ -132,7 +132,7 @@ type Maintainer struct {
 	services []service
 }
 
-func (m *Maintainer) now() time.Time { return clock.Or(m.Clock).Now() }
+func (m *Maintainer) now() time.Time { return clock.OrReal(m.Clock).Now() }
 
 // setup fills the defaults and builds the services, once.
 func (m *Maintainer) setup() {
@@ -191,10 +191,8 @@ func (m *Maintainer) lead(ctx context.Context) {
 	defer m.Metrics.Leader.Store(0)
 	for {
 		m.tick(ctx)
-		select {
-		case <-ctx.Done():
+		if clock.Sleep(ctx, m.Clock, m.Config.Interval) != nil {
 			return
-		case <-clock.Or(m.Clock).After(m.Config.Interval):
 		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/massgov/bulk-user-import/shared/clock"
 )
 
 // Visibility is what Leases needs of a queue.
@@ -30,6 +32,9 @@ type Leases struct {
 	log        *slog.Logger
 	// OnExtend, if set, hears how many leases each extension renewed.
 	OnExtend func(n int)
+	// Clock times the extensions (nil: the system's clock). Set it before
+	// the first Hold.
+	Clock clock.Clock
 
 	mu   sync.Mutex
 	held map[string]*lease // by the caller's key
@@ -53,7 +58,7 @@ func NewLeases(q Visibility, visibility, interval time.Duration, log *slog.Logge
 func (l *Leases) Hold(key, handle string) {
 	l.mu.Lock()
 	old := l.held[key]
-	l.held[key] = &lease{handle: handle, extendedAt: time.Now()}
+	l.held[key] = &lease{handle: handle, extendedAt: clock.OrReal(l.Clock).Now()}
 	l.mu.Unlock()
 	if old != nil {
 		old.end()
@@ -90,15 +95,16 @@ func (l *Leases) Len() int {
 
 // Run extends the leases every interval until ctx ends.
 func (l *Leases) Run(ctx context.Context) {
-	tick := time.NewTicker(l.interval)
+	clk := clock.OrReal(l.Clock)
+	tick := clk.NewTicker(l.interval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tick.C():
 		}
-		due := time.Now().Add(-l.interval / 2)
+		due := clk.Now().Add(-l.interval / 2)
 		l.mu.Lock()
 		var batch []*lease
 		for _, ls := range l.held {
@@ -190,7 +196,7 @@ func (l *Leases) extend(ctx context.Context, batch []*lease) {
 		bad[f.ID] = true
 		l.log.Warn("could not extend a message's visibility", "code", f.Code, "err", f.Message)
 	}
-	now := time.Now()
+	now := clock.OrReal(l.Clock).Now()
 	n := 0
 	for i, ls := range live {
 		if !bad[strconv.Itoa(i)] {
