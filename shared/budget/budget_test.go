@@ -2,6 +2,7 @@ package budget
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"sync"
 	"testing"
@@ -99,7 +100,7 @@ func TestABudgetedLimitWaitsForTheFleet(t *testing.T) {
 	}
 }
 
-// runFleet runs a worker's fleet with one budgeted limit until stopped.
+// member is a worker's fleet with one budgeted limit.
 type member struct {
 	limit *Limit
 	fleet *Fleet
@@ -114,13 +115,26 @@ func join(t *testing.T, pool *pgxpool.Pool, id string, budget, cap float64) *mem
 
 func joinEvery(t *testing.T, pool *pgxpool.Pool, id string, budget, cap float64, interval time.Duration) *member {
 	t.Helper()
+	m := newMember(t, pool, id, budget, cap, interval)
+	m.run()
+	return m
+}
+
+// newMember is a worker's fleet that does not run yet.
+func newMember(t *testing.T, pool *pgxpool.Pool, id string, budget, cap float64, interval time.Duration) *member {
+	t.Helper()
 	l := New(CognitoCreate, budget, cap)
-	f := NewFleet(pool, id, interval, logging.Discard(), l)
-	ctx, cancel := context.WithCancel(context.Background())
-	m := &member{limit: l, fleet: f, stop: cancel, done: make(chan struct{})}
-	go func() { defer close(m.done); f.Run(ctx) }()
+	m := &member{limit: l, fleet: NewFleet(pool, id, interval, logging.Discard(), l), stop: func() {}, done: make(chan struct{})}
+	close(m.done)
 	t.Cleanup(func() { m.leave(); l.Close() })
 	return m
+}
+
+// run runs the member's fleet until it leaves.
+func (m *member) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	m.stop, m.done = cancel, make(chan struct{})
+	go func() { defer close(m.done); m.fleet.Run(ctx) }()
 }
 
 func (m *member) leave() {
@@ -128,28 +142,49 @@ func (m *member) leave() {
 	<-m.done
 }
 
+// eventually polls until done holds; after 5 s it fails the test,
+// saying why.
+func eventually(t *testing.T, done func() bool, why func() string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !done(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 5 s: %s", why())
+		}
+	}
+}
+
 // waitShares waits until every member's share is want (±0.01).
 func waitShares(t *testing.T, want float64, ms ...*member) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ok := true
+	eventually(t, func() bool {
 		for _, m := range ms {
 			if !near(m.limit.State().Share, want, 0.01) {
-				ok = false
+				return false
 			}
 		}
-		if ok {
-			return
+		return true
+	}, func() string {
+		msg := fmt.Sprintf("every share %.2f", want)
+		for _, m := range ms {
+			msg += fmt.Sprintf("; %s: %+v", m.fleet.id, m.limit.State())
 		}
-		if time.Now().After(deadline) {
-			for _, m := range ms {
-				t.Logf("%s: %+v", m.fleet.id, m.limit.State())
-			}
-			t.Fatalf("shares not %.2f within 5 s", want)
+		return msg
+	})
+}
+
+// waitListening waits until a session of the test's database has run
+// LISTEN on the fleet's channel (and is idle: it listens).
+func waitListening(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	eventually(t, func() bool {
+		var n int
+		err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND state = 'idle' AND query = 'LISTEN ' || $1`, Channel).Scan(&n)
+		if err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return n > 0
+	}, func() string { return "no session listens on " + Channel })
 }
 
 func TestTheLiveWorkersShareTheBudgetAndRebalanceWhenOneJoinsOrLeaves(t *testing.T) {
@@ -163,13 +198,16 @@ func TestTheLiveWorkersShareTheBudgetAndRebalanceWhenOneJoinsOrLeaves(t *testing
 	waitShares(t, 15, a, b)
 
 	// One joins: it takes nothing until the others have lowered theirs.
-	d := join(t, pool, "d", 30, 0)
-	for d.fleet.Syncs() == 0 {
-		time.Sleep(5 * time.Millisecond)
+	// Its first sync is made here, so that its shares are checked as that
+	// sync set them (not before, nor after a later sync).
+	d := newMember(t, pool, "d", 30, 0, 100*time.Millisecond)
+	if err := d.fleet.Sync(context.Background()); err != nil {
+		t.Fatal(err)
 	}
-	if s := d.limit.State().Share; s != 0 {
-		t.Fatalf("the joiner took %.2f at its first sync", s)
+	if st := d.limit.State(); st.Workers != 3 || st.Share != 0 {
+		t.Fatalf("the joiner's first sync: %+v, want 3 workers and no share", st)
 	}
+	d.run()
 	waitShares(t, 10, a, b, d)
 
 	// A worker capped below an even split takes its cap; the others split
@@ -208,9 +246,7 @@ func TestJoinsAndLeavesAreNotified(t *testing.T) {
 	pool := newPool(t)
 	a := joinEvery(t, pool, "a", 30, 0, 10*time.Second)
 	waitShares(t, 30, a)
-	for !a.fleet.listening.Load() {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitListening(t, pool)
 	start := time.Now()
 	b := joinEvery(t, pool, "b", 30, 0, 10*time.Second)
 	waitShares(t, 15, a, b)

@@ -44,12 +44,11 @@ type Fleet struct {
 	limits   []*Limit
 	kick     chan struct{}
 
-	joined    *time.Time  // the database's clock at the first successful sync
-	warming   atomic.Bool // joined, but not every other worker has seen it yet
-	listening atomic.Bool // the listener is listening
-	syncs     atomic.Int64
-	mu        sync.Mutex
-	failing   bool
+	joined  *time.Time  // the database's clock at the first successful sync
+	warming atomic.Bool // joined, but not every other worker has seen it yet
+	syncs   atomic.Int64
+	mu      sync.Mutex
+	failing bool
 }
 
 // NewFleet returns the fleet view of this worker (id) for the limits that
@@ -152,8 +151,6 @@ func (f *Fleet) listen(ctx context.Context) {
 			if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
 				return err
 			}
-			f.listening.Store(true)
-			defer f.listening.Store(false)
 			wait = time.Second
 			for {
 				n, err := conn.WaitForNotification(ctx)
