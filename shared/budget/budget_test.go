@@ -1,9 +1,13 @@
 package budget
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -362,11 +366,13 @@ func TestThrottlingLowersTheFleetRateOncePerCooldownAndItClimbsBack(t *testing.T
 		t.Fatalf("above the budget: %.2f", r)
 	}
 
-	// A budget raised with no throttling in the last minute applies at
-	// once; within a minute of throttling the rate climbs to it.
+	// A budget raised (the last worker with the old one gone) with no
+	// throttling in the last minute applies at once; within a minute of
+	// throttling the rate climbs to it.
 	raised := New(CognitoCreate, 200, 0)
 	defer raised.Close()
 	rf := NewFleet(pool, "raised", time.Second, logging.Discard(), raised)
+	set(`UPDATE bulk_import_budget_share SET seen_at = now() - interval '1 minute' WHERE worker_id = 'w'`)
 	set(`UPDATE bulk_import_budget SET decreased_at = now() - interval '2 minutes', rate = 60`)
 	syncNow(rf)
 	if r := fleetRate(t, pool); r != 200 {
@@ -435,5 +441,84 @@ func TestManyWorkersThrottledTogetherLowerTheRateOnce(t *testing.T) {
 	var throttles int64
 	if err := pool.QueryRow(ctx, `SELECT throttles FROM bulk_import_budget`).Scan(&throttles); err != nil || throttles != workers {
 		t.Fatalf("throttles counted: %d, %v", throttles, err)
+	}
+}
+
+// lockedBuffer is a log's output, written by one goroutine and read by
+// the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *lockedBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *lockedBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// Workers whose flags disagree (a rolling deploy that changes a budget)
+// use the smallest budget among the live ones, whoever synced last; the
+// others say so once. When the smallest goes, the next applies.
+func TestWorkersWithDifferentBudgetsUseTheSmallest(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	ctx := context.Background()
+	var highLog, lowLog lockedBuffer
+	high, low := New(CognitoCreate, 40, 0), New(CognitoCreate, 20, 0)
+	defer high.Close()
+	defer low.Close()
+	hf := NewFleet(pool, "high", time.Second, slog.New(slog.NewTextHandler(&highLog, nil)), high)
+	lf := NewFleet(pool, "low", time.Second, slog.New(slog.NewTextHandler(&lowLog, nil)), low)
+	check := func(f *Fleet, l *Limit, want float64) {
+		t.Helper()
+		if err := f.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st := l.State(); st.Budget != want || st.Rate != want {
+			t.Fatalf("after %s's sync: %+v, want budget and rate %g", f.id, st, want)
+		}
+		if r := fleetRate(t, pool); r != want {
+			t.Fatalf("after %s's sync the fleet's rate is %g, want %g", f.id, r, want)
+		}
+	}
+	check(hf, high, 40) // alone
+	for range 10 {
+		check(lf, low, 20)
+		check(hf, high, 20)
+	}
+	if n := strings.Count(highLog.String(), "level=WARN"); n != 1 || !strings.Contains(highLog.String(), "the smallest") {
+		t.Fatalf("the worker whose flag is not used warned %d times, want once:\n%s", n, highLog.String())
+	}
+	if strings.Contains(lowLog.String(), "level=WARN") {
+		t.Fatalf("the worker whose flag is used warned:\n%s", lowLog.String())
+	}
+	if st, err := Read(ctx, pool, 10*time.Second); err != nil || len(st) != 1 || st[0].Budget != 20 || st[0].Workers != 2 ||
+		!slices.Equal(st[0].WorkerBudgets, []float64{20, 40}) {
+		t.Fatalf("status: %+v, %v", st, err)
+	}
+
+	// The low worker's row expires: the high one's budget applies at once.
+	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget_share SET seen_at = now() - interval '1 minute' WHERE worker_id = 'low'`); err != nil {
+		t.Fatal(err)
+	}
+	check(hf, high, 40)
+	check(hf, high, 40)
+	if st, err := Read(ctx, pool, 10*time.Second); err != nil || len(st) != 1 || st[0].Budget != 40 || st[0].Workers != 1 || st[0].WorkerBudgets != nil {
+		t.Fatalf("status once the low worker is gone: %+v, %v", st, err)
+	}
+	// It comes back, and leaves.
+	check(lf, low, 20)
+	check(hf, high, 20)
+	lf.leave(ctx)
+	check(hf, high, 40)
+	if n := strings.Count(highLog.String(), "level=WARN"); n != 2 {
+		t.Fatalf("warned %d times over two disagreements, want twice:\n%s", n, highLog.String())
 	}
 }

@@ -193,9 +193,10 @@ func (f *Fleet) leave(ctx context.Context) {
 	f.notify(dctx)
 }
 
-// syncSQL, in one round trip: records this worker's live membership and
-// accepted rate for each budget; updates each budget's fleet rate (a
-// changed budget applies at once unless the service throttled in the
+// syncSQL, in one round trip: records this worker's live membership,
+// budget and accepted rate for each budget; updates each budget's fleet
+// rate (the budget in force is the smallest of the live workers' budgets;
+// a changed budget applies at once unless the service throttled in the
 // last minute; then AIMD:
 // on a throttled report, once per cooldown, down to BelowAccepted of the
 // fleet's accepted rate but not under Floor of the rate; without
@@ -205,25 +206,31 @@ func (f *Fleet) leave(ctx context.Context) {
 // see each other's changes (a second throttled report within the cooldown
 // does not lower the rate again).
 //
-// $1 worker, $2 names, $3 budgets, $4 accepted rates, $5 attempts and
-// $6 throttles since the last sync, $7 whole-window flags, $8 liveness
-// window (s), $9 increase share, $10 minimum increase, $11 cooldown (s),
-// $12 Floor, $13 BelowAccepted, $14 MinShare, $15 this worker's caps,
-// $16 when this worker joined (the others not synced since are stale).
+// $1 worker, $2 names, $3 this worker's budgets, $4 accepted rates, $5
+// attempts and $6 throttles since the last sync, $7 whole-window flags,
+// $8 liveness window (s), $9 increase share, $10 minimum increase, $11
+// cooldown (s), $12 Floor, $13 BelowAccepted, $14 MinShare, $15 this
+// worker's caps, $16 when this worker joined (the others not synced since
+// are stale).
 const syncSQL = `
 WITH input AS (
 	SELECT * FROM unnest($2::text[], $3::float8[], $4::float8[], $5::int8[], $6::int8[], $7::bool[], $15::float8[])
-		AS t(name, budget, accepted, calls, throttles, full_window, cap)
+		AS t(name, own, accepted, calls, throttles, full_window, cap)
 ), mine AS (
-	INSERT INTO bulk_import_budget_share (name, worker_id, accepted, cap)
-	SELECT name, $1, accepted, cap FROM input
-	ON CONFLICT (name, worker_id) DO UPDATE SET seen_at = now(), accepted = excluded.accepted, cap = excluded.cap
+	INSERT INTO bulk_import_budget_share (name, worker_id, accepted, cap, budget)
+	SELECT name, $1, accepted, cap, own FROM input
+	ON CONFLICT (name, worker_id) DO UPDATE SET seen_at = now(), accepted = excluded.accepted, cap = excluded.cap, budget = excluded.budget
 ), others AS (
 	SELECT name, count(*) AS n, sum(accepted) AS accepted, array_agg(cap) AS caps,
+		min(budget) FILTER (WHERE budget > 0) AS budget, -- 0: a worker that does not say
 		count(*) FILTER (WHERE $16::timestamptz IS NULL OR seen_at < $16) AS stale
 	FROM bulk_import_budget_share
 	WHERE worker_id <> $1 AND seen_at > now() - $8 * interval '1 second'
 	GROUP BY name
+), i AS (
+	-- The budget in force: the smallest (least ignores the NULL of no others).
+	SELECT input.*, least(input.own, o.budget) AS budget, o.accepted AS others_accepted
+	FROM input LEFT JOIN others o USING (name)
 ), gone AS (
 	DELETE FROM bulk_import_budget_share WHERE seen_at < now() - interval '1 hour'
 ), upd AS (
@@ -236,7 +243,7 @@ WITH input AS (
 				b.rate + greatest(i.budget * $9, $10) * least(extract(epoch FROM now() - b.updated_at), 5)
 			WHEN b.decreased_at > now() - $11 * interval '1 second' THEN b.rate
 			WHEN NOT i.full_window THEN b.rate * $12
-			ELSE greatest(b.rate * $12, least(b.rate, $13 * (i.accepted + coalesce(o.accepted, 0))))
+			ELSE greatest(b.rate * $12, least(b.rate, $13 * (i.accepted + coalesce(i.others_accepted, 0))))
 		END)),
 		decreased_at = CASE
 			WHEN i.throttles > 0 AND NOT coalesce(b.decreased_at > now() - $11 * interval '1 second', false) THEN now()
@@ -244,12 +251,12 @@ WITH input AS (
 		updated_at = now(),
 		calls = b.calls + i.calls,
 		throttles = b.throttles + i.throttles
-	FROM input i LEFT JOIN others o USING (name)
+	FROM i
 	WHERE b.name = i.name
 	RETURNING b.name, b.budget, b.rate, b.calls, b.throttles, b.decreased_at
 ), ins AS (
 	INSERT INTO bulk_import_budget (name, budget, rate, calls, throttles)
-	SELECT name, budget, budget, calls, throttles FROM input
+	SELECT name, budget, budget, calls, throttles FROM i
 	ON CONFLICT (name) DO NOTHING
 	RETURNING name, budget, rate, calls, throttles, decreased_at
 )
@@ -320,10 +327,25 @@ func (f *Fleet) Sync(ctx context.Context) error {
 				share, warming = 0, true
 			}
 			l.setShare(share, s.st)
+			f.sayBudget(l, s.st.Budget)
 		}
 	}
 	f.warming.Store(warming)
 	return nil
+}
+
+// sayBudget warns, once per change, when the budget in force is not this
+// worker's: the live workers' flags disagree, and the smallest applies.
+func (f *Fleet) sayBudget(l *Limit, inForce float64) {
+	switch {
+	case inForce == l.budget && l.warned != 0:
+		f.log.Info("the fleet's budget is this worker's again", "budget", l.name, "in_force", inForce)
+		l.warned = 0
+	case inForce != l.budget && inForce != l.warned:
+		f.log.Warn(fmt.Sprintf("the live workers' budgets for %s differ: this worker's is %g/s, the fleet uses the smallest, %g/s", l.name, l.budget, inForce),
+			"budget", l.name, "own", l.budget, "in_force", inForce)
+		l.warned = inForce
+	}
 }
 
 // fairShare splits rate between workers with these caps (0: none): a
@@ -347,17 +369,25 @@ func fairShare(rate float64, caps []float64) float64 {
 }
 
 // Read returns the fleet's budgets in use (synced by a live worker within
-// the last within), for status.
+// the last within), for status: each with the live workers sharing it and,
+// when their flags disagree, their budgets.
 func Read(ctx context.Context, pool *pgxpool.Pool, within time.Duration) ([]State, error) {
 	rows, err := pool.Query(ctx, `SELECT b.name, b.budget, b.rate, b.calls, b.throttles, b.decreased_at,
-			(SELECT count(*) FROM bulk_import_budget_share s WHERE s.name = b.name AND s.seen_at > now() - $1 * interval '1 second')
-		FROM bulk_import_budget b WHERE b.updated_at > now() - $1 * interval '1 second' ORDER BY b.name`, within.Seconds())
+			coalesce(s.n, 0), coalesce(s.budgets, '{}')
+		FROM bulk_import_budget b LEFT JOIN LATERAL (
+			SELECT count(*) AS n, array_agg(DISTINCT s.budget ORDER BY s.budget) FILTER (WHERE s.budget > 0) AS budgets
+			FROM bulk_import_budget_share s WHERE s.name = b.name AND s.seen_at > now() - $1 * interval '1 second') s ON true
+		WHERE b.updated_at > now() - $1 * interval '1 second' ORDER BY b.name`, within.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("read the fleet's budgets: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (State, error) {
 		var st State
-		return st, r.Scan(&st.Name, &st.Budget, &st.Rate, &st.Calls, &st.Throttled, &st.DecreasedAt, &st.Workers)
+		err := r.Scan(&st.Name, &st.Budget, &st.Rate, &st.Calls, &st.Throttled, &st.DecreasedAt, &st.Workers, &st.WorkerBudgets)
+		if len(st.WorkerBudgets) < 2 {
+			st.WorkerBudgets = nil // they agree
+		}
+		return st, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read the fleet's budgets: %w", err)
