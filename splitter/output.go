@@ -181,6 +181,9 @@ func printFleet(w io.Writer, fl fleetState, now time.Time) {
 			if len(b.WorkerBudgets) > 1 {
 				fmt.Fprintf(w, "  %s: the live workers' budgets differ (%s): the smallest, %g, is in force\n", b.Name, joinRates(b.WorkerBudgets), b.Budget)
 			}
+			if b.BoundBy != nil {
+				fmt.Fprintf(w, "  %s: %s\n", b.Name, b.BoundBy.Text(b.Name, "the live workers"))
+			}
 		}
 	}
 	if fl.Maintainer.Live {

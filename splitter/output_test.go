@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -27,5 +28,25 @@ func TestStatusShowsTheBudgetInForceAndTheWorkersThatDisagree(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("status lacks %q:\n%s", want, text)
 		}
+	}
+}
+
+func TestStatusSaysWhatHoldsABudgetBack(t *testing.T) {
+	t.Parallel()
+	st := []budget.State{{Name: budget.CognitoCreate, Budget: 40, Rate: 40, Workers: 1,
+		BoundBy: &budget.Bound{Limit: budget.CognitoPassword, By: "cap", Rate: 10, Allowed: 40, Fix: "--cognito-password-budget 40 or more"}}}
+	var out bytes.Buffer
+	printFleet(&out, fleetState{Budgets: st}, time.Now())
+	want := "  cognito_create: held to 10/s by the cognito_password cap of the live workers, below the 40/s its own limits allow " +
+		"(each AdminCreateUser needs an AdminSetUserPassword): set --cognito-password-budget 40 or more\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("status lacks\n%s\nin\n%s", want, out.String())
+	}
+	b, err := json.Marshal(fleetState{Budgets: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"bound_by":{"limit":"cognito_password","by":"cap","rate":10,"allowed":40,"fix":"--cognito-password-budget 40 or more"}`; !strings.Contains(string(b), want) {
+		t.Errorf("--json lacks %s:\n%s", want, b)
 	}
 }

@@ -343,6 +343,9 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 		}()
 		defer func() { stopProtect(); <-protectDone }()
 	}
+	for _, w := range f.pacing.warnings() {
+		log.Warn(w)
+	}
 	log.Info("worker started", "concurrency", loop.Concurrency, "db_max_conns", conns, "max_receive_count", maxReceive,
 		"visibility_timeout", loop.VisibilityTimeout.String(), "message_timeout", loop.MessageTimeout.String(),
 		"limits", f.pacing.describe(), "fineos", cfg.Fineos.Enabled(),

@@ -522,3 +522,62 @@ func TestWorkersWithDifferentBudgetsUseTheSmallest(t *testing.T) {
 		t.Fatalf("warned %d times over two disagreements, want twice:\n%s", n, highLog.String())
 	}
 }
+
+// Status says what holds a budget below itself: here the live workers'
+// password caps (10/s each, no password budget) hold a create budget of
+// 40/s to 20/s, and a third worker's cap lifts it to 30.
+func TestStatusSaysWhatHoldsABudgetBelowItself(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	ctx := context.Background()
+	worker := func(id string) *Fleet {
+		t.Helper()
+		create, get, password := New(CognitoCreate, 40, 0), New(CognitoGet, 60, 0), New(CognitoPassword, 0, 10)
+		t.Cleanup(func() { create.Close(); get.Close(); password.Close() })
+		f := NewFleet(pool, id, time.Second, logging.Discard(), create, get, password, nil)
+		if err := f.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	bound := func() map[string]*Bound {
+		t.Helper()
+		st, err := Read(ctx, pool, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]*Bound{}
+		for _, s := range st {
+			out[s.Name] = s.BoundBy
+		}
+		return out
+	}
+	worker("a")
+	worker("b")
+	b := bound()
+	if b[CognitoGet] != nil {
+		t.Errorf("the get budget needs nothing, yet: %+v", b[CognitoGet])
+	}
+	want := Bound{Limit: CognitoPassword, By: "cap", Rate: 20, Allowed: 40, Fix: "--cognito-password-budget 40 or more"}
+	if c := b[CognitoCreate]; c == nil || *c != want {
+		t.Fatalf("two workers: %+v, want %+v", c, want)
+	}
+	worker("c")
+	if c := bound()[CognitoCreate]; c == nil || c.Rate != 30 {
+		t.Fatalf("three workers: %+v, want held to 30", c)
+	}
+	worker("d")
+	if c := bound()[CognitoCreate]; c != nil {
+		t.Fatalf("four workers: %+v, want nothing holding it", c)
+	}
+	// A live worker of an earlier version does not say: nothing is said.
+	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget_share SET needs = NULL WHERE worker_id = 'd'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `DELETE FROM bulk_import_budget_share WHERE worker_id = 'c'`); err != nil {
+		t.Fatal(err)
+	}
+	if c := bound()[CognitoCreate]; c != nil {
+		t.Fatalf("with a worker that does not say: %+v", c)
+	}
+}

@@ -2,6 +2,7 @@ package budget
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -42,6 +43,7 @@ type Fleet struct {
 	interval time.Duration
 	log      *slog.Logger
 	limits   []*Limit
+	needs    []string // for each limit, this worker's limits of the requests it needs (JSON)
 	kick     chan struct{}
 
 	joined  *time.Time  // the database's clock at the first successful sync
@@ -52,17 +54,31 @@ type Fleet struct {
 }
 
 // NewFleet returns the fleet view of this worker (id) for the limits that
-// have a budget (the others are ignored); nil when none has. interval is
-// how often it syncs (DefaultInterval when 0).
+// have a budget; nil when none has. The others are this worker's limits
+// of the requests those need (Needs; a kind without a limit is left out or
+// nil), recorded for status. interval is how often it syncs
+// (DefaultInterval when 0).
 func NewFleet(pool *pgxpool.Pool, id string, interval time.Duration, log *slog.Logger, limits ...*Limit) *Fleet {
 	if interval <= 0 {
 		interval = DefaultInterval
 	}
 	f := &Fleet{pool: pool, id: id, interval: interval, log: log, kick: make(chan struct{}, 1)}
+	mine := map[string]Flags{}
+	for _, l := range limits {
+		if l != nil {
+			mine[l.name] = Flags{Budget: l.budget, Cap: l.cap}
+		}
+	}
 	for _, l := range limits {
 		if l != nil && l.budget > 0 {
 			l.kick = f.Kick
 			f.limits = append(f.limits, l)
+			needs := map[string]Flags{}
+			for _, n := range Needs[l.name] {
+				needs[n] = mine[n]
+			}
+			b, _ := json.Marshal(needs) // cannot fail
+			f.needs = append(f.needs, string(b))
 		}
 	}
 	if len(f.limits) == 0 {
@@ -211,15 +227,16 @@ func (f *Fleet) leave(ctx context.Context) {
 // $8 liveness window (s), $9 increase share, $10 minimum increase, $11
 // cooldown (s), $12 Floor, $13 BelowAccepted, $14 MinShare, $15 this
 // worker's caps, $16 when this worker joined (the others not synced since
-// are stale).
+// are stale), $17 this worker's limits of the requests each needs (JSON).
 const syncSQL = `
 WITH input AS (
-	SELECT * FROM unnest($2::text[], $3::float8[], $4::float8[], $5::int8[], $6::int8[], $7::bool[], $15::float8[])
-		AS t(name, own, accepted, calls, throttles, full_window, cap)
+	SELECT * FROM unnest($2::text[], $3::float8[], $4::float8[], $5::int8[], $6::int8[], $7::bool[], $15::float8[], $17::text[])
+		AS t(name, own, accepted, calls, throttles, full_window, cap, needs)
 ), mine AS (
-	INSERT INTO bulk_import_budget_share (name, worker_id, accepted, cap, budget)
-	SELECT name, $1, accepted, cap, own FROM input
-	ON CONFLICT (name, worker_id) DO UPDATE SET seen_at = now(), accepted = excluded.accepted, cap = excluded.cap, budget = excluded.budget
+	INSERT INTO bulk_import_budget_share (name, worker_id, accepted, cap, budget, needs)
+	SELECT name, $1, accepted, cap, own, needs::jsonb FROM input
+	ON CONFLICT (name, worker_id) DO UPDATE SET seen_at = now(), accepted = excluded.accepted, cap = excluded.cap,
+		budget = excluded.budget, needs = excluded.needs
 ), others AS (
 	SELECT name, count(*) AS n, sum(accepted) AS accepted, array_agg(cap) AS caps,
 		min(budget) FILTER (WHERE budget > 0) AS budget, -- 0: a worker that does not say
@@ -286,7 +303,7 @@ func (f *Fleet) Sync(ctx context.Context) error {
 	}
 	live := 3 * f.interval
 	rows, err := f.pool.Query(ctx, syncSQL, f.id, names, budgets, accepted, calls, throttles, full,
-		live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps, f.joined)
+		live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps, f.joined, f.needs)
 	if err != nil {
 		restore()
 		return fmt.Errorf("sync the fleet's budgets: %w", err)
@@ -369,13 +386,17 @@ func fairShare(rate float64, caps []float64) float64 {
 }
 
 // Read returns the fleet's budgets in use (synced by a live worker within
-// the last within), for status: each with the live workers sharing it and,
-// when their flags disagree, their budgets.
+// the last within), for status: each with the live workers sharing it,
+// their budgets when they differ, and what holds it below itself (a limit
+// of the requests each of its requests needs, over the live workers).
 func Read(ctx context.Context, pool *pgxpool.Pool, within time.Duration) ([]State, error) {
 	rows, err := pool.Query(ctx, `SELECT b.name, b.budget, b.rate, b.calls, b.throttles, b.decreased_at,
-			coalesce(s.n, 0), coalesce(s.budgets, '{}')
+			coalesce(s.n, 0), coalesce(s.budgets, '{}'), coalesce(s.workers, '[]')
 		FROM bulk_import_budget b LEFT JOIN LATERAL (
-			SELECT count(*) AS n, array_agg(DISTINCT s.budget ORDER BY s.budget) FILTER (WHERE s.budget > 0) AS budgets
+			SELECT count(*) AS n, array_agg(DISTINCT s.budget ORDER BY s.budget) FILTER (WHERE s.budget > 0) AS budgets,
+				-- Each live worker's limits of this budget and of the requests it needs (null: not said).
+				CASE WHEN bool_and(s.needs IS NOT NULL) THEN
+					jsonb_agg(s.needs || jsonb_build_object(b.name, jsonb_build_object('budget', s.budget, 'cap', s.cap))) END AS workers
 			FROM bulk_import_budget_share s WHERE s.name = b.name AND s.seen_at > now() - $1 * interval '1 second') s ON true
 		WHERE b.updated_at > now() - $1 * interval '1 second' ORDER BY b.name`, within.Seconds())
 	if err != nil {
@@ -383,11 +404,17 @@ func Read(ctx context.Context, pool *pgxpool.Pool, within time.Duration) ([]Stat
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (State, error) {
 		var st State
-		err := r.Scan(&st.Name, &st.Budget, &st.Rate, &st.Calls, &st.Throttled, &st.DecreasedAt, &st.Workers, &st.WorkerBudgets)
+		var workers []map[string]Flags // none when a live worker did not say
+		if err := r.Scan(&st.Name, &st.Budget, &st.Rate, &st.Calls, &st.Throttled, &st.DecreasedAt, &st.Workers, &st.WorkerBudgets, &workers); err != nil {
+			return st, err
+		}
 		if len(st.WorkerBudgets) < 2 {
 			st.WorkerBudgets = nil // they agree
 		}
-		return st, err
+		if b := Bounds(st.Name, workers); len(b) > 0 {
+			st.BoundBy = &b[0]
+		}
+		return st, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read the fleet's budgets: %w", err)

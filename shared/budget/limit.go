@@ -254,6 +254,9 @@ type State struct {
 	// The live workers' own budgets, when they differ (status only): the
 	// smallest is in force.
 	WorkerBudgets []float64 `json:"worker_budgets,omitempty"`
+	// What holds the fleet below the budget, when a limit of the requests
+	// each of its requests needs does (status only): the lowest such.
+	BoundBy *Bound `json:"bound_by,omitempty"`
 }
 
 // State is the limit's state as of the fleet's last sync, with this
