@@ -177,12 +177,29 @@ func printFleet(w io.Writer, fl fleetState, now time.Time) {
 			fmt.Fprintf(tw, "  %s\tbudget %g\t%s\t%d workers, %.2f each\t%d calls, %d throttled\n", b.Name, b.Budget, cur, b.Workers, each, b.Calls, b.Throttled)
 		}
 		tw.Flush()
+		for _, b := range fl.Budgets {
+			if len(b.WorkerBudgets) > 1 {
+				fmt.Fprintf(w, "  %s: the live workers' budgets differ (%s): the smallest, %g, is in force\n", b.Name, joinRates(b.WorkerBudgets), b.Budget)
+			}
+			if b.BoundBy != nil {
+				fmt.Fprintf(w, "  %s: %s\n", b.Name, b.BoundBy.Text(b.Name, "the live workers"))
+			}
+		}
 	}
 	if fl.Maintainer.Live {
 		fmt.Fprintf(w, "maintainer: the leader is the worker %s\n", fl.Maintainer.ID)
 	} else {
 		fmt.Fprintln(w, "maintainer: no worker holds the leader's lease (no worker is running, or a new leader is being elected)")
 	}
+}
+
+// joinRates lists rates: "20, 40".
+func joinRates(rates []float64) string {
+	s := make([]string, len(rates))
+	for i, r := range rates {
+		s[i] = fmt.Sprintf("%g", r)
+	}
+	return strings.Join(s, ", ")
 }
 
 // oneLine folds s onto one line of at most n bytes.

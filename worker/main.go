@@ -236,6 +236,9 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 		},
 	}
 	defer protectOnECS(ctx, getenv, m, log)()
+	for _, w := range f.pacing.warnings() {
+		log.Warn(w)
+	}
 	log.Info("worker started", "concurrency", loop.Concurrency, "db_max_conns", conns, "max_receive_count", st.maxReceive,
 		"visibility_timeout", loop.VisibilityTimeout.String(), "message_timeout", loop.MessageTimeout.String(),
 		"limits", f.pacing.describe(), "fineos", cfg.Fineos.Enabled(),

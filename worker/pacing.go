@@ -35,12 +35,13 @@ func (p *pacingFlags) all() []*paced { return []*paced{&p.get, &p.create, &p.pas
 
 // define adds the flags; the budgets' defaults come from the environment.
 func (p *pacingFlags) define(fs *flag.FlagSet, cfg config.Config) error {
-	p.get = paced{name: budget.CognitoGet, rateFlag: "cognito-get-rate", budgetFlag: "cognito-get-budget", envVar: "COGNITO_GET_BUDGET", what: "AdminGetUser requests", defRate: 20}
-	p.create = paced{name: budget.CognitoCreate, rateFlag: "cognito-create-rate", budgetFlag: "cognito-create-budget", envVar: "COGNITO_CREATE_BUDGET", what: "AdminCreateUser requests", defRate: 10}
-	p.password = paced{name: budget.CognitoPassword, rateFlag: "cognito-password-rate", budgetFlag: "cognito-password-budget", envVar: "COGNITO_PASSWORD_BUDGET", what: "AdminSetUserPassword requests", defRate: 10}
-	p.fineos = paced{name: budget.Fineos, rateFlag: "fineos-rate", budgetFlag: "fineos-budget", envVar: "FINEOS_BUDGET", what: "FINEOS provisioning calls", defRate: 10}
+	p.get = paced{name: budget.CognitoGet, envVar: "COGNITO_GET_BUDGET", what: "AdminGetUser requests", defRate: 20}
+	p.create = paced{name: budget.CognitoCreate, envVar: "COGNITO_CREATE_BUDGET", what: "AdminCreateUser requests", defRate: 10}
+	p.password = paced{name: budget.CognitoPassword, envVar: "COGNITO_PASSWORD_BUDGET", what: "AdminSetUserPassword requests", defRate: 10}
+	p.fineos = paced{name: budget.Fineos, envVar: "FINEOS_BUDGET", what: "FINEOS provisioning calls", defRate: 10}
 	var errs []error
 	for _, x := range p.all() {
+		x.rateFlag, x.budgetFlag = budget.RateFlag(x.name), budget.BudgetFlag(x.name)
 		def := 0.0
 		if v, ok := cfg.BudgetVars[x.envVar]; ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
@@ -103,4 +104,36 @@ func (p *pacingFlags) describe() string {
 		}
 	}
 	return strings.Join(parts, "; ")
+}
+
+// flags are this worker's limits, by name (a kind without one is left
+// out).
+func (p *pacingFlags) flags() map[string]budget.Flags {
+	out := map[string]budget.Flags{}
+	for _, x := range p.all() {
+		if x.bud > 0 || x.rate > 0 {
+			out[x.name] = budget.Flags{Budget: x.bud, Cap: x.rate}
+		}
+	}
+	return out
+}
+
+// warnings say, at start, when a limit of the requests another needs
+// holds that other below its own limits in this worker: "cognito_password
+// limits cognito_create: held to 10/s by ...". A per-worker cap is this
+// worker's; the fleet's caps add up, so the warning says how many workers
+// with these flags lift it.
+func (p *pacingFlags) warnings() []string {
+	mine := p.flags()
+	var out []string
+	for _, x := range p.all() {
+		for _, b := range budget.Bounds(x.name, []map[string]budget.Flags{mine}) {
+			w := fmt.Sprintf("%s limits %s: %s", b.Limit, x.name, b.Text(x.name, "this worker"))
+			if n := budget.WorkersToLift(x.name, mine, b.Limit); b.By == "cap" && n > 0 {
+				w += fmt.Sprintf(" (or run %d or more workers with these flags: their caps add up)", n)
+			}
+			out = append(out, w)
+		}
+	}
+	return out
 }

@@ -1,8 +1,13 @@
 package budget
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
 	"math"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -99,7 +104,7 @@ func TestABudgetedLimitWaitsForTheFleet(t *testing.T) {
 	}
 }
 
-// runFleet runs a worker's fleet with one budgeted limit until stopped.
+// member is a worker's fleet with one budgeted limit.
 type member struct {
 	limit *Limit
 	fleet *Fleet
@@ -114,13 +119,26 @@ func join(t *testing.T, pool *pgxpool.Pool, id string, budget, cap float64) *mem
 
 func joinEvery(t *testing.T, pool *pgxpool.Pool, id string, budget, cap float64, interval time.Duration) *member {
 	t.Helper()
+	m := newMember(t, pool, id, budget, cap, interval)
+	m.run()
+	return m
+}
+
+// newMember is a worker's fleet that does not run yet.
+func newMember(t *testing.T, pool *pgxpool.Pool, id string, budget, cap float64, interval time.Duration) *member {
+	t.Helper()
 	l := New(CognitoCreate, budget, cap)
-	f := NewFleet(pool, id, interval, logging.Discard(), l)
-	ctx, cancel := context.WithCancel(context.Background())
-	m := &member{limit: l, fleet: f, stop: cancel, done: make(chan struct{})}
-	go func() { defer close(m.done); f.Run(ctx) }()
+	m := &member{limit: l, fleet: NewFleet(pool, id, interval, logging.Discard(), l), stop: func() {}, done: make(chan struct{})}
+	close(m.done)
 	t.Cleanup(func() { m.leave(); l.Close() })
 	return m
+}
+
+// run runs the member's fleet until it leaves.
+func (m *member) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	m.stop, m.done = cancel, make(chan struct{})
+	go func() { defer close(m.done); m.fleet.Run(ctx) }()
 }
 
 func (m *member) leave() {
@@ -128,28 +146,49 @@ func (m *member) leave() {
 	<-m.done
 }
 
+// eventually polls until done holds; after 5 s it fails the test,
+// saying why.
+func eventually(t *testing.T, done func() bool, why func() string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !done(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 5 s: %s", why())
+		}
+	}
+}
+
 // waitShares waits until every member's share is want (±0.01).
 func waitShares(t *testing.T, want float64, ms ...*member) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ok := true
+	eventually(t, func() bool {
 		for _, m := range ms {
 			if !near(m.limit.State().Share, want, 0.01) {
-				ok = false
+				return false
 			}
 		}
-		if ok {
-			return
+		return true
+	}, func() string {
+		msg := fmt.Sprintf("every share %.2f", want)
+		for _, m := range ms {
+			msg += fmt.Sprintf("; %s: %+v", m.fleet.id, m.limit.State())
 		}
-		if time.Now().After(deadline) {
-			for _, m := range ms {
-				t.Logf("%s: %+v", m.fleet.id, m.limit.State())
-			}
-			t.Fatalf("shares not %.2f within 5 s", want)
+		return msg
+	})
+}
+
+// waitListening waits until a session of the test's database has run
+// LISTEN on the fleet's channel (and is idle: it listens).
+func waitListening(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	eventually(t, func() bool {
+		var n int
+		err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND state = 'idle' AND query = 'LISTEN ' || $1`, Channel).Scan(&n)
+		if err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return n > 0
+	}, func() string { return "no session listens on " + Channel })
 }
 
 func TestTheLiveWorkersShareTheBudgetAndRebalanceWhenOneJoinsOrLeaves(t *testing.T) {
@@ -163,13 +202,16 @@ func TestTheLiveWorkersShareTheBudgetAndRebalanceWhenOneJoinsOrLeaves(t *testing
 	waitShares(t, 15, a, b)
 
 	// One joins: it takes nothing until the others have lowered theirs.
-	d := join(t, pool, "d", 30, 0)
-	for d.fleet.Syncs() == 0 {
-		time.Sleep(5 * time.Millisecond)
+	// Its first sync is made here, so that its shares are checked as that
+	// sync set them (not before, nor after a later sync).
+	d := newMember(t, pool, "d", 30, 0, 100*time.Millisecond)
+	if err := d.fleet.Sync(context.Background()); err != nil {
+		t.Fatal(err)
 	}
-	if s := d.limit.State().Share; s != 0 {
-		t.Fatalf("the joiner took %.2f at its first sync", s)
+	if st := d.limit.State(); st.Workers != 3 || st.Share != 0 {
+		t.Fatalf("the joiner's first sync: %+v, want 3 workers and no share", st)
 	}
+	d.run()
 	waitShares(t, 10, a, b, d)
 
 	// A worker capped below an even split takes its cap; the others split
@@ -208,9 +250,7 @@ func TestJoinsAndLeavesAreNotified(t *testing.T) {
 	pool := newPool(t)
 	a := joinEvery(t, pool, "a", 30, 0, 10*time.Second)
 	waitShares(t, 30, a)
-	for !a.fleet.listening.Load() {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitListening(t, pool)
 	start := time.Now()
 	b := joinEvery(t, pool, "b", 30, 0, 10*time.Second)
 	waitShares(t, 15, a, b)
@@ -326,11 +366,13 @@ func TestThrottlingLowersTheFleetRateOncePerCooldownAndItClimbsBack(t *testing.T
 		t.Fatalf("above the budget: %.2f", r)
 	}
 
-	// A budget raised with no throttling in the last minute applies at
-	// once; within a minute of throttling the rate climbs to it.
+	// A budget raised (the last worker with the old one gone) with no
+	// throttling in the last minute applies at once; within a minute of
+	// throttling the rate climbs to it.
 	raised := New(CognitoCreate, 200, 0)
 	defer raised.Close()
 	rf := NewFleet(pool, "raised", time.Second, logging.Discard(), raised)
+	set(`UPDATE bulk_import_budget_share SET seen_at = now() - interval '1 minute' WHERE worker_id = 'w'`)
 	set(`UPDATE bulk_import_budget SET decreased_at = now() - interval '2 minutes', rate = 60`)
 	syncNow(rf)
 	if r := fleetRate(t, pool); r != 200 {
@@ -399,5 +441,143 @@ func TestManyWorkersThrottledTogetherLowerTheRateOnce(t *testing.T) {
 	var throttles int64
 	if err := pool.QueryRow(ctx, `SELECT throttles FROM bulk_import_budget`).Scan(&throttles); err != nil || throttles != workers {
 		t.Fatalf("throttles counted: %d, %v", throttles, err)
+	}
+}
+
+// lockedBuffer is a log's output, written by one goroutine and read by
+// the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *lockedBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *lockedBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// Workers whose flags disagree (a rolling deploy that changes a budget)
+// use the smallest budget among the live ones, whoever synced last; the
+// others say so once. When the smallest goes, the next applies.
+func TestWorkersWithDifferentBudgetsUseTheSmallest(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	ctx := context.Background()
+	var highLog, lowLog lockedBuffer
+	high, low := New(CognitoCreate, 40, 0), New(CognitoCreate, 20, 0)
+	defer high.Close()
+	defer low.Close()
+	hf := NewFleet(pool, "high", time.Second, slog.New(slog.NewTextHandler(&highLog, nil)), high)
+	lf := NewFleet(pool, "low", time.Second, slog.New(slog.NewTextHandler(&lowLog, nil)), low)
+	check := func(f *Fleet, l *Limit, want float64) {
+		t.Helper()
+		if err := f.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st := l.State(); st.Budget != want || st.Rate != want {
+			t.Fatalf("after %s's sync: %+v, want budget and rate %g", f.id, st, want)
+		}
+		if r := fleetRate(t, pool); r != want {
+			t.Fatalf("after %s's sync the fleet's rate is %g, want %g", f.id, r, want)
+		}
+	}
+	check(hf, high, 40) // alone
+	for range 10 {
+		check(lf, low, 20)
+		check(hf, high, 20)
+	}
+	if n := strings.Count(highLog.String(), "level=WARN"); n != 1 || !strings.Contains(highLog.String(), "the smallest") {
+		t.Fatalf("the worker whose flag is not used warned %d times, want once:\n%s", n, highLog.String())
+	}
+	if strings.Contains(lowLog.String(), "level=WARN") {
+		t.Fatalf("the worker whose flag is used warned:\n%s", lowLog.String())
+	}
+	if st, err := Read(ctx, pool, 10*time.Second); err != nil || len(st) != 1 || st[0].Budget != 20 || st[0].Workers != 2 ||
+		!slices.Equal(st[0].WorkerBudgets, []float64{20, 40}) {
+		t.Fatalf("status: %+v, %v", st, err)
+	}
+
+	// The low worker's row expires: the high one's budget applies at once.
+	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget_share SET seen_at = now() - interval '1 minute' WHERE worker_id = 'low'`); err != nil {
+		t.Fatal(err)
+	}
+	check(hf, high, 40)
+	check(hf, high, 40)
+	if st, err := Read(ctx, pool, 10*time.Second); err != nil || len(st) != 1 || st[0].Budget != 40 || st[0].Workers != 1 || st[0].WorkerBudgets != nil {
+		t.Fatalf("status once the low worker is gone: %+v, %v", st, err)
+	}
+	// It comes back, and leaves.
+	check(lf, low, 20)
+	check(hf, high, 20)
+	lf.leave(ctx)
+	check(hf, high, 40)
+	if n := strings.Count(highLog.String(), "level=WARN"); n != 2 {
+		t.Fatalf("warned %d times over two disagreements, want twice:\n%s", n, highLog.String())
+	}
+}
+
+// Status says what holds a budget below itself: here the live workers'
+// password caps (10/s each, no password budget) hold a create budget of
+// 40/s to 20/s, and a third worker's cap lifts it to 30.
+func TestStatusSaysWhatHoldsABudgetBelowItself(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	ctx := context.Background()
+	worker := func(id string) *Fleet {
+		t.Helper()
+		create, get, password := New(CognitoCreate, 40, 0), New(CognitoGet, 60, 0), New(CognitoPassword, 0, 10)
+		t.Cleanup(func() { create.Close(); get.Close(); password.Close() })
+		f := NewFleet(pool, id, time.Second, logging.Discard(), create, get, password, nil)
+		if err := f.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	bound := func() map[string]*Bound {
+		t.Helper()
+		st, err := Read(ctx, pool, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]*Bound{}
+		for _, s := range st {
+			out[s.Name] = s.BoundBy
+		}
+		return out
+	}
+	worker("a")
+	worker("b")
+	b := bound()
+	if b[CognitoGet] != nil {
+		t.Errorf("the get budget needs nothing, yet: %+v", b[CognitoGet])
+	}
+	want := Bound{Limit: CognitoPassword, By: "cap", Rate: 20, Allowed: 40, Fix: "--cognito-password-budget 40 or more"}
+	if c := b[CognitoCreate]; c == nil || *c != want {
+		t.Fatalf("two workers: %+v, want %+v", c, want)
+	}
+	worker("c")
+	if c := bound()[CognitoCreate]; c == nil || c.Rate != 30 {
+		t.Fatalf("three workers: %+v, want held to 30", c)
+	}
+	worker("d")
+	if c := bound()[CognitoCreate]; c != nil {
+		t.Fatalf("four workers: %+v, want nothing holding it", c)
+	}
+	// A live worker of an earlier version does not say: nothing is said.
+	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget_share SET needs = NULL WHERE worker_id = 'd'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `DELETE FROM bulk_import_budget_share WHERE worker_id = 'c'`); err != nil {
+		t.Fatal(err)
+	}
+	if c := bound()[CognitoCreate]; c != nil {
+		t.Fatalf("with a worker that does not say: %+v", c)
 	}
 }

@@ -2,6 +2,7 @@ package budget
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -42,28 +43,42 @@ type Fleet struct {
 	interval time.Duration
 	log      *slog.Logger
 	limits   []*Limit
+	needs    []string // for each limit, this worker's limits of the requests it needs (JSON)
 	kick     chan struct{}
 
-	joined    *time.Time  // the database's clock at the first successful sync
-	warming   atomic.Bool // joined, but not every other worker has seen it yet
-	listening atomic.Bool // the listener is listening
-	syncs     atomic.Int64
-	mu        sync.Mutex
-	failing   bool
+	joined  *time.Time  // the database's clock at the first successful sync
+	warming atomic.Bool // joined, but not every other worker has seen it yet
+	syncs   atomic.Int64
+	mu      sync.Mutex
+	failing bool
 }
 
 // NewFleet returns the fleet view of this worker (id) for the limits that
-// have a budget (the others are ignored); nil when none has. interval is
-// how often it syncs (DefaultInterval when 0).
+// have a budget; nil when none has. The others are this worker's limits
+// of the requests those need (Needs; a kind without a limit is left out or
+// nil), recorded for status. interval is how often it syncs
+// (DefaultInterval when 0).
 func NewFleet(pool *pgxpool.Pool, id string, interval time.Duration, log *slog.Logger, limits ...*Limit) *Fleet {
 	if interval <= 0 {
 		interval = DefaultInterval
 	}
 	f := &Fleet{pool: pool, id: id, interval: interval, log: log, kick: make(chan struct{}, 1)}
+	mine := map[string]Flags{}
+	for _, l := range limits {
+		if l != nil {
+			mine[l.name] = Flags{Budget: l.budget, Cap: l.cap}
+		}
+	}
 	for _, l := range limits {
 		if l != nil && l.budget > 0 {
 			l.kick = f.Kick
 			f.limits = append(f.limits, l)
+			needs := map[string]Flags{}
+			for _, n := range Needs[l.name] {
+				needs[n] = mine[n]
+			}
+			b, _ := json.Marshal(needs) // cannot fail
+			f.needs = append(f.needs, string(b))
 		}
 	}
 	if len(f.limits) == 0 {
@@ -152,8 +167,6 @@ func (f *Fleet) listen(ctx context.Context) {
 			if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
 				return err
 			}
-			f.listening.Store(true)
-			defer f.listening.Store(false)
 			wait = time.Second
 			for {
 				n, err := conn.WaitForNotification(ctx)
@@ -196,9 +209,10 @@ func (f *Fleet) leave(ctx context.Context) {
 	f.notify(dctx)
 }
 
-// syncSQL, in one round trip: records this worker's live membership and
-// accepted rate for each budget; updates each budget's fleet rate (a
-// changed budget applies at once unless the service throttled in the
+// syncSQL, in one round trip: records this worker's live membership,
+// budget and accepted rate for each budget; updates each budget's fleet
+// rate (the budget in force is the smallest of the live workers' budgets;
+// a changed budget applies at once unless the service throttled in the
 // last minute; then AIMD:
 // on a throttled report, once per cooldown, down to BelowAccepted of the
 // fleet's accepted rate but not under Floor of the rate; without
@@ -208,25 +222,32 @@ func (f *Fleet) leave(ctx context.Context) {
 // see each other's changes (a second throttled report within the cooldown
 // does not lower the rate again).
 //
-// $1 worker, $2 names, $3 budgets, $4 accepted rates, $5 attempts and
-// $6 throttles since the last sync, $7 whole-window flags, $8 liveness
-// window (s), $9 increase share, $10 minimum increase, $11 cooldown (s),
-// $12 Floor, $13 BelowAccepted, $14 MinShare, $15 this worker's caps,
-// $16 when this worker joined (the others not synced since are stale).
+// $1 worker, $2 names, $3 this worker's budgets, $4 accepted rates, $5
+// attempts and $6 throttles since the last sync, $7 whole-window flags,
+// $8 liveness window (s), $9 increase share, $10 minimum increase, $11
+// cooldown (s), $12 Floor, $13 BelowAccepted, $14 MinShare, $15 this
+// worker's caps, $16 when this worker joined (the others not synced since
+// are stale), $17 this worker's limits of the requests each needs (JSON).
 const syncSQL = `
 WITH input AS (
-	SELECT * FROM unnest($2::text[], $3::float8[], $4::float8[], $5::int8[], $6::int8[], $7::bool[], $15::float8[])
-		AS t(name, budget, accepted, calls, throttles, full_window, cap)
+	SELECT * FROM unnest($2::text[], $3::float8[], $4::float8[], $5::int8[], $6::int8[], $7::bool[], $15::float8[], $17::text[])
+		AS t(name, own, accepted, calls, throttles, full_window, cap, needs)
 ), mine AS (
-	INSERT INTO bulk_import_budget_share (name, worker_id, accepted, cap)
-	SELECT name, $1, accepted, cap FROM input
-	ON CONFLICT (name, worker_id) DO UPDATE SET seen_at = now(), accepted = excluded.accepted, cap = excluded.cap
+	INSERT INTO bulk_import_budget_share (name, worker_id, accepted, cap, budget, needs)
+	SELECT name, $1, accepted, cap, own, needs::jsonb FROM input
+	ON CONFLICT (name, worker_id) DO UPDATE SET seen_at = now(), accepted = excluded.accepted, cap = excluded.cap,
+		budget = excluded.budget, needs = excluded.needs
 ), others AS (
 	SELECT name, count(*) AS n, sum(accepted) AS accepted, array_agg(cap) AS caps,
+		min(budget) FILTER (WHERE budget > 0) AS budget, -- 0: a worker that does not say
 		count(*) FILTER (WHERE $16::timestamptz IS NULL OR seen_at < $16) AS stale
 	FROM bulk_import_budget_share
 	WHERE worker_id <> $1 AND seen_at > now() - $8 * interval '1 second'
 	GROUP BY name
+), i AS (
+	-- The budget in force: the smallest (least ignores the NULL of no others).
+	SELECT input.*, least(input.own, o.budget) AS budget, o.accepted AS others_accepted
+	FROM input LEFT JOIN others o USING (name)
 ), gone AS (
 	DELETE FROM bulk_import_budget_share WHERE seen_at < now() - interval '1 hour'
 ), upd AS (
@@ -239,7 +260,7 @@ WITH input AS (
 				b.rate + greatest(i.budget * $9, $10) * least(extract(epoch FROM now() - b.updated_at), 5)
 			WHEN b.decreased_at > now() - $11 * interval '1 second' THEN b.rate
 			WHEN NOT i.full_window THEN b.rate * $12
-			ELSE greatest(b.rate * $12, least(b.rate, $13 * (i.accepted + coalesce(o.accepted, 0))))
+			ELSE greatest(b.rate * $12, least(b.rate, $13 * (i.accepted + coalesce(i.others_accepted, 0))))
 		END)),
 		decreased_at = CASE
 			WHEN i.throttles > 0 AND NOT coalesce(b.decreased_at > now() - $11 * interval '1 second', false) THEN now()
@@ -247,12 +268,12 @@ WITH input AS (
 		updated_at = now(),
 		calls = b.calls + i.calls,
 		throttles = b.throttles + i.throttles
-	FROM input i LEFT JOIN others o USING (name)
+	FROM i
 	WHERE b.name = i.name
 	RETURNING b.name, b.budget, b.rate, b.calls, b.throttles, b.decreased_at
 ), ins AS (
 	INSERT INTO bulk_import_budget (name, budget, rate, calls, throttles)
-	SELECT name, budget, budget, calls, throttles FROM input
+	SELECT name, budget, budget, calls, throttles FROM i
 	ON CONFLICT (name) DO NOTHING
 	RETURNING name, budget, rate, calls, throttles, decreased_at
 )
@@ -282,7 +303,7 @@ func (f *Fleet) Sync(ctx context.Context) error {
 	}
 	live := 3 * f.interval
 	rows, err := f.pool.Query(ctx, syncSQL, f.id, names, budgets, accepted, calls, throttles, full,
-		live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps, f.joined)
+		live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps, f.joined, f.needs)
 	if err != nil {
 		restore()
 		return fmt.Errorf("sync the fleet's budgets: %w", err)
@@ -323,10 +344,25 @@ func (f *Fleet) Sync(ctx context.Context) error {
 				share, warming = 0, true
 			}
 			l.setShare(share, s.st)
+			f.sayBudget(l, s.st.Budget)
 		}
 	}
 	f.warming.Store(warming)
 	return nil
+}
+
+// sayBudget warns, once per change, when the budget in force is not this
+// worker's: the live workers' flags disagree, and the smallest applies.
+func (f *Fleet) sayBudget(l *Limit, inForce float64) {
+	switch {
+	case inForce == l.budget && l.warned != 0:
+		f.log.Info("the fleet's budget is this worker's again", "budget", l.name, "in_force", inForce)
+		l.warned = 0
+	case inForce != l.budget && inForce != l.warned:
+		f.log.Warn(fmt.Sprintf("the live workers' budgets for %s differ: this worker's is %g/s, the fleet uses the smallest, %g/s", l.name, l.budget, inForce),
+			"budget", l.name, "own", l.budget, "in_force", inForce)
+		l.warned = inForce
+	}
 }
 
 // fairShare splits rate between workers with these caps (0: none): a
@@ -350,17 +386,35 @@ func fairShare(rate float64, caps []float64) float64 {
 }
 
 // Read returns the fleet's budgets in use (synced by a live worker within
-// the last within), for status.
+// the last within), for status: each with the live workers sharing it,
+// their budgets when they differ, and what holds it below itself (a limit
+// of the requests each of its requests needs, over the live workers).
 func Read(ctx context.Context, pool *pgxpool.Pool, within time.Duration) ([]State, error) {
 	rows, err := pool.Query(ctx, `SELECT b.name, b.budget, b.rate, b.calls, b.throttles, b.decreased_at,
-			(SELECT count(*) FROM bulk_import_budget_share s WHERE s.name = b.name AND s.seen_at > now() - $1 * interval '1 second')
-		FROM bulk_import_budget b WHERE b.updated_at > now() - $1 * interval '1 second' ORDER BY b.name`, within.Seconds())
+			coalesce(s.n, 0), coalesce(s.budgets, '{}'), coalesce(s.workers, '[]')
+		FROM bulk_import_budget b LEFT JOIN LATERAL (
+			SELECT count(*) AS n, array_agg(DISTINCT s.budget ORDER BY s.budget) FILTER (WHERE s.budget > 0) AS budgets,
+				-- Each live worker's limits of this budget and of the requests it needs (null: not said).
+				CASE WHEN bool_and(s.needs IS NOT NULL) THEN
+					jsonb_agg(s.needs || jsonb_build_object(b.name, jsonb_build_object('budget', s.budget, 'cap', s.cap))) END AS workers
+			FROM bulk_import_budget_share s WHERE s.name = b.name AND s.seen_at > now() - $1 * interval '1 second') s ON true
+		WHERE b.updated_at > now() - $1 * interval '1 second' ORDER BY b.name`, within.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("read the fleet's budgets: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (State, error) {
 		var st State
-		return st, r.Scan(&st.Name, &st.Budget, &st.Rate, &st.Calls, &st.Throttled, &st.DecreasedAt, &st.Workers)
+		var workers []map[string]Flags // none when a live worker did not say
+		if err := r.Scan(&st.Name, &st.Budget, &st.Rate, &st.Calls, &st.Throttled, &st.DecreasedAt, &st.Workers, &st.WorkerBudgets, &workers); err != nil {
+			return st, err
+		}
+		if len(st.WorkerBudgets) < 2 {
+			st.WorkerBudgets = nil // they agree
+		}
+		if b := Bounds(st.Name, workers); len(b) > 0 {
+			st.BoundBy = &b[0]
+		}
+		return st, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read the fleet's budgets: %w", err)

@@ -36,7 +36,7 @@ const (
 // does not pace.
 type Limit struct {
 	name   string
-	budget float64 // requests per second for the fleet; 0: none
+	budget float64 // requests per second for the fleet, as this worker's flag says (the smallest of the live workers' applies); 0: none
 	cap    float64 // requests per second for this worker; 0: none
 
 	tokens  chan struct{}
@@ -56,7 +56,8 @@ type Limit struct {
 	// Since the last sync (reported then), and since the start.
 	calls, throttles           atomic.Int64
 	callsTotal, throttledTotal atomic.Int64
-	kick                       func() // asks the fleet for a sync now
+	kick                       func()  // asks the fleet for a sync now
+	warned                     float64 // the fleet's budget, when it is not this one's and was said (Sync's alone)
 }
 
 // New returns the limit of one kind of request: budget is the fleet's
@@ -241,7 +242,7 @@ func (l *Limit) dispense() {
 // State is where a budget stands.
 type State struct {
 	Name      string  `json:"name"`
-	Budget    float64 `json:"budget"`          // requests per second for the fleet
+	Budget    float64 `json:"budget"`          // requests per second for the fleet: the smallest of the live workers' budgets
 	Rate      float64 `json:"fleet_rate"`      // what the fleet may send now: the budget, or less after throttling
 	Workers   int     `json:"workers"`         // live workers sharing it
 	Share     float64 `json:"share,omitempty"` // this worker's rate now (a worker's view only)
@@ -250,6 +251,12 @@ type State struct {
 	Throttled int64   `json:"throttled"`       // of which throttled by the service
 	// When the fleet last lowered its rate after throttling.
 	DecreasedAt *time.Time `json:"decreased_at,omitempty"`
+	// The live workers' own budgets, when they differ (status only): the
+	// smallest is in force.
+	WorkerBudgets []float64 `json:"worker_budgets,omitempty"`
+	// What holds the fleet below the budget, when a limit of the requests
+	// each of its requests needs does (status only): the lowest such.
+	BoundBy *Bound `json:"bound_by,omitempty"`
 }
 
 // State is the limit's state as of the fleet's last sync, with this

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/massgov/bulk-user-import/shared/budget"
+)
+
+func TestStatusShowsTheBudgetInForceAndTheWorkersThatDisagree(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	printFleet(&out, fleetState{Budgets: []budget.State{
+		{Name: budget.CognitoCreate, Budget: 20, Rate: 20, Workers: 2, WorkerBudgets: []float64{20, 40}},
+		{Name: budget.CognitoGet, Budget: 50, Rate: 50, Workers: 2},
+	}}, time.Now())
+	text := out.String()
+	if strings.Contains(text, "cognito_get:") {
+		t.Errorf("a note on a budget the workers agree on:\n%s", text)
+	}
+	for _, want := range []string{
+		"cognito_create  budget 20  now 20.0",
+		"cognito_create: the live workers' budgets differ (20, 40): the smallest, 20, is in force\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("status lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+func TestStatusSaysWhatHoldsABudgetBack(t *testing.T) {
+	t.Parallel()
+	st := []budget.State{{Name: budget.CognitoCreate, Budget: 40, Rate: 40, Workers: 1,
+		BoundBy: &budget.Bound{Limit: budget.CognitoPassword, By: "cap", Rate: 10, Allowed: 40, Fix: "--cognito-password-budget 40 or more"}}}
+	var out bytes.Buffer
+	printFleet(&out, fleetState{Budgets: st}, time.Now())
+	want := "  cognito_create: held to 10/s by the cognito_password cap of the live workers, below the 40/s its own limits allow " +
+		"(each AdminCreateUser needs an AdminSetUserPassword): set --cognito-password-budget 40 or more\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("status lacks\n%s\nin\n%s", want, out.String())
+	}
+	b, err := json.Marshal(fleetState{Budgets: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"bound_by":{"limit":"cognito_password","by":"cap","rate":10,"allowed":40,"fix":"--cognito-password-budget 40 or more"}`; !strings.Contains(string(b), want) {
+		t.Errorf("--json lacks %s:\n%s", want, b)
+	}
+}
