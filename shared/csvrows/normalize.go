@@ -90,12 +90,18 @@ func checkLocalPart(local string) error {
 	return nil
 }
 
+// LocalPartSpecials are the characters, besides letters, digits and dots,
+// that the part of an address before the @ may hold (RFC 5322's atext).
+// Whatever recognises addresses in text (the masking of logs) uses the
+// same set, so that no address the import accepts escapes it.
+const LocalPartSpecials = "!#$%&'*+/=?^_`{|}~-"
+
 func isAtext(r rune) bool {
 	switch {
 	case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
 		return true
 	}
-	return strings.ContainsRune("!#$%&'*+/=?^_`{|}~-", r)
+	return strings.ContainsRune(LocalPartSpecials, r)
 }
 
 func checkDomain(domain string) error {

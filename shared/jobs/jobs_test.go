@@ -171,3 +171,27 @@ func TestSelectionPicksIdleRowsAndLeavesRedrivenOnesToTheDLQ(t *testing.T) {
 		t.Fatalf("row 3: %d attempts, %d resends, %v", attempts, resends, err)
 	}
 }
+
+// A cancel reason is an operator's text: every reader gets it masked
+// (splitter status, jobs, wait, and their --json), even one recorded
+// before reasons were masked.
+func TestACancelReasonIsReadMasked(t *testing.T) {
+	t.Parallel()
+	pool, s, lc := setup(t)
+	ctx := context.Background()
+	if _, _, err := lc.Create(ctx, "j1", false, jobs.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE bulk_import_job SET cancelled_at = now(), cancel_reason = 'asked by mary.o''connor@example.com for 123456789' WHERE job_id = 'j1'`); err != nil {
+		t.Fatal(err)
+	}
+	const want = "asked by m***@***.com for *****6789"
+	st, err := s.Status(ctx, "j1")
+	if err != nil || st.CancelReason != want {
+		t.Fatalf("status reason %q, %v", st.CancelReason, err)
+	}
+	list, err := s.Recent(ctx, 10)
+	if err != nil || len(list) != 1 || list[0].CancelReason != want {
+		t.Fatalf("recent %+v, %v", list, err)
+	}
+}

@@ -8,6 +8,8 @@ package mask
 import (
 	"regexp"
 	"strings"
+
+	"github.com/massgov/bulk-user-import/shared/csvrows"
 )
 
 // Email keeps the first character of the local part and the top-level
@@ -41,11 +43,23 @@ func firstRune(s string) string {
 }
 
 var (
-	emailPattern = regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*`)
+	// An address as the import accepts one (csvrows.NormalizeEmail), in
+	// any case: the local part's characters are the normaliser's own.
+	emailPattern = regexp.MustCompile(`[A-Za-z0-9.` + classOf(csvrows.LocalPartSpecials) + `]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*`)
 	// A FEIN as written: nine digits, or two, a dash and seven, not part of
 	// a longer number (an account id, a timestamp).
 	feinPattern = regexp.MustCompile(`(^|[^0-9A-Za-z-])([0-9]{2}-?[0-9]{7})($|[^0-9A-Za-z-])`)
 )
+
+// classOf escapes chars for a regexp character class.
+func classOf(chars string) string {
+	var b strings.Builder
+	for _, r := range chars {
+		b.WriteByte('\\')
+		b.WriteRune(r)
+	}
+	return b.String()
+}
 
 // Text masks every email and FEIN in free text.
 func Text(s string) string {
