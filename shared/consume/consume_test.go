@@ -621,3 +621,57 @@ func TestADeadLetterClaimedByAWorkerThatDiedIsSentByTheNextDelivery(t *testing.T
 		t.Fatalf("%d more dead letters", len(dl))
 	}
 }
+
+// A row handed back while a dependency's breaker is open shows a sign of
+// life (at most once per TouchEvery): a FINEOS outage longer than the
+// maintainer's recover-after must not make its rescuer take the row's
+// message for lost, send copies and reset its attempts.
+func TestAPausedRowShowsASignOfLifeSoTheRescuerLeavesIt(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 3)
+	f.split(t, "job1", true, "fein,email\n123456789,paused@b.co\n")
+	ctx := context.Background()
+	f.handler.Breakers = f.breakers(t)
+	f.stack.Fineos.RefuseCredentials(true)
+	f.handler.Breakers.Get(breaker.Fineos).Trip(register.CodeFineosAuthFailed, "token refused", "fix it")
+	f.handler.TouchEvery = time.Hour
+	// The row's message has been going round for an hour: received,
+	// paused, handed back.
+	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_row SET sent_at = now() - interval '2 hours', updated_at = now() - interval '2 hours' WHERE job_id = 'job1'`); err != nil {
+		t.Fatal(err)
+	}
+	lost := func() int64 {
+		t.Helper()
+		byJob, err := f.jobs.JobsToResend(ctx, jobs.Selection{IdleFor: 30 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return byJob["job1"]
+	}
+	if lost() != 1 {
+		t.Fatal("the idle row is not selected before the pause (the test cannot tell)")
+	}
+	msgs, err := f.queue.Receive(ctx, 1, time.Second, time.Minute)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("receive: %d %v", len(msgs), err)
+	}
+	if o := f.handler.Handle(ctx, msgs[0]); o.Result != consume.Paused || o.Action != consume.Release {
+		t.Fatalf("outcome %+v, want paused", o)
+	}
+	if n := lost(); n != 0 {
+		t.Fatalf("a paused row looks lost to the rescuer (%d)", n)
+	}
+	var attempts int
+	var touched time.Time
+	if err := f.stack.Pool.QueryRow(ctx, `SELECT attempts, updated_at FROM bulk_import_row WHERE job_id = 'job1'`).Scan(&attempts, &touched); err != nil || attempts != 0 {
+		t.Fatalf("attempts %d, %v: a pause is not an attempt", attempts, err)
+	}
+	// Paused again within TouchEvery: no second write.
+	if o := f.handler.Handle(ctx, msgs[0]); o.Result != consume.Paused {
+		t.Fatalf("outcome %+v", o)
+	}
+	var again time.Time
+	if err := f.stack.Pool.QueryRow(ctx, `SELECT updated_at FROM bulk_import_row WHERE job_id = 'job1'`).Scan(&again); err != nil || !again.Equal(touched) {
+		t.Fatalf("touched again within TouchEvery: %s then %s (%v)", touched, again, err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,5 +97,67 @@ func TestSendThenResendUnderTheJobsLock(t *testing.T) {
 	}
 	if rows := drain(); len(rows) != 25 {
 		t.Fatalf("%d messages re-sent", len(rows))
+	}
+}
+
+// faultySender refuses one entry of its first batch as the sender's fault
+// and accepts the rest.
+type faultySender struct {
+	q       enqueue.Sender
+	refused string // entry id refused
+	once    sync.Once
+}
+
+func (f *faultySender) SendBatch(ctx context.Context, entries []queue.Entry) ([]queue.EntryError, error) {
+	var failed []queue.EntryError
+	f.once.Do(func() {
+		var keep []queue.Entry
+		for _, e := range entries {
+			if e.ID == f.refused {
+				failed = append(failed, queue.EntryError{ID: e.ID, Code: "InvalidParameterValue", Message: "refused", SenderFault: true})
+				continue
+			}
+			keep = append(keep, e)
+		}
+		entries = keep
+	})
+	more, err := f.q.SendBatch(ctx, entries)
+	return append(failed, more...), err
+}
+
+func TestEntriesAcceptedBesideARefusedOneAreRecordedSent(t *testing.T) {
+	t.Parallel()
+	s := stacktest.New(t, stacktest.Options{})
+	ctx := context.Background()
+	store := jobs.NewStore(s.Pool)
+	lc := lifecycle.New(s.Pool, nil, logging.Discard())
+	q := queue.New(awsconf.SQS(s.AWS), s.Resources.QueueURL)
+	job, _, err := lc.Create(ctx, "f", false, jobs.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString("fein,email\n")
+	for i := range 10 {
+		fmt.Fprintf(&b, "123456789,u%d@b.co\n", i)
+	}
+	r, _ := csvrows.NewReader("a.csv", strings.NewReader(b.String()))
+	if _, err := lc.RecordSource(ctx, "f", "a.csv", r.Header(), r); err != nil {
+		t.Fatal(err)
+	}
+	e := &enqueue.Enqueuer{Jobs: store, Book: lc, Queue: &faultySender{q: q, refused: "4"}}
+	n, err := e.SendUnsent(ctx, job)
+	if err == nil || !strings.Contains(err.Error(), "refused message 4") {
+		t.Fatalf("the refusal was not reported: %v", err)
+	}
+	if n != 9 {
+		t.Fatalf("%d sent, want the 9 accepted", n)
+	}
+	// The nine accepted are recorded sent: a re-run sends only the refused one.
+	if st, _ := store.Status(ctx, "f"); st.Unsent != 1 {
+		t.Fatalf("%d rows unsent, want 1", st.Unsent)
+	}
+	if n, err := e.SendUnsent(ctx, job); err != nil || n != 1 {
+		t.Fatalf("re-run sent %d, %v; want only the refused row", n, err)
 	}
 }
