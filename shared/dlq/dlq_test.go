@@ -2,8 +2,11 @@ package dlq_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -361,5 +364,125 @@ func TestTwoOperatorsReplayingAtOnceMoveEachMessageOnce(t *testing.T) {
 	}
 	if len(seen) != 60 {
 		t.Fatalf("%d distinct messages in the import queue, want 60", len(seen))
+	}
+}
+
+// failingSender refuses every batch.
+type failingSender struct{}
+
+func (failingSender) SendBatch(context.Context, []queue.Entry) ([]queue.EntryError, error) {
+	return nil, errors.New("injected: the import queue is unreachable")
+}
+
+// rowState reads a row's state, attempts and dead letter.
+func (f fixture) rowState(t *testing.T, job string, row int64) (state string, attempts int, deadLetter string) {
+	t.Helper()
+	if err := f.stack.Pool.QueryRow(context.Background(), `SELECT state, attempts, coalesce(dead_letter, '') FROM bulk_import_row WHERE job_id = $1 AND row_no = $2`,
+		job, row).Scan(&state, &attempts, &deadLetter); err != nil {
+		t.Fatal(err)
+	}
+	return state, attempts, deadLetter
+}
+
+func TestAReplayedRowStartsItsAttemptsAgain(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.deadLetter(t, "A", "EMPLOYER_NOT_FOUND", 2)
+	// Row 2 failed on its last attempt (as a transient error that gave up).
+	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_row SET attempts = 3 WHERE job_id = 'A'`); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := f.tool.Replay(ctx, dlq.ReplayOptions{}); err != nil || r.Moved != 2 {
+		t.Fatalf("replay %+v, %v", r, err)
+	}
+	for row := int64(1); row <= 2; row++ {
+		if state, attempts, _ := f.rowState(t, "A", row); state != jobs.Queued || attempts != 0 {
+			t.Fatalf("row %d: %s with %d attempts; want queued, attempts starting again", row, state, attempts)
+		}
+	}
+	// So, should the replayed messages be lost, the maintainer's rescuer
+	// finds the rows (rows with used-up attempts it would leave to the
+	// dead-letter queue's retention, 14 days).
+	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_row SET updated_at = now() - interval '2 hours', sent_at = now() - interval '2 hours' WHERE job_id = 'A'`); err != nil {
+		t.Fatal(err)
+	}
+	byJob, err := f.jobs.JobsToResend(ctx, jobs.Selection{IdleFor: time.Hour, MaxAttempts: 3, RedrivenIdleFor: 14 * 24 * time.Hour})
+	if err != nil || byJob["A"] != 2 {
+		t.Fatalf("rows the rescuer would re-send: %v, %v", byJob, err)
+	}
+}
+
+func TestAReplayWhoseSendFailsPutsTheRowsBack(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.deadLetter(t, "A", "EMPLOYER_NOT_FOUND", 3)
+	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_row SET attempts = 3 WHERE job_id = 'A'`); err != nil {
+		t.Fatal(err)
+	}
+	tool := *f.tool
+	tool.Main = failingSender{}
+	r, err := tool.Replay(ctx, dlq.ReplayOptions{})
+	if err != nil || r.Moved != 0 || r.Errors != 3 {
+		t.Fatalf("replay %+v, %v", r, err)
+	}
+	// Nothing half-done: the rows are failed as before, their dead letters
+	// still in the dead-letter queue, and the job is as it was.
+	for row := int64(1); row <= 3; row++ {
+		if state, attempts, dl := f.rowState(t, "A", row); state != jobs.Failed || attempts != 3 || dl != jobs.DeadLetterSent {
+			t.Fatalf("row %d: %s, %d attempts, dead letter %q; want failed, 3, sent", row, state, attempts, dl)
+		}
+	}
+	if got := contents(t, f.dead); len(got) != 3 {
+		t.Fatalf("dead-letter queue %v", got)
+	}
+	if got := contents(t, f.main); len(got) != 0 {
+		t.Fatalf("import queue %v", got)
+	}
+	// A later replay moves them.
+	if r, err := f.tool.Replay(ctx, dlq.ReplayOptions{}); err != nil || r.Moved != 3 {
+		t.Fatalf("second replay %+v, %v", r, err)
+	}
+}
+
+// staleDLQ answers the deletes of the first n handles as stale: the pass
+// lost its hold on those messages, which stay in the queue.
+type staleDLQ struct {
+	*queue.Queue
+	n int
+}
+
+func (s *staleDLQ) DeleteBatch(ctx context.Context, handles []string) ([]queue.EntryError, error) {
+	var failed []queue.EntryError
+	var keep []string
+	for i, h := range handles {
+		if s.n > 0 {
+			s.n--
+			failed = append(failed, queue.EntryError{ID: strconv.Itoa(i), Code: "ReceiptHandleIsInvalid", Message: "stale"})
+			continue
+		}
+		keep = append(keep, h)
+	}
+	more, err := s.Queue.DeleteBatch(ctx, keep)
+	return append(failed, more...), err
+}
+
+func TestAMessageWhoseDeleteFindsAStaleHandleIsNotCountedMoved(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.deadLetter(t, "A", "EMPLOYER_NOT_FOUND", 3)
+	tool := *f.tool
+	tool.DLQ = &staleDLQ{Queue: f.dead, n: 1}
+	r, err := tool.Replay(ctx, dlq.ReplayOptions{})
+	if err != nil || r.Moved != 2 || r.Errors != 1 {
+		t.Fatalf("replay %+v, %v: want 2 moved, the stale one an error", r, err)
+	}
+	if !slices.ContainsFunc(r.Notes, func(n string) bool { return strings.Contains(n, "stale receipt handle") }) {
+		t.Fatalf("notes %v", r.Notes)
+	}
+	if got := contents(t, f.dead); len(got) != 1 {
+		t.Fatalf("dead-letter queue %v: the stale one stays", got)
 	}
 }
