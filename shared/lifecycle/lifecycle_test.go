@@ -249,17 +249,37 @@ func TestResultFilesAreWrittenOncePerCompletionAndAgainAfterAReplay(t *testing.T
 	}
 }
 
-func TestAFailedWriteIsRetriedAtTheNextTickThenWithBackoff(t *testing.T) {
+// retryIn reads how long until the job's failed write is retried
+// (database time).
+func (f fixture) retryIn(t *testing.T, job string) time.Duration {
+	t.Helper()
+	var secs float64
+	if err := f.stack.Pool.QueryRow(context.Background(), `SELECT extract(epoch FROM results_retry_at - now())::float8 FROM bulk_import_job WHERE job_id = $1`, job).Scan(&secs); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(secs * float64(time.Second))
+}
+
+// due makes the job's retry due now, as time passing would.
+func (f fixture) due(t *testing.T, job string) {
+	t.Helper()
+	if _, err := f.stack.Pool.Exec(context.Background(), `UPDATE bulk_import_job SET results_retry_at = now() - interval '1 millisecond' WHERE job_id = $1`, job); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAFailedWriteIsRetriedAfterABackoffThatDoubles(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	ctx := context.Background()
-	f.lc.RetryBase, f.lc.RetryMax = 300*time.Millisecond, time.Second
+	f.lc.RetryBase, f.lc.RetryMax = time.Minute, 3*time.Minute
 	f.record(t, "flaky", 1, jobs.Limits{})
 	f.succeed(t, "flaky", 1)
-	f.s3.failFirst.Store(2)
+	f.s3.failFirst.Store(3)
 	if _, won, _ := f.lc.Complete(ctx, "flaky"); !won {
 		t.Fatal("not completed")
 	}
+	within := func(d, want time.Duration) bool { return d > want-10*time.Second && d <= want }
 	if _, out, err := f.lc.WriteResults(ctx, ""); out != lifecycle.Failed || err != nil {
 		t.Fatalf("first write: %v %v", out, err)
 	}
@@ -267,16 +287,28 @@ func TestAFailedWriteIsRetriedAtTheNextTickThenWithBackoff(t *testing.T) {
 	if st.Results != jobs.ResultsRetrying || !strings.Contains(st.ResultsError, "S3 unavailable") {
 		t.Fatalf("after a failure: %+v", st)
 	}
+	if d := f.retryIn(t, "flaky"); !within(d, time.Minute) {
+		t.Fatalf("first retry in %s, want the base, 1m", d)
+	}
 	if _, out, _ := f.lc.WriteResults(ctx, ""); out != lifecycle.Nothing {
 		t.Fatalf("retried before its backoff: %v", out)
 	}
-	time.Sleep(350 * time.Millisecond) // the next tick
+	f.due(t, "flaky")
 	if _, out, _ := f.lc.WriteResults(ctx, ""); out != lifecycle.Failed {
 		t.Fatalf("second write: %v", out)
 	}
-	time.Sleep(350 * time.Millisecond) // the second backoff is twice the first
+	if d := f.retryIn(t, "flaky"); !within(d, 2*time.Minute) {
+		t.Fatalf("second retry in %s, want twice the base, 2m", d)
+	}
+	f.due(t, "flaky")
+	if _, out, _ := f.lc.WriteResults(ctx, ""); out != lifecycle.Failed {
+		t.Fatalf("third write: %v", out)
+	}
+	if d := f.retryIn(t, "flaky"); !within(d, 3*time.Minute) {
+		t.Fatalf("third retry in %s, want the most, 3m", d)
+	}
 	if _, out, _ := f.lc.WriteResults(ctx, ""); out != lifecycle.Nothing {
-		t.Fatalf("retried before its doubled backoff: %v", out)
+		t.Fatalf("retried before its backoff: %v", out)
 	}
 	// An operator's command for the job does not wait for the backoff.
 	if _, out, _ := f.lc.WriteResults(ctx, "flaky"); out != lifecycle.Written {

@@ -16,6 +16,7 @@ import (
 	"github.com/massgov/bulk-user-import/localstack/pgtest"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
+	"github.com/massgov/bulk-user-import/shared/clock"
 	"github.com/massgov/bulk-user-import/shared/enqueue"
 	"github.com/massgov/bulk-user-import/shared/fleet"
 	"github.com/massgov/bulk-user-import/shared/jobs"
@@ -109,14 +110,37 @@ func (f fixture) drain(t *testing.T) []int64 {
 	}
 }
 
+// expireLease makes the database see the named lease as expired, as it
+// would once its holder stopped renewing it for a lease.
+func expireLease(t *testing.T, f fixture, name string) {
+	t.Helper()
+	if _, err := f.stack.Pool.Exec(context.Background(), `UPDATE bulk_import_leader SET expires_at = now() - interval '1 second' WHERE name = $1`, name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ended waits (10 s at most) for a leadership context to end.
+func ended(t *testing.T, lead context.Context, why string) {
+	t.Helper()
+	select {
+	case <-lead.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s, but the leader's context did not end", why)
+	}
+}
+
 func TestOneLeaderAtATimeAndAResignedOrDeadLeaderIsReplaced(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	ctx := context.Background()
-	const lease = 600 * time.Millisecond
+	const lease = 30 * time.Second
 	var electors []*maintain.Elector
+	var clocks []*clock.Fake
 	for range 4 {
-		electors = append(electors, maintain.NewElector(f.stack.Pool, "test-lease", fleet.NewID(), lease, logging.Discard()))
+		e := maintain.NewElector(f.stack.Pool, "test-lease", fleet.NewID(), lease, logging.Discard())
+		c := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+		e.Clock = c
+		electors, clocks = append(electors, e), append(clocks, c)
 	}
 	leaders := func() []int {
 		var out []int
@@ -128,25 +152,34 @@ func TestOneLeaderAtATimeAndAResignedOrDeadLeaderIsReplaced(t *testing.T) {
 		return out
 	}
 	// All try at once, many times: one wins, and keeps winning.
+	first := -1
 	for round := range 5 {
 		var wg sync.WaitGroup
 		for _, e := range electors {
 			wg.Go(func() { e.Attempt(ctx) })
 		}
 		wg.Wait()
-		if l := leaders(); len(l) != 1 || (round > 0 && l[0] != leaders()[0]) {
-			t.Fatalf("round %d: leaders %v", round, l)
+		l := leaders()
+		if len(l) != 1 || (first >= 0 && l[0] != first) {
+			t.Fatalf("round %d: leaders %v (first %d)", round, l, first)
 		}
+		first = l[0]
 	}
-	first := leaders()[0]
 	id, live, ok, err := maintain.Leader(ctx, f.stack.Pool, "test-lease")
 	if err != nil || !ok || !live || id != electors[first].ID() {
 		t.Fatalf("lease row: %s %v %v %v; want %s", id, live, ok, err, electors[first].ID())
 	}
+	lead, stop, ok := electors[first].Lead(ctx)
+	if !ok {
+		t.Fatal("the leader has no leadership context")
+	}
+	defer stop()
 
-	// The leader resigns: another takes over at its next attempt.
+	// The leader resigns: its work's context ends, and another takes over
+	// at its next attempt.
 	electors[first].Resign(ctx)
-	var second int = -1
+	ended(t, lead, "resigning")
+	second := -1
 	for i, e := range electors {
 		if i != first && e.Attempt(ctx) {
 			second = i
@@ -156,19 +189,31 @@ func TestOneLeaderAtATimeAndAResignedOrDeadLeaderIsReplaced(t *testing.T) {
 	if second < 0 || slices.Contains(leaders(), first) {
 		t.Fatalf("after resigning: leaders %v", leaders())
 	}
+	lead2, stop2, ok := electors[second].Lead(ctx)
+	if !ok {
+		t.Fatal("the new leader has no leadership context")
+	}
+	defer stop2()
 
 	// The new leader dies (stops renewing): nobody else wins before its
-	// lease ends, somebody does after.
+	// lease ends, somebody does after; by its own clock its lease runs
+	// out, and its work's context ends with it.
 	for i, e := range electors {
 		if i != second && e.Attempt(ctx) {
 			t.Fatalf("elector %d won a live lease", i)
 		}
 	}
-	time.Sleep(lease + 100*time.Millisecond)
+	expireLease(t, f, "test-lease")
+	clocks[second].Advance(lease)
 	if electors[second].IsLeader() {
 		t.Fatal("a leader that did not renew still thinks it leads")
 	}
-	var third int = -1
+	ended(t, lead2, "the lease ran out")
+	terms := make([]int, len(electors))
+	for i, e := range electors {
+		terms[i] = e.Term()
+	}
+	third := -1
 	for i, e := range electors {
 		if i != second && e.Attempt(ctx) {
 			third = i
@@ -181,9 +226,21 @@ func TestOneLeaderAtATimeAndAResignedOrDeadLeaderIsReplaced(t *testing.T) {
 	if electors[second].Attempt(ctx) {
 		t.Fatal("the old leader took its lease back from a live one")
 	}
-	if electors[third].Term() != 1 {
-		t.Fatalf("term %d", electors[third].Term())
+	if electors[third].Term() != terms[third]+1 {
+		t.Fatalf("term %d after %d: winning again is a new term", electors[third].Term(), terms[third])
 	}
+	// A leader whose lease another took (it expired under a stalled
+	// process) learns so at its next attempt: its work's context ends.
+	lead3, stop3, _ := electors[third].Lead(ctx)
+	defer stop3()
+	expireLease(t, f, "test-lease")
+	if !electors[(third+1)%len(electors)].Attempt(ctx) {
+		t.Fatal("an expired lease was not taken")
+	}
+	if electors[third].Attempt(ctx) {
+		t.Fatal("a leader whose lease was taken still leads")
+	}
+	ended(t, lead3, "the lease was taken")
 }
 
 func TestTheLeadersTickCompletesJobsAndWritesTheirFiles(t *testing.T) {
@@ -221,6 +278,23 @@ func TestTheLeadersTickCompletesJobsAndWritesTheirFiles(t *testing.T) {
 	}
 }
 
+// idle makes the job's rows look idle for d to the database: sent and
+// last changed d ago.
+func idle(t *testing.T, f fixture, job string, d time.Duration) {
+	t.Helper()
+	if _, err := f.stack.Pool.Exec(context.Background(), `UPDATE bulk_import_row SET sent_at = now() - $2 * interval '1 second',
+		updated_at = now() - $2 * interval '1 second' WHERE job_id = $1`, job, d.Seconds()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fakeTime gives the maintainer and its elector one fake clock.
+func fakeTime(m *maintain.Maintainer) *clock.Fake {
+	c := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	m.Clock, m.Elector.Clock = c, c
+	return c
+}
+
 func TestTheRescuerResendsRowsWhoseMessagesWereLost(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
@@ -235,23 +309,24 @@ func TestTheRescuerResendsRowsWhoseMessagesWereLost(t *testing.T) {
 	if _, err := awsconf.SQS(f.stack.AWS).PurgeQueue(ctx, &sqs.PurgeQueueInput{QueueUrl: &f.stack.Resources.QueueURL}); err != nil {
 		t.Fatal(err)
 	}
-	const bound = 800 * time.Millisecond
-	m := f.maintainer(maintain.Config{RecoverAfter: bound, Lease: time.Minute, Interval: 100 * time.Millisecond,
-		MaxReceiveCount: 3, DLQRetention: time.Hour})
+	const bound = time.Minute
+	m := f.maintainer(maintain.Config{RecoverAfter: bound, Lease: time.Hour, MaxReceiveCount: 3, DLQRetention: 14 * 24 * time.Hour})
+	clk := fakeTime(m)
 	if !m.Elector.Attempt(ctx) {
 		t.Fatal("not elected")
 	}
-	// Within the bound nothing is re-sent.
+	// The rows have been idle for longer than the bound, but the queue
+	// has been seen empty only from now: within the bound nothing is
+	// re-sent.
+	idle(t, f, "lost", 2*bound)
 	m.Tick(ctx)
-	time.Sleep(bound / 2)
+	clk.Advance(bound / 2)
 	m.Tick(ctx)
-	if got := f.drain(t); len(got) != 0 {
+	if got := f.drain(t); len(got) != 0 || m.Metrics.RowsResent.Load() != 0 {
 		t.Fatalf("re-sent within the bound: %v", got)
 	}
-	for deadline := time.Now().Add(5 * time.Second); m.Metrics.RowsResent.Load() == 0 && time.Now().Before(deadline); {
-		time.Sleep(100 * time.Millisecond)
-		m.Tick(ctx)
-	}
+	clk.Advance(bound / 2)
+	m.Tick(ctx)
 	got := f.drain(t)
 	want := []int64{3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
 	if !slices.Equal(got, want) {
@@ -262,9 +337,20 @@ func TestTheRescuerResendsRowsWhoseMessagesWereLost(t *testing.T) {
 		t.Fatalf("resends %d, %v", resends, err)
 	}
 	// Re-sent rows are fresh again: nothing more is sent at the next tick.
+	clk.Advance(5 * time.Second)
 	m.Tick(ctx)
 	if got := f.drain(t); len(got) != 0 {
 		t.Fatalf("re-sent twice: %v", got)
+	}
+	// The row in the DLQ is re-sent once the DLQ's retention has passed.
+	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_row SET sent_at = now() - interval '15 days', updated_at = now() - interval '15 days'
+		WHERE job_id = 'lost' AND row_no = 2`); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(5 * time.Second)
+	m.Tick(ctx)
+	if got := f.drain(t); !slices.Equal(got, []int64{2}) {
+		t.Fatalf("after the DLQ's retention: %v", got)
 	}
 }
 
@@ -273,16 +359,15 @@ func TestTheRescuerWaitsWhileTheQueueHasABacklog(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
 	f.split(t, "backlog", 5)
-	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_row SET sent_at = now() - interval '1 hour', updated_at = now() - interval '1 hour'`); err != nil {
-		t.Fatal(err)
-	}
-	m := f.maintainer(maintain.Config{RecoverAfter: 200 * time.Millisecond, Lease: time.Minute, Interval: 50 * time.Millisecond})
+	idle(t, f, "backlog", time.Hour)
+	m := f.maintainer(maintain.Config{RecoverAfter: time.Minute, Lease: time.Hour})
+	clk := fakeTime(m)
 	if !m.Elector.Attempt(ctx) {
 		t.Fatal("not elected")
 	}
 	for range 8 {
 		m.Tick(ctx)
-		time.Sleep(50 * time.Millisecond)
+		clk.Advance(30 * time.Second)
 	}
 	if n := m.Metrics.RowsResent.Load(); n != 0 {
 		t.Fatalf("%d rows re-sent while their messages waited in the queue", n)
@@ -361,4 +446,48 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("error %v does not name %s", err, want)
 		}
 	}
+}
+
+// The services run on the leadership's context: once another process
+// takes the lease (it ran out under this one), this maintainer stops
+// leading at its next attempt, and starts again when elected again.
+func TestTheMaintainerStopsWhenItsLeaseIsLost(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	const lease = 30 * time.Second
+	m := f.maintainer(maintain.Config{RecoverAfter: time.Hour, Lease: lease, Interval: time.Hour})
+	clk := fakeTime(m)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	leading := func(want int64) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); m.Metrics.Leader.Load() != want; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("leader metric %d, want %d", m.Metrics.Leader.Load(), want)
+			}
+		}
+	}
+	leading(1)
+	// The lease runs out in the database and another process takes it.
+	expireLease(t, f, maintain.LeaseName)
+	other := maintain.NewElector(f.stack.Pool, maintain.LeaseName, fleet.NewID(), lease, logging.Discard())
+	if !other.Attempt(context.Background()) {
+		t.Fatal("the other process did not take the expired lease")
+	}
+	bctx, bcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer bcancel()
+	if err := clk.BlockUntil(bctx, 2); err != nil { // the elector's next attempt and the next tick
+		t.Fatal(err)
+	}
+	clk.Advance(lease / 3)
+	leading(0)
+	// The other resigns: at its next attempt this one leads again.
+	other.Resign(context.Background())
+	if err := clk.BlockUntil(bctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(lease / 3)
+	leading(1)
 }
