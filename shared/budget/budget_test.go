@@ -372,7 +372,7 @@ func TestThrottlingLowersTheFleetRateOncePerCooldownAndItClimbsBack(t *testing.T
 	raised := New(CognitoCreate, 200, 0)
 	defer raised.Close()
 	rf := NewFleet(pool, "raised", time.Second, logging.Discard(), raised)
-	set(`UPDATE bulk_import_budget_share SET seen_at = now() - interval '1 minute' WHERE worker_id = 'w'`)
+	set(`UPDATE bulk_import_worker SET heartbeat_at = now() - interval '1 minute' WHERE worker_id = 'w'`)
 	set(`UPDATE bulk_import_budget SET decreased_at = now() - interval '2 minutes', rate = 60`)
 	syncNow(rf)
 	if r := fleetRate(t, pool); r != 200 {
@@ -505,7 +505,7 @@ func TestWorkersWithDifferentBudgetsUseTheSmallest(t *testing.T) {
 	}
 
 	// The low worker's row expires: the high one's budget applies at once.
-	if _, err := pool.Exec(ctx, `UPDATE bulk_import_budget_share SET seen_at = now() - interval '1 minute' WHERE worker_id = 'low'`); err != nil {
+	if _, err := pool.Exec(ctx, `UPDATE bulk_import_worker SET heartbeat_at = now() - interval '1 minute' WHERE worker_id = 'low'`); err != nil {
 		t.Fatal(err)
 	}
 	check(hf, high, 40)

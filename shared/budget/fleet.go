@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/massgov/bulk-user-import/shared/fleet"
 )
 
 // How the fleet's rate adapts (see Sync).
@@ -229,7 +231,8 @@ func (f *Fleet) leave(ctx context.Context) {
 // worker's caps, $16 when this worker joined (the others not synced since
 // are stale), $17 this worker's limits of the requests each needs (JSON).
 const syncSQL = `
-WITH input AS (
+WITH beat AS (` + fleet.BeatSQL + `
+), input AS (
 	SELECT * FROM unnest($2::text[], $3::float8[], $4::float8[], $5::int8[], $6::int8[], $7::bool[], $15::float8[], $17::text[])
 		AS t(name, own, accepted, calls, throttles, full_window, cap, needs)
 ), mine AS (
@@ -241,8 +244,8 @@ WITH input AS (
 	SELECT name, count(*) AS n, sum(accepted) AS accepted, array_agg(cap) AS caps,
 		min(budget) FILTER (WHERE budget > 0) AS budget, -- 0: a worker that does not say
 		count(*) FILTER (WHERE $16::timestamptz IS NULL OR seen_at < $16) AS stale
-	FROM bulk_import_budget_share
-	WHERE worker_id <> $1 AND seen_at > now() - $8 * interval '1 second'
+	FROM bulk_import_budget_share s JOIN bulk_import_worker w USING (worker_id)
+	WHERE s.worker_id <> $1 AND w.heartbeat_at > now() - $8 * interval '1 second'
 	GROUP BY name
 ), i AS (
 	-- The budget in force: the smallest (least ignores the NULL of no others).
@@ -397,7 +400,8 @@ func Read(ctx context.Context, pool *pgxpool.Pool, within time.Duration) ([]Stat
 				-- Each live worker's limits of this budget and of the requests it needs (null: not said).
 				CASE WHEN bool_and(s.needs IS NOT NULL) THEN
 					jsonb_agg(s.needs || jsonb_build_object(b.name, jsonb_build_object('budget', s.budget, 'cap', s.cap))) END AS workers
-			FROM bulk_import_budget_share s WHERE s.name = b.name AND s.seen_at > now() - $1 * interval '1 second') s ON true
+			FROM bulk_import_budget_share s JOIN bulk_import_worker w USING (worker_id)
+			WHERE s.name = b.name AND w.heartbeat_at > now() - $1 * interval '1 second') s ON true
 		WHERE b.updated_at > now() - $1 * interval '1 second' ORDER BY b.name`, within.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("read the fleet's budgets: %w", err)

@@ -1,8 +1,12 @@
-// Package fleet is the registry of the workers that are running: each
-// worker keeps a row of bulk_import_worker fresh (a heartbeat every few
-// seconds, at once when one of its circuit breakers opens or closes) and
-// deletes it when it stops, so that an operator's status can say how many
-// workers run and which of them are paused, and why.
+// Package fleet is the one registry of the workers that are running: each
+// worker keeps its row of bulk_import_worker fresh (a heartbeat every few
+// seconds, at once when one of its circuit breakers opens or closes; its
+// leader election and its budget syncs beat too, in their own statements)
+// and deletes it when it stops. Everything that asks whether a worker is
+// alive reads that row's heartbeat_at: an operator's status (how many
+// workers run, which are paused and why), the fleet budgets (whose shares
+// count) and the maintainer's election (a leader leads while its worker's
+// heartbeat is younger than the lease).
 package fleet
 
 import (
@@ -13,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,6 +49,46 @@ type Worker struct {
 	Paused      map[breaker.Dependency]breaker.Fault `json:"paused,omitempty"`
 }
 
+// BeatSQL, a statement (or a CTE) with the worker's id as $1, records a
+// heartbeat of that worker: the statements of other loops of the worker
+// (its election, its budget syncs) carry it, so that any of them keeps
+// the worker alive.
+const BeatSQL = `INSERT INTO bulk_import_worker (worker_id) VALUES ($1)
+	ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()`
+
+// Heart remembers this process's last heartbeat that reached the
+// database: when (by this process's clock) the statement that carried it
+// was sent. The database counts the worker alive for a while after that,
+// never before; so a process that knows its last beat knows, on the safe
+// side, until when the others count it alive.
+type Heart struct {
+	mu   sync.Mutex
+	last time.Time
+}
+
+// Beat records a heartbeat whose statement was sent at.
+func (h *Heart) Beat(at time.Time) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if at.After(h.last) {
+		h.last = at
+	}
+}
+
+// Last returns when the last heartbeat that reached the database was sent
+// (zero: none yet).
+func (h *Heart) Last() time.Time {
+	if h == nil {
+		return time.Time{}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last
+}
+
 // Registration is this process's row.
 type Registration struct {
 	pool  *pgxpool.Pool
@@ -51,13 +96,18 @@ type Registration struct {
 	state func() map[breaker.Dependency]breaker.Fault
 	log   *slog.Logger
 	kick  chan struct{}
+	heart *Heart
 }
 
 // Register returns this process's registration under id; state gives its
 // open breakers' faults at each heartbeat. Run keeps it fresh.
 func Register(pool *pgxpool.Pool, id string, state func() map[breaker.Dependency]breaker.Fault, log *slog.Logger) *Registration {
-	return &Registration{pool: pool, id: id, state: state, log: log, kick: make(chan struct{}, 1)}
+	return &Registration{pool: pool, id: id, state: state, log: log, kick: make(chan struct{}, 1), heart: &Heart{}}
 }
+
+// Heart is this process's heart: every beat of the registration is
+// recorded in it; the other loops that beat record theirs.
+func (r *Registration) Heart() *Heart { return r.heart }
 
 // Changed asks for a heartbeat now (a breaker opened or closed).
 func (r *Registration) Changed() {
@@ -101,9 +151,13 @@ func (r *Registration) beat(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = r.pool.Exec(ctx, `INSERT INTO bulk_import_worker (worker_id, paused) VALUES ($1, $2)
-		ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), paused = excluded.paused`, r.id, string(paused))
-	return err
+	start := time.Now()
+	if _, err = r.pool.Exec(ctx, `INSERT INTO bulk_import_worker (worker_id, paused) VALUES ($1, $2)
+		ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), paused = excluded.paused`, r.id, string(paused)); err != nil {
+		return err
+	}
+	r.heart.Beat(start)
+	return nil
 }
 
 // Live returns the workers heard from within LiveWithin, oldest first.

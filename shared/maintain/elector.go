@@ -11,21 +11,25 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/massgov/bulk-user-import/shared/clock"
+	"github.com/massgov/bulk-user-import/shared/fleet"
 )
 
 // Elector takes part in the election of one leader among the processes
 // that share a database: the leader holds a lease, a row of
-// bulk_import_leader that names it until expires_at (the database's
-// clock). Every third of the lease each process either renews its lease
-// or, when the lease has expired (its holder died), takes it. So a leader
-// that dies is replaced within the lease plus a third of it; one that
-// stops resigns and is replaced within a third of the lease.
+// bulk_import_leader that names it, live while the leader's worker is
+// alive in the fleet's registry (its heartbeat, package fleet, younger
+// than the lease: the database's clock). Every third of the lease each
+// process beats and either keeps its lease or, when the lease's holder is
+// no longer alive (it died), takes it. So a leader that dies is replaced
+// within the lease plus a third of it; one that stops resigns and is
+// replaced within a third of the lease.
 //
-// A process considers itself leader until its lease would expire by its
-// own clock, counted from before the statement that won or renewed it:
-// never longer than the database grants it. Each term has a context (Lead)
-// that ends when the lease is lost, runs out unrenewed, or is resigned:
-// the leader's work runs on it and stops with the leadership.
+// A process considers itself leader until its lease would run out by its
+// own clock, counted from before the last heartbeat of its that reached
+// the database (its attempts', and its Heart's): never longer than the
+// database grants it. Each term has a context (Lead) that ends when the
+// lease is lost, runs out, or is resigned: the leader's work runs on it
+// and stops with the leadership.
 type Elector struct {
 	pool  *pgxpool.Pool
 	name  string
@@ -34,14 +38,17 @@ type Elector struct {
 	log   *slog.Logger
 	// Clock is the time source (nil: the system clock); set it before Run.
 	Clock clock.Clock
+	// Heart, if set, is this process's heart in the fleet's registry: its
+	// beats keep the lease live too (nil: the attempts' own beats only).
+	Heart *fleet.Heart
 
-	mu         sync.Mutex
-	leader     bool
-	validUntil time.Time
-	term       int                // counts the elections won, so callers can tell a new term
-	termCtx    context.Context    // ends with the current term
-	endTerm    context.CancelFunc // ends it
-	expiry     clock.Timer        // ends it when the lease runs out unrenewed
+	mu      sync.Mutex
+	leader  bool
+	beat    time.Time          // the last attempt that reached the database was sent then
+	term    int                // counts the elections won, so callers can tell a new term
+	termCtx context.Context    // ends with the current term
+	endTerm context.CancelFunc // ends it
+	expiry  clock.Timer        // ends it when the lease runs out unrenewed
 
 	elected chan struct{} // receives when this process becomes leader
 }
@@ -62,7 +69,17 @@ func (e *Elector) Elected() <-chan struct{} { return e.elected }
 func (e *Elector) IsLeader() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.leader && e.clock().Now().Before(e.validUntil)
+	return e.leader && e.clock().Now().Before(e.validUntilLocked())
+}
+
+// validUntilLocked is when the lease runs out by this process's clock:
+// a lease after its last heartbeat.
+func (e *Elector) validUntilLocked() time.Time {
+	last := e.beat
+	if h := e.Heart.Last(); h.After(last) {
+		last = h
+	}
+	return last.Add(e.lease)
 }
 
 func (e *Elector) clock() clock.Clock { return clock.OrReal(e.Clock) }
@@ -74,7 +91,7 @@ func (e *Elector) clock() clock.Clock { return clock.OrReal(e.Clock) }
 func (e *Elector) Lead(ctx context.Context) (lead context.Context, stop context.CancelFunc, ok bool) {
 	e.mu.Lock()
 	term := e.termCtx
-	leading := e.leader && e.clock().Now().Before(e.validUntil) && term != nil && term.Err() == nil
+	leading := e.leader && e.clock().Now().Before(e.validUntilLocked()) && term != nil && term.Err() == nil
 	e.mu.Unlock()
 	if !leading {
 		return nil, func() {}, false
@@ -107,20 +124,29 @@ func (e *Elector) Run(ctx context.Context) {
 	}
 }
 
-// Attempt renews this process's lease or, when nobody holds a live one,
-// takes it, and reports whether this process is leader.
+// attemptSQL beats ($2 is this worker) and keeps the named lease ($1), or
+// takes it when its holder is not alive within its lease; it returns a row
+// when this process holds the lease. expires_at is kept for workers of
+// earlier versions, which read it. $3 is the lease (s).
+const attemptSQL = `WITH beat AS (` + fleet.BeatSQL + `)
+	INSERT INTO bulk_import_leader AS l (name, leader_id, elected_at, expires_at, lease)
+	VALUES ($2, $1, now(), now() + $3 * interval '1 second', $3)
+	ON CONFLICT (name) DO UPDATE SET leader_id = excluded.leader_id, expires_at = excluded.expires_at, lease = excluded.lease,
+		elected_at = CASE WHEN l.leader_id = excluded.leader_id THEN l.elected_at ELSE now() END
+	WHERE l.leader_id = excluded.leader_id
+	   OR NOT EXISTS (SELECT 1 FROM bulk_import_worker w WHERE w.worker_id = l.leader_id
+	                  AND w.heartbeat_at > now() - coalesce(l.lease, $3) * interval '1 second')
+	RETURNING true`
+
+// Attempt beats and keeps this process's lease or, when nobody alive
+// holds it, takes it, and reports whether this process is leader.
 func (e *Elector) Attempt(ctx context.Context) bool {
 	clk := e.clock()
 	start := clk.Now()
 	actx, cancel := context.WithTimeout(ctx, e.lease/3)
 	defer cancel()
 	var won bool
-	rows, err := e.pool.Query(actx, `INSERT INTO bulk_import_leader AS l (name, leader_id, elected_at, expires_at)
-		VALUES ($1, $2, now(), now() + $3 * interval '1 second')
-		ON CONFLICT (name) DO UPDATE SET leader_id = excluded.leader_id, expires_at = excluded.expires_at,
-			elected_at = CASE WHEN l.leader_id = excluded.leader_id THEN l.elected_at ELSE now() END
-		WHERE l.leader_id = excluded.leader_id OR l.expires_at < now()
-		RETURNING true`, e.name, e.id, e.lease.Seconds())
+	rows, err := e.pool.Query(actx, attemptSQL, e.id, e.name, e.lease.Seconds())
 	if err == nil {
 		won = rows.Next()
 		rows.Close()
@@ -128,7 +154,7 @@ func (e *Elector) Attempt(ctx context.Context) bool {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	was := e.leader && start.Before(e.validUntil) && e.termCtx != nil && e.termCtx.Err() == nil
+	was := e.leader && start.Before(e.validUntilLocked()) && e.termCtx != nil && e.termCtx.Err() == nil
 	switch {
 	case err != nil:
 		// Unknown: keep what the last answer granted, until it runs out
@@ -139,7 +165,7 @@ func (e *Elector) Attempt(ctx context.Context) bool {
 		e.leader = was
 		return was
 	case won:
-		e.leader, e.validUntil = true, start.Add(e.lease)
+		e.leader, e.beat = true, start
 		if !was {
 			e.term++
 			e.endTermLocked()
@@ -150,10 +176,7 @@ func (e *Elector) Attempt(ctx context.Context) bool {
 			default:
 			}
 		}
-		if e.expiry != nil {
-			e.expiry.Stop()
-		}
-		e.expiry = clock.AfterFunc(clk, e.validUntil.Sub(clk.Now()), e.endTerm)
+		e.armExpiryLocked()
 	default:
 		if was {
 			e.log.Warn("maintainer: lost the leader's lease to another worker", "leader_id", e.id)
@@ -162,6 +185,28 @@ func (e *Elector) Attempt(ctx context.Context) bool {
 		e.endTermLocked()
 	}
 	return e.leader
+}
+
+// armExpiryLocked ends the term when the lease runs out by this process's
+// clock, unless heartbeats have moved that on meanwhile.
+func (e *Elector) armExpiryLocked() {
+	if e.expiry != nil {
+		e.expiry.Stop()
+	}
+	clk := e.clock()
+	term := e.termCtx
+	e.expiry = clock.AfterFunc(clk, e.validUntilLocked().Sub(clk.Now()), func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.termCtx != term || term.Err() != nil {
+			return // a later term, or ended already
+		}
+		if clk.Now().Before(e.validUntilLocked()) {
+			e.armExpiryLocked() // the heart beat meanwhile
+			return
+		}
+		e.endTerm()
+	})
 }
 
 // endTermLocked ends the current term's context, if any.
@@ -192,9 +237,12 @@ func (e *Elector) Resign(ctx context.Context) {
 }
 
 // Leader reads the current holder of the named lease: its id, and whether
-// the lease is live. ok is false when nobody holds it.
+// the lease is live (its worker alive within the lease). ok is false when
+// nobody holds it.
 func Leader(ctx context.Context, pool *pgxpool.Pool, name string) (id string, live, ok bool, err error) {
-	rows, err := pool.Query(ctx, `SELECT leader_id, expires_at > now() FROM bulk_import_leader WHERE name = $1`, name)
+	rows, err := pool.Query(ctx, `SELECT l.leader_id, CASE WHEN l.lease IS NULL THEN l.expires_at > now() ELSE EXISTS (
+			SELECT 1 FROM bulk_import_worker w WHERE w.worker_id = l.leader_id AND w.heartbeat_at > now() - l.lease * interval '1 second') END
+		FROM bulk_import_leader l WHERE l.name = $1`, name)
 	if err != nil {
 		return "", false, false, fmt.Errorf("read the %s lease: %w", name, err)
 	}

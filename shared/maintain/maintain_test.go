@@ -110,11 +110,13 @@ func (f fixture) drain(t *testing.T) []int64 {
 	}
 }
 
-// expireLease makes the database see the named lease as expired, as it
-// would once its holder stopped renewing it for a lease.
+// expireLease makes the database see the named lease's holder dead (its
+// last heartbeat older than the lease), as it would once the holder had
+// stopped beating for a lease.
 func expireLease(t *testing.T, f fixture, name string) {
 	t.Helper()
-	if _, err := f.stack.Pool.Exec(context.Background(), `UPDATE bulk_import_leader SET expires_at = now() - interval '1 second' WHERE name = $1`, name); err != nil {
+	if _, err := f.stack.Pool.Exec(context.Background(), `UPDATE bulk_import_worker w SET heartbeat_at = now() - interval '1 day'
+		FROM bulk_import_leader l WHERE l.name = $1 AND w.worker_id = l.leader_id`, name); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -490,4 +492,48 @@ func TestTheMaintainerStopsWhenItsLeaseIsLost(t *testing.T) {
 	}
 	clk.Advance(lease / 3)
 	leading(1)
+}
+
+// The lease lives with the worker's heartbeat in the fleet's registry:
+// beats of its heart keep a leader leading between its attempts, and when
+// they stop, its lease runs out by its own clock a lease after the last.
+func TestALeaderLeadsWhileItsHeartBeats(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	const lease = 30 * time.Second
+	e := maintain.NewElector(f.stack.Pool, "hearty", fleet.NewID(), lease, logging.Discard())
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	e.Clock, e.Heart = clk, &fleet.Heart{}
+	if !e.Attempt(ctx) {
+		t.Fatal("not elected")
+	}
+	lead, stop, _ := e.Lead(ctx)
+	defer stop()
+	// No attempt for a while, but the heart beats (the registration's
+	// loop): the term goes on past the first attempt's lease.
+	clk.Advance(20 * time.Second)
+	e.Heart.Beat(clk.Now())
+	clk.Advance(15 * time.Second)
+	if !e.IsLeader() || lead.Err() != nil {
+		t.Fatal("a leader whose heart beats stopped leading")
+	}
+	// The heart stops: a lease after its last beat, the term ends.
+	clk.Advance(14 * time.Second)
+	if !e.IsLeader() {
+		t.Fatal("stopped leading before its lease ran out")
+	}
+	clk.Advance(2 * time.Second)
+	if e.IsLeader() {
+		t.Fatal("still leading a lease after the last beat")
+	}
+	ended(t, lead, "the heart stopped")
+	// Others see its registry row: the lease is live while the worker is.
+	if _, live, _, err := maintain.Leader(ctx, f.stack.Pool, "hearty"); err != nil || !live {
+		t.Fatalf("lease live %v, %v: the worker's heartbeat (its attempt's) is fresh", live, err)
+	}
+	expireLease(t, f, "hearty")
+	if _, live, _, err := maintain.Leader(ctx, f.stack.Pool, "hearty"); err != nil || live {
+		t.Fatalf("lease live %v, %v: the worker's heartbeat is a day old", live, err)
+	}
 }
