@@ -41,8 +41,8 @@ else
   bin/devstack db --recreate
 fi
 
-echo "== starting two workers sharing fleet budgets of 20 Cognito user creations and 20 FINEOS calls a second (logs in the work directory)"
-export LOG_FORMAT=text COGNITO_CREATE_BUDGET=20 FINEOS_BUDGET=20
+echo "== starting two workers sharing fleet budgets of 20 Cognito user creations (and the 20 password settings they need) and 20 FINEOS calls a second (logs in the work directory)"
+export LOG_FORMAT=text COGNITO_CREATE_BUDGET=20 COGNITO_PASSWORD_BUDGET=20 FINEOS_BUDGET=20
 for i in 1 2; do
   bin/worker --concurrency 8 --wait-time 2s --retry-base 1s --retry-max 5s --maintain-interval 1s >"$work/worker$i.log" 2>&1 &
   pids+=($!)
