@@ -152,7 +152,10 @@ func (r *Registration) beat(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	if _, err = r.pool.Exec(ctx, `INSERT INTO bulk_import_worker (worker_id, paused) VALUES ($1, $2)
+	// The rows of workers gone for a day (killed: they could not
+	// deregister) go with the beats of the living.
+	if _, err = r.pool.Exec(ctx, `WITH gone AS (DELETE FROM bulk_import_worker WHERE heartbeat_at < now() - interval '1 day')
+		INSERT INTO bulk_import_worker (worker_id, paused) VALUES ($1, $2)
 		ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), paused = excluded.paused`, r.id, string(paused)); err != nil {
 		return err
 	}
