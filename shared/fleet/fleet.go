@@ -105,8 +105,9 @@ func Register(pool *pgxpool.Pool, id string, state func() map[breaker.Dependency
 	return &Registration{pool: pool, id: id, state: state, log: log, kick: make(chan struct{}, 1), heart: &Heart{}}
 }
 
-// Heart is this process's heart: every beat of the registration is
-// recorded in it; the other loops that beat record theirs.
+// Heart is this process's heart: it records every beat of the
+// registration that reached the database (an elector that holds it counts
+// them as well as its own attempts').
 func (r *Registration) Heart() *Heart { return r.heart }
 
 // Changed asks for a heartbeat now (a breaker opened or closed).

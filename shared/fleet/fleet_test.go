@@ -1,0 +1,71 @@
+package fleet_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/massgov/bulk-user-import/localstack/pgtest"
+	"github.com/massgov/bulk-user-import/shared/breaker"
+	"github.com/massgov/bulk-user-import/shared/fleet"
+	"github.com/massgov/bulk-user-import/shared/jobs"
+	"github.com/massgov/bulk-user-import/shared/logging"
+)
+
+func newPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := jobs.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+func TestAWorkerIsLiveWhileItBeatsAndGoneOnceItStops(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	ctx := context.Background()
+	// A worker killed a day ago left its row behind.
+	if _, err := pool.Exec(ctx, `INSERT INTO bulk_import_worker (worker_id, heartbeat_at) VALUES ('killed', now() - interval '2 days'),
+		('stale', now() - interval '1 minute')`); err != nil {
+		t.Fatal(err)
+	}
+	paused := map[breaker.Dependency]breaker.Fault{breaker.Fineos: {Code: "FINEOS_AUTH_FAILED"}}
+	reg := fleet.Register(pool, "w1", func() map[breaker.Dependency]breaker.Fault { return paused }, logging.Discard())
+	before := time.Now()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); reg.Run(runCtx, time.Hour) }()
+	for deadline := time.Now().Add(10 * time.Second); reg.Heart().Last().IsZero(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no beat recorded")
+		}
+	}
+	if reg.Heart().Last().Before(before) {
+		t.Fatal("the heart recorded a beat from before the run")
+	}
+	live, err := fleet.Live(ctx, pool)
+	if err != nil || len(live) != 1 || live[0].ID != "w1" || live[0].Paused[breaker.Fineos].Code != "FINEOS_AUTH_FAILED" {
+		t.Fatalf("live %+v, %v: want w1 alone, paused", live, err)
+	}
+	if n := pgtest.Count(t, pool, `SELECT count(*) FROM bulk_import_worker WHERE worker_id = 'killed'`); n != 0 {
+		t.Fatal("a row a day old was not deleted")
+	}
+	stop()
+	<-done
+	if n := pgtest.Count(t, pool, `SELECT count(*) FROM bulk_import_worker WHERE worker_id = 'w1'`); n != 0 {
+		t.Fatal("a stopped worker is still registered")
+	}
+	var nilHeart *fleet.Heart
+	nilHeart.Beat(time.Now())
+	if !nilHeart.Last().IsZero() {
+		t.Fatal("a nil heart beat")
+	}
+}
