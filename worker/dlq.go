@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/mask"
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/results"
+	"github.com/massgov/bulk-user-import/shared/textbound"
 )
 
 const dlqUsage = `Usage:
@@ -183,7 +183,7 @@ func printListing(w io.Writer, url string, l dlq.Listing) {
 	for _, g := range l.Groups {
 		fmt.Fprintf(tw, "%s\t%d\t\n", g.Code, g.Count)
 		for _, e := range g.Samples {
-			fmt.Fprintf(tw, "  job %s row %d\t%s %s\tattempts %s\t%s\t%s\n", e.Job, e.Row, e.Email, e.FEIN, e.Attempts, e.FailedAt, oneLine(mask.Text(e.Error), 160))
+			fmt.Fprintf(tw, "  job %s row %d\t%s %s\tattempts %s\t%s\t%s\n", e.Job, e.Row, e.Email, e.FEIN, e.Attempts, e.FailedAt, textbound.OneLine(mask.Text(e.Error), 160))
 		}
 	}
 	tw.Flush()
@@ -222,12 +222,4 @@ func printPurge(w io.Writer, job string, yes bool, r dlq.PurgeResult) {
 	for code, n := range r.ByCode {
 		fmt.Fprintf(w, "  %s: %d\n", code, n)
 	}
-}
-
-func oneLine(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > n {
-		s = s[:n] + "…"
-	}
-	return s
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/register"
 	"github.com/massgov/bulk-user-import/shared/retry"
+	"github.com/massgov/bulk-user-import/shared/textbound"
 )
 
 // Steps of a message that are not registration steps, as they appear in logs.
@@ -384,15 +385,4 @@ func (h *Handler) now() time.Time {
 // rowReason is a failure's reason as the row, the dead letter and the
 // operator's tools keep it: any email or FEIN an error echoed masked (the
 // row's own are in their columns), bounded in size.
-func rowReason(s string) string { return truncate(mask.Text(s)) }
-
-func truncate(s string) string {
-	if len(s) <= maxErrorMessage {
-		return s
-	}
-	cut := maxErrorMessage
-	for cut > 0 && s[cut]&0xC0 == 0x80 {
-		cut--
-	}
-	return s[:cut] + "…"
-}
+func rowReason(s string) string { return textbound.Truncate(mask.Text(s), maxErrorMessage) }
