@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -56,7 +57,7 @@ func runDLQ(args []string, cfg config.Config, stdout io.Writer, stderr *os.File)
 	yes := fs.Bool("yes", false, "purge: really delete")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	hold := fs.Duration("hold", time.Minute, "visibility of the messages a pass holds (extended while it runs)")
-	logFormat := fs.String("log-format", or(cfg.LogFormat, "auto"), "log format: json, text or auto")
+	logFormat := fs.String("log-format", cmp.Or(cfg.LogFormat, "auto"), "log format: json, text or auto")
 	pos, err := cli.Parse(fs, args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		return cli.ExitOK
@@ -68,7 +69,7 @@ func runDLQ(args []string, cfg config.Config, stdout io.Writer, stderr *os.File)
 		fmt.Fprintf(stderr, "worker dlq %s: unexpected argument %q\n", cmd, pos[0])
 		return cli.ExitUsage
 	}
-	log, err := cli.Logger(stderr, *logFormat, or(cfg.LogLevel, "info"))
+	log, err := cli.Logger(stderr, *logFormat, cmp.Or(cfg.LogLevel, "info"))
 	if err != nil {
 		cli.PrintError(stderr, "worker", err)
 		return cli.ExitUsage
