@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -118,15 +117,11 @@ func (b Backoff) Validate() error {
 
 // Delay returns the wait before the attempt after the receiveCount-th.
 func (b Backoff) Delay(receiveCount int) time.Duration {
-	d := b.Base
-	for i := 1; i < receiveCount && d < b.Max; i++ {
-		d *= 2
-	}
-	d = min(d, b.Max)
-	if d <= 0 {
-		return 0
-	}
-	return d/2 + rand.N(d/2+1)
+	// A retry.Schedule jitters around each step (±Jitter): steps of three
+	// quarters of b's, ±1/3, span half to all of b's. Base and Max are
+	// taken in whole multiples of 4 ns, so that the bounds are exact.
+	s := retry.Schedule{Initial: b.Base / 4 * 3, Max: b.Max / 4 * 3, Jitter: 1.0 / 3}
+	return s.Nth(receiveCount)
 }
 
 // DeadLetterer sends a message to the dead-letter queue.
