@@ -8,14 +8,30 @@ import (
 	"github.com/massgov/bulk-user-import/shared/textbound"
 )
 
+// textCase is a string, a size, and what a function of the two returns.
+type textCase struct {
+	name string
+	s    string
+	n    int
+	want string
+}
+
+// check runs fn, called name in messages, on each case.
+func check(t *testing.T, name string, fn func(string, int) string, tests []textCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := fn(tt.s, tt.n); got != tt.want {
+				t.Errorf("%s(%q, %d) = %q, want %q", name, tt.s, tt.n, got, tt.want)
+			}
+		})
+	}
+}
+
 func TestTruncate(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name string
-		s    string
-		n    int
-		want string
-	}{
+	check(t, "Truncate", textbound.Truncate, []textCase{
 		{"empty", "", 5, ""},
 		{"shorter than n is kept", "abc", 5, "abc"},
 		{"exactly n is kept", "abcde", 5, "abcde"},
@@ -31,26 +47,12 @@ func TestTruncate(t *testing.T) {
 		{"cut inside a four-byte character backs up", "x😀y", 4, "x…"},
 		{"cut after a four-byte character keeps it", "x😀y", 5, "x😀…"},
 		{"white space is kept as is", "a\n b\tc", 4, "a\n b…"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			got := textbound.Truncate(tt.s, tt.n)
-			if got != tt.want {
-				t.Errorf("Truncate(%q, %d) = %q, want %q", tt.s, tt.n, got, tt.want)
-			}
-		})
-	}
+	})
 }
 
 func TestOneLine(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name string
-		s    string
-		n    int
-		want string
-	}{
+	check(t, "OneLine", textbound.OneLine, []textCase{
 		{"empty", "", 10, ""},
 		{"only white space becomes empty", " \n\t ", 10, ""},
 		{"runs of white space become one space", "a  b\n\nc\t\td", 20, "a b c d"},
@@ -62,16 +64,7 @@ func TestOneLine(t *testing.T) {
 		{"cut after a multi-byte character keeps it", "prénom  nom", 4, "pré…"},
 		{"cut inside a four-byte character backs up", "ok\n😀😀", 5, "ok …"},
 		{"n of zero keeps nothing but the mark", "abc", 0, "…"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			got := textbound.OneLine(tt.s, tt.n)
-			if got != tt.want {
-				t.Errorf("OneLine(%q, %d) = %q, want %q", tt.s, tt.n, got, tt.want)
-			}
-		})
-	}
+	})
 }
 
 // Whatever the cut, valid text stays valid and the kept part is at most n
