@@ -14,6 +14,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -113,8 +114,8 @@ func runImport(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	fs.IntVar(&f.limits.MaxFailures, "max-failures", 0, "cancel the job when more rows than this fail (0: no limit)")
 	fs.Float64Var(&f.limits.MaxFailureRatio, "max-failure-ratio", 0, "cancel the job when more than this share (0..1) of finished rows failed, after --min-sample rows (0: no limit)")
 	fs.IntVar(&f.limits.MinSample, "min-sample", jobs.DefaultMinSample, "rows that must be finished before --max-failure-ratio is checked")
-	fs.StringVar(&f.logFormat, "log-format", or(cfg.LogFormat, "auto"), "log format: json, text or auto (env LOG_FORMAT)")
-	fs.StringVar(&f.logLevel, "log-level", or(cfg.LogLevel, "info"), "log level (env LOG_LEVEL)")
+	fs.StringVar(&f.logFormat, "log-format", cmp.Or(cfg.LogFormat, "auto"), "log format: json, text or auto (env LOG_FORMAT)")
+	fs.StringVar(&f.logLevel, "log-level", cmp.Or(cfg.LogLevel, "info"), "log level (env LOG_LEVEL)")
 	sources, err := cli.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return cli.ExitOK
@@ -329,7 +330,7 @@ func newJobCommand(name, args string, cfg config.Config, stderr *os.File) *jobCo
 		fmt.Fprintf(stderr, "Usage: splitter %s %s\n", name, args)
 		fs.PrintDefaults()
 	}
-	log, err := cli.Logger(stderr, or(cfg.LogFormat, "auto"), or(cfg.LogLevel, "info"))
+	log, err := cli.Logger(stderr, cmp.Or(cfg.LogFormat, "auto"), cmp.Or(cfg.LogLevel, "info"))
 	if err != nil {
 		log, _ = logging.New(stderr, logging.Text, "info") // a bad LOG_FORMAT or LOG_LEVEL: the defaults
 	}
@@ -571,11 +572,4 @@ func newJobID() string {
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	return time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b)
-}
-
-func or(v, def string) string {
-	if v != "" {
-		return v
-	}
-	return def
 }

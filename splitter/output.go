@@ -15,6 +15,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/mask"
 	"github.com/massgov/bulk-user-import/shared/split"
+	"github.com/massgov/bulk-user-import/shared/textbound"
 )
 
 func printSources(w io.Writer, sources []split.SourceResult) {
@@ -159,7 +160,7 @@ func printFleet(w io.Writer, fl fleetState, now time.Time) {
 			fs := paused[d]
 			f := fs[0]
 			fmt.Fprintf(w, "  %s refuses the pipeline (%d workers) since %s: %s %s\n    fix: %s\n",
-				d, len(fs), now.Sub(f.Since).Round(time.Second), f.Code, oneLine(mask.Text(f.Error), 200), f.Fix)
+				d, len(fs), now.Sub(f.Since).Round(time.Second), f.Code, textbound.OneLine(mask.Text(f.Error), 200), f.Fix)
 		}
 	}
 	if len(fl.Budgets) > 0 {
@@ -200,15 +201,6 @@ func joinRates(rates []float64) string {
 		s[i] = fmt.Sprintf("%g", r)
 	}
 	return strings.Join(s, ", ")
-}
-
-// oneLine folds s onto one line of at most n bytes.
-func oneLine(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > n {
-		s = strings.ToValidUTF8(s[:n], "") + "…"
-	}
-	return s
 }
 
 func printJobs(w io.Writer, list []jobs.Status) {

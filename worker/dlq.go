@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -23,6 +23,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/mask"
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/results"
+	"github.com/massgov/bulk-user-import/shared/textbound"
 )
 
 const dlqUsage = `Usage:
@@ -56,7 +57,7 @@ func runDLQ(args []string, cfg config.Config, stdout io.Writer, stderr *os.File)
 	yes := fs.Bool("yes", false, "purge: really delete")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	hold := fs.Duration("hold", time.Minute, "visibility of the messages a pass holds (extended while it runs)")
-	logFormat := fs.String("log-format", or(cfg.LogFormat, "auto"), "log format: json, text or auto")
+	logFormat := fs.String("log-format", cmp.Or(cfg.LogFormat, "auto"), "log format: json, text or auto")
 	pos, err := cli.Parse(fs, args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		return cli.ExitOK
@@ -68,7 +69,7 @@ func runDLQ(args []string, cfg config.Config, stdout io.Writer, stderr *os.File)
 		fmt.Fprintf(stderr, "worker dlq %s: unexpected argument %q\n", cmd, pos[0])
 		return cli.ExitUsage
 	}
-	log, err := cli.Logger(stderr, *logFormat, or(cfg.LogLevel, "info"))
+	log, err := cli.Logger(stderr, *logFormat, cmp.Or(cfg.LogLevel, "info"))
 	if err != nil {
 		cli.PrintError(stderr, "worker", err)
 		return cli.ExitUsage
@@ -183,7 +184,7 @@ func printListing(w io.Writer, url string, l dlq.Listing) {
 	for _, g := range l.Groups {
 		fmt.Fprintf(tw, "%s\t%d\t\n", g.Code, g.Count)
 		for _, e := range g.Samples {
-			fmt.Fprintf(tw, "  job %s row %d\t%s %s\tattempts %s\t%s\t%s\n", e.Job, e.Row, e.Email, e.FEIN, e.Attempts, e.FailedAt, oneLine(mask.Text(e.Error), 160))
+			fmt.Fprintf(tw, "  job %s row %d\t%s %s\tattempts %s\t%s\t%s\n", e.Job, e.Row, e.Email, e.FEIN, e.Attempts, e.FailedAt, textbound.OneLine(mask.Text(e.Error), 160))
 		}
 	}
 	tw.Flush()
@@ -222,12 +223,4 @@ func printPurge(w io.Writer, job string, yes bool, r dlq.PurgeResult) {
 	for code, n := range r.ByCode {
 		fmt.Fprintf(w, "  %s: %d\n", code, n)
 	}
-}
-
-func oneLine(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > n {
-		s = s[:n] + "…"
-	}
-	return s
 }

@@ -6,6 +6,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -95,8 +96,8 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	fs.DurationVar(&f.probeMax, "breaker-probe-max", breaker.DefaultProbeMax, "while a dependency refuses the pipeline, the longest wait between two probes of it (they start 2s apart and double)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9090; empty: off)")
 	fs.BoolVar(&f.emf, "emf", false, "write CloudWatch embedded-metric-format lines to stdout every --summary-interval")
-	fs.StringVar(&f.logFormat, "log-format", or(cfg.LogFormat, "json"), "log format: json, text or auto (env LOG_FORMAT)")
-	fs.StringVar(&f.logLevel, "log-level", or(cfg.LogLevel, "info"), "log level: debug, info, warn, error (env LOG_LEVEL)")
+	fs.StringVar(&f.logFormat, "log-format", cmp.Or(cfg.LogFormat, "json"), "log format: json, text or auto (env LOG_FORMAT)")
+	fs.StringVar(&f.logLevel, "log-level", cmp.Or(cfg.LogLevel, "info"), "log level: debug, info, warn, error (env LOG_LEVEL)")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return f, err
@@ -536,11 +537,4 @@ func retentionText(d time.Duration) string {
 		return "keep everything"
 	}
 	return d.String()
-}
-
-func or(v, def string) string {
-	if v != "" {
-		return v
-	}
-	return def
 }

@@ -18,8 +18,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+
 	"github.com/massgov/bulk-user-import/shared/clock"
 	"github.com/massgov/bulk-user-import/shared/mask"
+	"github.com/massgov/bulk-user-import/shared/retry"
 )
 
 // Dependency names what a breaker guards.
@@ -67,9 +70,9 @@ type Breaker struct {
 	open      bool
 	fault     Fault
 	nextProbe time.Time
-	wait      time.Duration
-	closed    chan struct{} // closed while the breaker is closed
-	kick      chan struct{} // wakes the prober when the breaker opens
+	probes    *backoff.ExponentialBackOff // spaces this opening's probes
+	closed    chan struct{}               // closed while the breaker is closed
+	kick      chan struct{}               // wakes the prober when the breaker opens
 }
 
 // New returns a closed breaker for dep; probe tells whether the dependency
@@ -97,13 +100,14 @@ func (b *Breaker) Trip(code, errText, fix string) {
 	// The fault is shown by splitter status (through the worker registry):
 	// any email or FEIN the error echoes is masked.
 	b.fault = Fault{Code: code, Error: mask.Text(errText), Fix: fix, Since: now}
-	b.wait = b.ProbeInitial
-	b.nextProbe = now.Add(b.wait)
+	b.probes = retry.Schedule{Initial: b.ProbeInitial, Max: b.ProbeMax}.BackOff()
+	probeIn := b.probes.NextBackOff()
+	b.nextProbe = now.Add(probeIn)
 	b.closed = make(chan struct{})
 	f := b.fault
 	b.mu.Unlock()
 	b.log.Error("paused: "+string(b.dep)+" refuses the pipeline's requests; work that needs it waits and no row is failed for it",
-		"dependency", string(b.dep), "error_code", code, "err", f.Error, "fix", fix, "probe_in", b.ProbeInitial.String())
+		"dependency", string(b.dep), "error_code", code, "err", f.Error, "fix", fix, "probe_in", probeIn.String())
 	select {
 	case b.kick <- struct{}{}:
 	default:
@@ -182,11 +186,11 @@ func (b *Breaker) Run(ctx context.Context) {
 			}
 			continue
 		}
-		b.wait = min(2*b.wait, b.ProbeMax)
-		b.nextProbe = clk.Now().Add(b.wait)
+		wait := b.probes.NextBackOff()
+		b.nextProbe = clk.Now().Add(wait)
 		b.mu.Unlock()
 		b.log.Warn("still paused: the probe of "+string(b.dep)+" failed", "dependency", string(b.dep), "err", err.Error(),
-			"next_probe_in", b.wait.String())
+			"next_probe_in", wait.String())
 	}
 }
 

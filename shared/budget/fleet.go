@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/massgov/bulk-user-import/shared/fleet"
+	"github.com/massgov/bulk-user-import/shared/retry"
 )
 
 // How the fleet's rate adapts (see Sync).
@@ -150,12 +151,17 @@ func (f *Fleet) Run(ctx context.Context) {
 	}
 }
 
+// reconnectRetry spaces listen's connection attempts: 1 s, doubling, at
+// most 30 s; a connection that listened starts it again.
+var reconnectRetry = retry.Schedule{Initial: time.Second, Max: 30 * time.Second}
+
 // listen keeps a connection of its own (not one of the pool's, which the
 // rows need) listening on Channel and kicks a sync at each notification
 // from another worker; if the connection fails it connects again (the
 // periodic syncs go on meanwhile).
 func (f *Fleet) listen(ctx context.Context) {
-	for wait := time.Second; ctx.Err() == nil; wait = min(2*wait, 30*time.Second) {
+	waits := reconnectRetry.BackOff()
+	for ctx.Err() == nil {
 		err := func() error {
 			conn, err := pgx.ConnectConfig(ctx, f.pool.Config().ConnConfig.Copy())
 			if err != nil {
@@ -169,7 +175,7 @@ func (f *Fleet) listen(ctx context.Context) {
 			if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
 				return err
 			}
-			wait = time.Second
+			waits.Reset()
 			for {
 				n, err := conn.WaitForNotification(ctx)
 				if err != nil {
@@ -183,6 +189,7 @@ func (f *Fleet) listen(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		wait := waits.NextBackOff()
 		f.log.Debug("not listening for the fleet's changes; retrying", "err", err, "retry_in", wait.String())
 		select {
 		case <-ctx.Done():

@@ -408,17 +408,64 @@ func TestAPanickingHandlerDoesNotStopTheWorker(t *testing.T) {
 
 func TestBackoffGrowsAndIsBounded(t *testing.T) {
 	t.Parallel()
-	b := consume.Backoff{Base: 10 * time.Second, Max: time.Minute}
-	for attempt, want := range map[int]time.Duration{1: 10 * time.Second, 2: 20 * time.Second, 3: 40 * time.Second, 4: time.Minute, 9: time.Minute} {
-		for range 50 {
-			d := b.Delay(attempt)
-			if d < want/2 || d > want {
-				t.Fatalf("attempt %d: delay %s outside [%s, %s]", attempt, d, want/2, want)
+	const s = time.Second
+	tests := []struct {
+		name    string
+		backoff consume.Backoff
+		steps   map[int]time.Duration // receive count: the step, which a delay is half to all of
+	}{
+		{"10s to 1m", consume.Backoff{Base: 10 * s, Max: time.Minute},
+			map[int]time.Duration{0: 10 * s, 1: 10 * s, 2: 20 * s, 3: 40 * s, 4: time.Minute, 9: time.Minute}},
+		{"the worker's defaults, 10s to 5m", consume.Backoff{Base: 10 * s, Max: 5 * time.Minute},
+			map[int]time.Duration{1: 10 * s, 2: 20 * s, 3: 40 * s, 4: 80 * s, 5: 160 * s, 6: 5 * time.Minute, 7: 5 * time.Minute, 1000: 5 * time.Minute}},
+		{"a base that is not a power of two of the max", consume.Backoff{Base: 3 * s, Max: 12 * time.Hour},
+			map[int]time.Duration{1: 3 * s, 2: 6 * s, 5: 48 * s, 14: 3 * s << 13, 15: 12 * time.Hour, 40: 12 * time.Hour}},
+		{"milliseconds", consume.Backoff{Base: 7 * time.Millisecond, Max: time.Second},
+			map[int]time.Duration{1: 7 * time.Millisecond, 2: 14 * time.Millisecond, 8: 896 * time.Millisecond, 9: s}},
+		{"base equal to max", consume.Backoff{Base: time.Minute, Max: time.Minute},
+			map[int]time.Duration{1: time.Minute, 2: time.Minute, 30: time.Minute}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			for n, step := range tt.steps {
+				lo, hi := step, time.Duration(0)
+				for range 300 {
+					d := tt.backoff.Delay(n)
+					if d < step/2 || d > step {
+						t.Fatalf("receive %d: delay %s outside [%s, %s]", n, d, step/2, step)
+					}
+					lo, hi = min(lo, d), max(hi, d)
+				}
+				// Jittered over the whole range, not a narrower one.
+				if lo > step*6/10 || hi < step*9/10 {
+					t.Errorf("receive %d: 300 delays within [%s, %s], want them spread over [%s, %s]", n, lo, hi, step/2, step)
+				}
 			}
+		})
+	}
+	for _, n := range []int{0, 1, 3, 100} {
+		if d := (consume.Backoff{}).Delay(n); d != 0 {
+			t.Fatalf("zero backoff gave %s at receive %d", d, n)
+		}
+		if d := (consume.Backoff{Max: time.Minute}).Delay(n); d != 0 {
+			t.Fatalf("zero base gave %s at receive %d", d, n)
 		}
 	}
-	if d := (consume.Backoff{}).Delay(3); d != 0 {
-		t.Fatalf("zero backoff gave %s", d)
+}
+
+func TestAFailedReceiveIsRetriedAfter1sDoublingTo30sAndASuccessStartsAgain(t *testing.T) {
+	t.Parallel()
+	waits := consume.ReceiveRetry.BackOff()
+	const s = time.Second
+	for i, want := range []time.Duration{s, 2 * s, 4 * s, 8 * s, 16 * s, 30 * s, 30 * s} {
+		if got := waits.NextBackOff(); got != want {
+			t.Fatalf("wait %d: %s, want %s", i+1, got, want)
+		}
+	}
+	waits.Reset() // a receive succeeded
+	if got := waits.NextBackOff(); got != s {
+		t.Fatalf("after a success: %s, want 1s", got)
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/register"
 	"github.com/massgov/bulk-user-import/shared/retry"
+	"github.com/massgov/bulk-user-import/shared/textbound"
 )
 
 // Steps of a message that are not registration steps, as they appear in logs.
@@ -117,15 +117,11 @@ func (b Backoff) Validate() error {
 
 // Delay returns the wait before the attempt after the receiveCount-th.
 func (b Backoff) Delay(receiveCount int) time.Duration {
-	d := b.Base
-	for i := 1; i < receiveCount && d < b.Max; i++ {
-		d *= 2
-	}
-	d = min(d, b.Max)
-	if d <= 0 {
-		return 0
-	}
-	return d/2 + rand.N(d/2+1)
+	// A retry.Schedule jitters around each step (±Jitter): steps of three
+	// quarters of b's, ±1/3, span half to all of b's. Base and Max are
+	// taken in whole multiples of 4 ns, so that the bounds are exact.
+	s := retry.Schedule{Initial: b.Base / 4 * 3, Max: b.Max / 4 * 3, Jitter: 1.0 / 3}
+	return s.Nth(receiveCount)
 }
 
 // DeadLetterer sends a message to the dead-letter queue.
@@ -384,15 +380,4 @@ func (h *Handler) now() time.Time {
 // rowReason is a failure's reason as the row, the dead letter and the
 // operator's tools keep it: any email or FEIN an error echoed masked (the
 // row's own are in their columns), bounded in size.
-func rowReason(s string) string { return truncate(mask.Text(s)) }
-
-func truncate(s string) string {
-	if len(s) <= maxErrorMessage {
-		return s
-	}
-	cut := maxErrorMessage
-	for cut > 0 && s[cut]&0xC0 == 0x80 {
-		cut--
-	}
-	return s[:cut] + "…"
-}
+func rowReason(s string) string { return textbound.Truncate(mask.Text(s), maxErrorMessage) }

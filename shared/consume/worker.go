@@ -15,6 +15,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/budget"
 	"github.com/massgov/bulk-user-import/shared/metrics"
 	"github.com/massgov/bulk-user-import/shared/queue"
+	"github.com/massgov/bulk-user-import/shared/retry"
 )
 
 // Defaults of the worker loop that the deployment must agree with: the
@@ -228,6 +229,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	return runErr
 }
 
+// receiveRetry spaces the receives after a failed one: 1 s, doubling, at
+// most 30 s; a receive that succeeds starts it again.
+var receiveRetry = retry.Schedule{Initial: time.Second, Max: 30 * time.Second}
+
 // receiveLoop receives full batches: it holds at most Concurrency messages
 // being handled plus one batch waiting to start, and asks for a batch as
 // soon as that much room is free. So receives (and deletes) carry up to ten
@@ -237,7 +242,7 @@ func (w *Worker) receiveLoop(ctx, workCtx context.Context, handlers *sync.WaitGr
 	batch := min(queue.MaxBatchEntries, w.Config.Concurrency)
 	held := make(chan struct{}, w.Config.Concurrency+batch) // messages received and not settled
 	running := make(chan struct{}, w.Config.Concurrency)    // messages being handled
-	errDelay := time.Second
+	errDelays := receiveRetry.BackOff()
 	for {
 		if b := w.Breakers.Blocking(breaker.Database, breaker.Cognito); b != nil {
 			_, f, _ := b.State()
@@ -276,16 +281,16 @@ func (w *Worker) receiveLoop(ctx, workCtx context.Context, handlers *sync.WaitGr
 			if queue.IsQueueMissing(err) {
 				return fmt.Errorf("receive: %w", err)
 			}
-			w.Log.Warn("receive failed; retrying", "err", err, "retry_in", errDelay.String())
+			wait := errDelays.NextBackOff()
+			w.Log.Warn("receive failed; retrying", "err", err, "retry_in", wait.String())
 			select {
-			case <-time.After(errDelay):
+			case <-time.After(wait):
 			case <-ctx.Done():
 				return nil
 			}
-			errDelay = min(errDelay*2, 30*time.Second)
 			continue
 		}
-		errDelay = time.Second
+		errDelays.Reset()
 		for _, msg := range msgs {
 			w.leases.Hold(msg.ReceiptHandle, msg.ReceiptHandle)
 			m.Received.Add(1)

@@ -131,17 +131,3 @@ func checkDomain(domain string) error {
 	}
 	return nil
 }
-
-// truncate shortens s to at most n bytes for error messages, on a rune
-// boundary, so that a hostile field cannot blow up a report or a log line.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
-}
-
-func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }

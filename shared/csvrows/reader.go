@@ -16,6 +16,8 @@ import (
 	"io"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/massgov/bulk-user-import/shared/textbound"
 )
 
 // Limits on untrusted input.
@@ -250,7 +252,7 @@ func (r *Reader) row(line int, rec []string) Row {
 
 func (r *Reader) column(i int) string {
 	if name := strings.TrimSpace(r.header[i]); name != "" {
-		return truncate(name, 64)
+		return textbound.Truncate(name, 64)
 	}
 	return fmt.Sprintf("column %d", i+1)
 }
@@ -289,7 +291,7 @@ func sanitize(s string) string {
 	if strings.IndexByte(s, 0) >= 0 {
 		s = strings.ReplaceAll(s, "\x00", "\uFFFD")
 	}
-	return truncate(s, MaxFieldBytes)
+	return textbound.Truncate(s, MaxFieldBytes)
 }
 
 // boundedReader fails once a CSV record grows beyond max bytes. To know

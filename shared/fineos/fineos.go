@@ -22,6 +22,7 @@ import (
 
 	"github.com/massgov/bulk-user-import/shared/budget"
 	"github.com/massgov/bulk-user-import/shared/mask"
+	"github.com/massgov/bulk-user-import/shared/textbound"
 )
 
 // Namespace of the provisioning service's XML.
@@ -340,11 +341,7 @@ func snippet(b []byte, echoed ...string) string {
 			s = regexp.MustCompile(`(?i)`+regexp.QuoteMeta(v)).ReplaceAllLiteralString(s, "[request value]")
 		}
 	}
-	s = mask.Text(strings.Join(strings.Fields(s), " "))
-	if len(s) > n {
-		s = strings.ToValidUTF8(s[:n], "") + "…"
-	}
-	return s
+	return textbound.OneLine(mask.Text(s), n)
 }
 
 // request is the XML body of the provisioning call. Element order matters.

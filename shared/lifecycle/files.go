@@ -14,6 +14,7 @@ import (
 
 	"github.com/massgov/bulk-user-import/shared/clock"
 	"github.com/massgov/bulk-user-import/shared/results"
+	"github.com/massgov/bulk-user-import/shared/retry"
 )
 
 // Outcome of WriteResults.
@@ -224,7 +225,7 @@ func (l *Lifecycle) recordResults(ctx context.Context, c *claim, location string
 // retryDelay is the wait after the failures-th failed write plus one:
 // RetryBase, doubling, at most RetryMax.
 func (l *Lifecycle) retryDelay(failures int) time.Duration {
-	return min(l.RetryBase<<min(failures, 20), l.RetryMax)
+	return retry.Schedule{Initial: l.RetryBase, Max: l.RetryMax}.Nth(failures + 1)
 }
 
 // newToken names a claim.

@@ -249,6 +249,36 @@ func TestResultFilesAreWrittenOncePerCompletionAndAgainAfterAReplay(t *testing.T
 	}
 }
 
+func TestResultFilesAreRetriedAtRetryBaseDoublingToRetryMax(t *testing.T) {
+	t.Parallel()
+	const s = time.Second
+	tests := []struct {
+		name      string
+		base, max time.Duration
+		want      []time.Duration // after 0, 1, 2, ... failures
+	}{
+		{"the defaults", lifecycle.DefaultRetryBase, lifecycle.DefaultRetryMax,
+			[]time.Duration{5 * s, 10 * s, 20 * s, 40 * s, 80 * s, 160 * s, 320 * s, 10 * time.Minute, 10 * time.Minute}},
+		{"sub-second", 300 * time.Millisecond, s, []time.Duration{300 * time.Millisecond, 600 * time.Millisecond, s, s}},
+		{"a base above the max waits the max", time.Hour, 10 * time.Minute, []time.Duration{10 * time.Minute, 10 * time.Minute}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			l := lifecycle.New(nil, nil, logging.Discard())
+			l.RetryBase, l.RetryMax = tt.base, tt.max
+			for failures, want := range tt.want {
+				if got := l.RetryDelay(failures); got != want {
+					t.Errorf("after %d failures: %s, want %s", failures, got, want)
+				}
+			}
+			if got := l.RetryDelay(1000); got != tt.max {
+				t.Errorf("after 1000 failures: %s, want %s", got, tt.max)
+			}
+		})
+	}
+}
+
 // retryIn reads how long until the job's failed write is retried
 // (database time).
 func (f fixture) retryIn(t *testing.T, job string) time.Duration {

@@ -1,7 +1,9 @@
 // Package retry retries a call while its errors are transient, with an
 // exponential, jittered backoff (cenkalti/backoff) that never runs past the
 // caller's deadline. Which errors are transient is the caller's classifier
-// (register.Classify in this project): this package only paces.
+// (register.Classify in this project): this package only paces. Schedule
+// gives the same backoff to loops that pace themselves (a message's retry
+// delay, a breaker's probes, a reconnect).
 package retry
 
 import (
