@@ -60,6 +60,7 @@ type flags struct {
 	metricsAddr      string
 	emf              bool
 	maintain         maintain.Config
+	resultsLease     time.Duration
 	probeMax         time.Duration
 	logFormat        string
 	logLevel         string
@@ -91,6 +92,7 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	fs.IntVar(&f.dbMaxConns, "db-max-conns", 0, "most database connections this worker opens (default: --concurrency + 4; with a fleet budget, one more listens for the fleet's changes); keep workers x this below the server's max_connections")
 	fs.DurationVar(&f.maintain.Interval, "maintain-interval", maintain.DefaultInterval, "how often the elected maintainer completes jobs, writes result files, re-sends lost messages and applies retention")
 	fs.DurationVar(&f.maintain.Lease, "leader-lease", maintain.DefaultLease, "the maintainer leader's lease: a leader that died is replaced within it (plus a third)")
+	fs.DurationVar(&f.resultsLease, "results-lease", lifecycle.DefaultClaimLease, "a claim on a job's result files holds this long unrenewed (its writer renews it every third of it): a writer that died or stalled is taken over after it, and stops writing once it runs out")
 	fs.DurationVar(&f.maintain.RecoverAfter, "recover-after", 0, "re-send a queued row's message once the row and the import queue have been idle this long (default: 2 x --message-timeout + the longer of --visibility-timeout and --retry-max + 1m20s)")
 	cli.DurationVar(fs, &f.maintain.Retention, "retention", maintain.DefaultRetention, "delete the row data of jobs finished longer ago than this, keeping their counts (0: keep everything; e.g. 30d, 72h)")
 	fs.DurationVar(&f.probeMax, "breaker-probe-max", breaker.DefaultProbeMax, "while a dependency refuses the pipeline, the longest wait between two probes of it (they start 2s apart and double)")
@@ -118,6 +120,9 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	}
 	if f.probeMax < breaker.DefaultProbeInitial || f.probeMax > time.Hour {
 		errs = append(errs, fmt.Errorf("--breaker-probe-max %s: want %s to 1h", f.probeMax, breaker.DefaultProbeInitial))
+	}
+	if f.resultsLease <= 0 {
+		errs = append(errs, fmt.Errorf("--results-lease %s: want more than 0", f.resultsLease))
 	}
 	if f.maintain.RecoverAfter < 0 {
 		errs = append(errs, fmt.Errorf("--recover-after %s: want 0 (derived) or more", f.maintain.RecoverAfter))
@@ -204,6 +209,7 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	}
 	lc := lifecycle.New(pool, &results.Publisher{Jobs: jobs.NewStore(pool), S3: awsconf.S3(awsCfg), Bucket: cfg.ResultsBucket}, log)
 	lc.RetryBase = f.maintain.Interval
+	lc.ClaimLease = f.resultsLease
 	mc := f.maintain
 	mc.MaxReceiveCount, mc.DLQRetention = st.maxReceive, st.dlqRetention
 	defer startMaintainer(ctx, pool, id, heart, mc, lc, importQueue, m, log)()

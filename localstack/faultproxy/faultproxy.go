@@ -2,11 +2,13 @@
 // between the import and what it calls: the AWS emulator (SQS, Cognito,
 // S3) or the FINEOS stub. Chaos tests and benchmarks put it in front of
 // both. Faults are chosen per request at random, per service, with shares
-// that can change while it runs; every injected fault is counted.
+// that can change while it runs; every injected fault is counted. A gate
+// holds the requests of one operation until a test releases them.
 package faultproxy
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -116,6 +118,7 @@ type Proxy struct {
 	mu     sync.Mutex
 	faults map[string]Faults
 	quotas map[string]*bucket // by operation
+	gates  map[string]*Gate   // by operation
 	counts map[string]int64   // "service.fault" and "service.requests"
 }
 
@@ -141,6 +144,7 @@ func newProxy(target string, service func(*http.Request) string) (*Proxy, error)
 		}},
 		faults: map[string]Faults{},
 		quotas: map[string]*bucket{},
+		gates:  map[string]*Gate{},
 		counts: map[string]int64{},
 	}, nil
 }
@@ -155,6 +159,109 @@ func awsService(r *http.Request) string {
 	default:
 		return S3
 	}
+}
+
+// PutObject is the operation of an S3 request that writes an object, as
+// Hold names it.
+const PutObject = "PutObject"
+
+// operation names a request's operation for Hold: the JSON-protocol
+// services' target ("ReceiveMessage", "AdminCreateUser"), PutObject for an
+// S3 PUT of an object (not a part of a multipart upload, not a copy), or
+// the service's name.
+func operation(service, target string, r *http.Request) string {
+	if _, op, ok := strings.Cut(target, "."); ok {
+		return op
+	}
+	if service == S3 && r.Method == http.MethodPut && r.Header.Get("X-Amz-Copy-Source") == "" && !r.URL.Query().Has("uploadId") {
+		if _, key, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/"); key != "" {
+			return PutObject
+		}
+	}
+	return service
+}
+
+// Gate holds the requests of one operation, before they are forwarded,
+// until it is released. A held request whose client goes away meanwhile
+// is not forwarded.
+type Gate struct {
+	p       *Proxy
+	op      string
+	held    chan struct{} // closed when the first request waits
+	release chan struct{} // closed by Release
+	once    sync.Once     // closes held
+	free    sync.Once     // closes release
+
+	mu        sync.Mutex
+	abandoned int
+}
+
+// Hold holds every request for operation (see PutObject) from now until
+// the returned gate is released. Counts: "SERVICE.held" and
+// "SERVICE.held.abandoned" (a held request whose client went away).
+func (p *Proxy) Hold(operation string) *Gate {
+	g := &Gate{p: p, op: operation, held: make(chan struct{}), release: make(chan struct{})}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gates[operation] = g
+	return g
+}
+
+// Held is closed once a request waits at the gate.
+func (g *Gate) Held() <-chan struct{} { return g.held }
+
+// Abandoned returns how many held requests' clients went away: those were
+// not forwarded.
+func (g *Gate) Abandoned() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.abandoned
+}
+
+// Release forwards the held requests whose clients still wait, and lets
+// the operation's requests through from now on.
+func (g *Gate) Release() {
+	g.free.Do(func() { close(g.release) })
+	g.p.mu.Lock()
+	defer g.p.mu.Unlock()
+	if g.p.gates[g.op] == g {
+		delete(g.p.gates, g.op)
+	}
+}
+
+// wait holds a request until the gate is released; false when its client
+// went away first (or meanwhile): it must not be forwarded.
+func (g *Gate) wait(ctx context.Context) bool {
+	g.once.Do(func() { close(g.held) })
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+	}
+	if ctx.Err() != nil {
+		g.mu.Lock()
+		g.abandoned++
+		g.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// hold holds a request of service for op at its gate, if there is one,
+// counting it; false when the request must not be forwarded.
+func (p *Proxy) hold(ctx context.Context, service, op string) bool {
+	p.mu.Lock()
+	g := p.gates[op]
+	if g != nil {
+		p.counts[service+".held"]++
+	}
+	p.mu.Unlock()
+	if g == nil || g.wait(ctx) {
+		return true
+	}
+	p.mu.Lock()
+	p.counts[service+".held.abandoned"]++
+	p.mu.Unlock()
+	return false
 }
 
 // Set replaces the faults of a service.
@@ -204,13 +311,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	service := p.service(r)
 	op := service // FINEOS: one operation
-	if target := r.Header.Get("X-Amz-Target"); target != "" {
-		if _, o, ok := strings.Cut(target, "."); ok {
-			op = o
-			p.mu.Lock()
-			p.counts[service+".op."+op]++
-			p.mu.Unlock()
-		}
+	target := r.Header.Get("X-Amz-Target")
+	if _, o, ok := strings.Cut(target, "."); ok {
+		op = o
+		p.mu.Lock()
+		p.counts[service+".op."+op]++
+		p.mu.Unlock()
 	}
 	f, fault := p.fault(service)
 	if f.Refuse != "" {
@@ -244,6 +350,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case "drop":
 		drop(w)
+		return
+	}
+	if !p.hold(r.Context(), service, operation(service, target, r)) {
 		return
 	}
 	resp, answer, err := p.forward(r, body)

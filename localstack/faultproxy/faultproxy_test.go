@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	cip "github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider"
 	"github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/smithy-go"
 
@@ -123,5 +125,70 @@ func TestAQuotaThrottlesWhatGoesOverIt(t *testing.T) {
 		if errors.As(err, &ae) && ae.ErrorCode() == "TooManyRequestsException" {
 			t.Fatal("throttled after the quota was removed")
 		}
+	}
+}
+
+// A gate holds S3 PUTs of objects; a held request whose client went away
+// is not forwarded, and one released is.
+func TestAGateHoldsPutsAndDropsThoseWhoseClientLeft(t *testing.T) {
+	t.Parallel()
+	p, cfg := setup(t)
+	ctx := context.Background()
+	direct := awsconf.S3(stacktest.AWSConfig(t, stacktest.Emulator(t).URL))
+	bucket := "fp-" + stacktest.Suffix()
+	if _, err := direct.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &bucket}); err != nil {
+		t.Fatal(err)
+	}
+	api := awsconf.S3(cfg)
+	put := func(ctx context.Context, key string) error {
+		_, err := api.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String(key), Body: strings.NewReader("x")},
+			func(o *s3.Options) { o.Retryer = aws.NopRetryer{} })
+		return err
+	}
+	exists := func(key string) bool {
+		_, err := direct.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &bucket, Key: aws.String(key)})
+		return err == nil
+	}
+	gate := p.Hold(faultproxy.PutObject)
+	defer gate.Release()
+
+	// A held PUT whose client gives up is never forwarded.
+	gone, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- put(gone, "abandoned") }()
+	select {
+	case <-gate.Held():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the PUT was not held")
+	}
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("a cancelled PUT succeeded")
+	}
+	for deadline := time.Now().Add(10 * time.Second); gate.Abandoned() != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy did not notice the client went away")
+		}
+	}
+	// Other operations pass the gate.
+	if _, err := api.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &bucket}); err != nil {
+		t.Fatalf("HeadBucket through the gate: %v", err)
+	}
+	// A held PUT whose client waits is forwarded on release.
+	go func() { done <- put(ctx, "released") }()
+	for deadline := time.Now().Add(10 * time.Second); p.Counts()["s3.held"] != 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second PUT was not held: %v", p.Counts())
+		}
+	}
+	gate.Release()
+	if err := <-done; err != nil {
+		t.Fatalf("released PUT: %v", err)
+	}
+	if exists("abandoned") || !exists("released") {
+		t.Fatalf("abandoned object exists: %t, released object exists: %t", exists("abandoned"), exists("released"))
+	}
+	if c := p.Counts(); c["s3.held.abandoned"] != 1 {
+		t.Fatalf("counts: %v", c)
 	}
 }

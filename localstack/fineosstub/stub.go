@@ -2,7 +2,8 @@
 // HTTP server speaking the OAuth2 token endpoint and the employer viewpoint
 // user provisioning call, strict about what FINEOS is strict about (bearer
 // token, userid header, XML namespace, element order, required fields). It
-// records every call and can inject status codes and latency.
+// records every call and can inject status codes and latency, and hold a
+// call until a test releases it.
 package fineosstub
 
 import (
@@ -114,7 +115,15 @@ type Stub struct {
 	rateFault Fault
 	latency   time.Duration
 	oid       int
-	refuse    bool // the client's credentials are refused (a secret being rotated)
+	refuse    bool  // the client's credentials are refused (a secret being rotated)
+	gate      *gate // holds the next provisioning call (Hold)
+}
+
+// gate holds one provisioning call until it is released.
+type gate struct {
+	taken   bool          // a call is (or was) held at it
+	held    chan struct{} // closed when a call waits at it
+	release chan struct{} // closed by Release
 }
 
 // New returns a stub accepting the given credentials.
@@ -144,6 +153,48 @@ func (s *Stub) SetLatency(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.latency = d
+}
+
+// Hold makes the next provisioning call wait, once its request is checked
+// and before it takes effect, until Release. The channel returned is
+// closed when a call waits at the gate. A held call whose client goes away
+// ends there, without taking effect.
+func (s *Stub) Hold() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gate = &gate{held: make(chan struct{}), release: make(chan struct{})}
+	return s.gate.held
+}
+
+// Release lets the held call go on, and removes the gate (a gate that held
+// nothing yet holds nothing).
+func (s *Stub) Release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gate != nil {
+		close(s.gate.release)
+		s.gate = nil
+	}
+}
+
+// wait holds the call of r at the gate, if one is set and has held no call
+// yet; it returns false when the client went away meanwhile.
+func (s *Stub) wait(r *http.Request) bool {
+	s.mu.Lock()
+	g := s.gate
+	if g == nil || g.taken {
+		s.mu.Unlock()
+		return true
+	}
+	g.taken = true
+	s.mu.Unlock()
+	close(g.held)
+	select {
+	case <-g.release:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
 }
 
 // RefuseCredentials makes the token endpoint refuse the client's
@@ -269,6 +320,9 @@ func (s *Stub) serveProvision(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.record(call, status, err)
 		writeXMLError(w, status, err)
+		return
+	}
+	if !s.wait(r) {
 		return
 	}
 	s.mu.Lock()

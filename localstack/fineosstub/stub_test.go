@@ -2,10 +2,12 @@ package fineosstub
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/massgov/bulk-user-import/shared/fineos"
 )
@@ -32,16 +34,25 @@ func token(t *testing.T, srv *httptest.Server) string {
 
 func post(t *testing.T, srv *httptest.Server, tok, userid, body string) int {
 	t.Helper()
+	status, err := send(srv, tok, userid, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return status
+}
+
+// send posts a provisioning call and returns the answer's status.
+func send(srv *httptest.Server, tok, userid, body string) (int, error) {
 	req, _ := http.NewRequest(http.MethodPost, srv.URL+IntegrationPath+fineos.ProvisioningPath, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("userid", userid)
 	req.Header.Set("Content-Type", "application/xml; charset=utf-8")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp.StatusCode, nil
 }
 
 const good = `<p:CreateOrUpdateEmployerViewpointUserRequest xmlns:p="` + fineos.Namespace + `">` +
@@ -80,5 +91,43 @@ func TestStubIsStrict(t *testing.T) {
 	}
 	if n := len(stub.Calls()); n != len(tests) {
 		t.Fatalf("%d calls recorded, want %d", n, len(tests))
+	}
+}
+
+func TestHoldKeepsTheNextCallUntilReleased(t *testing.T) {
+	t.Parallel()
+	stub := New(DefaultOptions())
+	srv := httptest.NewServer(stub)
+	defer srv.Close()
+	tok := token(t, srv)
+	uid := DefaultOptions().UserID
+	held := stub.Hold()
+	first := make(chan error, 1)
+	go func() {
+		status, err := send(srv, tok, uid, good)
+		if err == nil && status != 200 {
+			err = fmt.Errorf("status %d", status)
+		}
+		first <- err
+	}()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call was not held")
+	}
+	// The gate holds one call: the next goes through, and the held one has
+	// not taken effect.
+	if got := post(t, srv, tok, uid, strings.Replace(good, "u1", "u2", 1)); got != 200 {
+		t.Fatalf("second call: status %d", got)
+	}
+	if n := len(stub.Users()); n != 1 {
+		t.Fatalf("%d users while the first call is held, want 1", n)
+	}
+	stub.Release()
+	if err := <-first; err != nil {
+		t.Fatalf("held call: %v", err)
+	}
+	if n := len(stub.Users()); n != 2 {
+		t.Fatalf("%d users after the release, want 2", n)
 	}
 }
