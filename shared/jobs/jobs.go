@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -84,18 +85,23 @@ type Limits struct {
 // is checked.
 const DefaultMinSample = 20
 
-// Lock takes the job's exclusive lock for the duration of a splitter run
-// or a re-send, so two processes never send the same job's rows at once
-// (two runs with the same --job cannot interleave). It returns ErrJobBusy
-// at once if another process holds it. The lock dies with the connection,
-// so a crashed splitter never leaves it behind.
+// runLockKey is the advisory lock key of a job's runs, the job id as $1.
+const runLockKey = `hashtextextended('bulk_import_job:' || $1, 0)`
+
+// Lock takes the job's exclusive run lock for the duration of a splitter
+// run or a re-send, so two processes never send the same job's rows at
+// once (two runs with the same --job cannot interleave), and no completion
+// is recorded while a run may still add rows (RunHeld). It returns
+// ErrJobBusy at once if another process holds it. The lock dies with the
+// connection, so a crashed splitter never leaves it behind; unlock may
+// be called more than once.
 func (s *Store) Lock(ctx context.Context, jobID string) (unlock func(), err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("lock job %s: %w", jobID, err)
 	}
 	var ok bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended('bulk_import_job:' || $1, 0))`, jobID).Scan(&ok); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+runLockKey+`)`, jobID).Scan(&ok); err != nil {
 		conn.Release()
 		return nil, fmt.Errorf("lock job %s: %w", jobID, err)
 	}
@@ -103,12 +109,33 @@ func (s *Store) Lock(ctx context.Context, jobID string) (unlock func(), err erro
 		conn.Release()
 		return nil, fmt.Errorf("job %s: %w", jobID, ErrJobBusy)
 	}
+	var once sync.Once
 	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, _ = conn.Exec(ctx, `SELECT pg_advisory_unlock(hashtextextended('bulk_import_job:' || $1, 0))`, jobID)
-		conn.Release()
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, _ = conn.Exec(ctx, `SELECT pg_advisory_unlock(`+runLockKey+`)`, jobID)
+			conn.Release()
+		})
 	}, nil
+}
+
+// RunHeld reports, through q (a pool or a transaction), whether a process
+// holds the job's run lock now (Lock): a splitter run that may still add
+// rows, or a re-send. It reads the lock table and takes nothing, so it
+// never makes a splitter that starts meanwhile find the job busy.
+func (s *Store) RunHeld(ctx context.Context, q Querier, jobID string) (bool, error) {
+	rows, err := q.Query(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l, (SELECT `+runLockKey+` AS k) key
+		WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND l.classid = ((key.k >> 32) & 4294967295)::bigint::oid AND l.objid = (key.k & 4294967295)::bigint::oid AND l.objsubid = 1 AND l.granted)`, jobID)
+	if err != nil {
+		return false, fmt.Errorf("read the run lock of job %s: %w", jobID, err)
+	}
+	held, err := pgx.CollectExactlyOneRow(rows, pgx.RowTo[bool])
+	if err != nil {
+		return false, fmt.Errorf("read the run lock of job %s: %w", jobID, err)
+	}
+	return held, nil
 }
 
 // Job returns the job with that id, or ErrJobNotFound.

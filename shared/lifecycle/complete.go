@@ -11,14 +11,22 @@ import (
 	"github.com/massgov/bulk-user-import/shared/mask"
 )
 
-// Complete records the job's completion when it is fully recorded, not
-// finished, and no row of it is queued. It returns the completion's number
-// and true when this call recorded it; false when the job is not ready or
-// is already complete.
+// Complete records the job's completion when it is fully recorded (or
+// cancelled: a cancelled job takes no more sources), not finished, no run
+// of it is in progress (a splitter run holds the job's run lock while it
+// may still add rows, jobs.Store.Lock), and no row of it is queued. It
+// returns the completion's number and true when this call recorded it;
+// false when the job is not ready or is already complete.
 func (l *Lifecycle) Complete(ctx context.Context, jobID string) (completion int, won bool, err error) {
 	err = l.transition(ctx, jobID, func(tx pgx.Tx, s state) error {
-		if s.finished || !s.recorded {
+		if s.finished || !s.recorded && !s.cancelled {
 			return nil
+		}
+		// A run that took the run lock before this transaction locked the
+		// job shows here; one that takes it later waits for this one to
+		// end before it changes anything (it locks the job first).
+		if held, err := l.jobs.RunHeld(ctx, tx, jobID); err != nil || held {
+			return err
 		}
 		// A statement of its own, after the lock: it sees every row outcome
 		// committed before the lock was granted, and none can commit until
@@ -45,11 +53,12 @@ type Completion struct {
 }
 
 // CompleteReady records the completion of every job (up to limit per call)
-// that is fully recorded, not finished, and has no queued row: new jobs
-// whose last rows just became final, and jobs reopened by a replay.
+// that is fully recorded (or cancelled), not finished, not being run, and
+// has no queued row: new jobs whose last rows just became final, jobs
+// reopened by a replay, cancelled jobs.
 func (l *Lifecycle) CompleteReady(ctx context.Context, limit int) ([]Completion, error) {
 	rows, err := l.pool.Query(ctx, `SELECT job_id FROM bulk_import_job j
-		WHERE finished_at IS NULL AND recorded_at IS NOT NULL
+		WHERE finished_at IS NULL AND (recorded_at IS NOT NULL OR cancelled_at IS NOT NULL)
 		  AND NOT EXISTS (SELECT 1 FROM bulk_import_row r WHERE r.job_id = j.job_id AND r.state = 'queued')
 		ORDER BY created_at LIMIT $1`, limit)
 	if err != nil {

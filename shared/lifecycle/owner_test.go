@@ -3,6 +3,7 @@ package lifecycle_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -31,7 +32,11 @@ type gatedRows struct {
 	gate    chan struct{}
 	reached chan struct{} // closed when the first row has been taken
 	n       int
+	once    sync.Once
 }
+
+// open lets the other rows come.
+func (g *gatedRows) open() { g.once.Do(func() { close(g.gate) }) }
 
 func (g *gatedRows) Next() (csvrows.Row, error) {
 	if g.n == 1 {
@@ -45,6 +50,49 @@ func (g *gatedRows) Next() (csvrows.Row, error) {
 	return g.rows[g.n-1], nil
 }
 
+// slowSource returns a source of n rows whose first row comes at once
+// and the rest once release is called (at the latest when the test ends).
+func slowSource(t *testing.T, prefix string, n int) (src *gatedRows, release func()) {
+	t.Helper()
+	src = &gatedRows{gate: make(chan struct{}), reached: make(chan struct{})}
+	for i := range n {
+		email := fmt.Sprintf("%s%d@b.co", prefix, i)
+		src.rows = append(src.rows, csvrows.Row{Line: i + 2, Fields: []string{"123456789", email}, Email: email, FEIN: "123456789"})
+	}
+	return src, src.open
+}
+
+// run starts a splitter run of job: it takes the job's run lock, as the
+// splitter does for its whole run, and records src; the returned channel
+// says how recording ended; unlock ends the run.
+func (f fixture) run(t *testing.T, job string, src *gatedRows) (recorded chan error, unlock func()) {
+	t.Helper()
+	unlock, err := f.store.Lock(context.Background(), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded = make(chan error, 1)
+	go func() {
+		_, err := f.lc.RecordSource(context.Background(), job, "/in/"+job+"-b.csv", []string{"fein", "email"}, src)
+		recorded <- err
+	}()
+	// A failed test must not leave the copy hanging.
+	t.Cleanup(func() { src.open(); <-recorded; recorded <- nil; unlock() })
+	return recorded, unlock
+}
+
+// recv waits (30 s at most) for a value.
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: nothing within 30 s", what)
+		panic("unreachable")
+	}
+}
+
 func TestAJobIsNotCompletedWhileASourceIsBeingRecordedIntoIt(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
@@ -52,20 +100,9 @@ func TestAJobIsNotCompletedWhileASourceIsBeingRecordedIntoIt(t *testing.T) {
 	f.record(t, "two", 3, jobs.Limits{})
 	// A second source is being read into the job (splitter --job two
 	// b.csv) while the first source's rows finish and a maintainer ticks.
-	src := &gatedRows{gate: make(chan struct{}), reached: make(chan struct{})}
-	for i := range 4 {
-		email := "b" + string(rune('0'+i)) + "@b.co"
-		src.rows = append(src.rows, csvrows.Row{Line: i + 2, Fields: []string{"123456789", email}, Email: email, FEIN: "123456789"})
-	}
-	recorded := make(chan error, 1)
-	go func() {
-		_, err := f.lc.RecordSource(ctx, "two", "/in/b.csv", []string{"fein", "email"}, src)
-		recorded <- err
-	}()
-	var open sync.Once
-	release := func() { open.Do(func() { close(src.gate) }) }
-	t.Cleanup(func() { release(); <-recorded }) // a failed test must not leave the copy hanging
-	<-src.reached
+	src, release := slowSource(t, "b", 4)
+	recorded, unlock := f.run(t, "two", src)
+	recv(t, src.reached, "the copy started")
 	for r := int64(1); r <= 3; r++ {
 		f.succeed(t, "two", r)
 	}
@@ -73,12 +110,12 @@ func TestAJobIsNotCompletedWhileASourceIsBeingRecordedIntoIt(t *testing.T) {
 		t.Fatalf("the job was completed while a source was being recorded into it (%v)", err)
 	}
 	release()
-	if err := <-recorded; err != nil {
+	if err := recv(t, recorded, "recording"); err != nil {
 		t.Fatal(err)
 	}
 	recorded <- nil // for the clean-up
 	// Recorded, its rows queued: still not complete, nor before the run
-	// marks every source recorded.
+	// marks every source recorded and ends.
 	if _, won, _ := f.lc.Complete(ctx, "two"); won {
 		t.Fatal("completed with the second source's rows queued")
 	}
@@ -88,11 +125,77 @@ func TestAJobIsNotCompletedWhileASourceIsBeingRecordedIntoIt(t *testing.T) {
 	for r := int64(4); r <= 7; r++ {
 		f.succeed(t, "two", r)
 	}
+	if _, won, _ := f.lc.Complete(ctx, "two"); won {
+		t.Fatal("completed while the run still held the job")
+	}
+	unlock()
 	if n, won, err := f.lc.Complete(ctx, "two"); err != nil || !won || n != 1 {
-		t.Fatalf("completion %d %v %v: want the first, once every row of both sources is final", n, won, err)
+		t.Fatalf("completion %d %v %v: want the first, once every row of both sources is final and the run over", n, won, err)
 	}
 	if st := f.status(t, "two"); st.Total != 7 || st.Succeeded != 7 || !st.Done {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestAJobCancelledWhileASourceIsBeingRecordedStillCompletes(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	if _, _, err := f.lc.Create(ctx, "wrong", false, jobs.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	// The operator cancels a new job while its first file is read.
+	src, release := slowSource(t, "w", 3)
+	recorded, unlock := f.run(t, "wrong", src)
+	recv(t, src.reached, "the copy started")
+	if _, err := f.lc.Cancel(ctx, "wrong", "wrong file"); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if err := recv(t, recorded, "recording"); !errors.Is(err, jobs.ErrCancelled) {
+		t.Fatalf("recording into a cancelled job: %v", err)
+	}
+	recorded <- nil
+	unlock() // the run ends without marking the job recorded
+	if _, won, err := f.lc.Complete(ctx, "wrong"); err != nil || !won {
+		t.Fatalf("a cancelled job whose run ended is not completed: %v %v", won, err)
+	}
+	if st := f.status(t, "wrong"); !st.Done || st.Total != 0 || st.CancelledAt == nil {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestAnInterruptedReRunLeavesAFinishedJobAsItWas(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.record(t, "done", 2, jobs.Limits{})
+	f.succeed(t, "done", 1)
+	if _, err := f.lc.ClaimFailure(ctx, "done", 2, "EMPLOYER_NOT_FOUND", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, won, _ := f.lc.Complete(ctx, "done"); !won {
+		t.Fatal("not completed")
+	}
+	// A re-run with another file is stopped while it reads it.
+	unlock, err := f.store.Lock(ctx, "done")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.lc.RecordSource(ctx, "done", "/in/bad.csv", []string{"fein", "email"}, &failingRows{}); err == nil {
+		t.Fatal("a failing source was recorded")
+	}
+	unlock()
+	if st := f.status(t, "done"); !st.Recorded || !st.Done || st.Completion != 1 {
+		t.Fatalf("after the interrupted run: %+v", st)
+	}
+	// A replay of the failed row reopens the job, which completes again.
+	if _, err := f.lc.Requeue(ctx, "done", []int64{2}); err != nil {
+		t.Fatal(err)
+	}
+	f.succeed(t, "done", 2)
+	if done, err := f.lc.CompleteReady(ctx, 10); err != nil || len(done) != 1 || done[0].Completion != 2 {
+		t.Fatalf("completed %v, %v", done, err)
 	}
 }
 

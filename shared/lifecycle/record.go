@@ -62,20 +62,17 @@ type Rows interface {
 	Next() (csvrows.Row, error)
 }
 
-// RecordSource records every row of one source. First, in a transaction
-// of its own, it holds the job: the job is marked not recorded, so that no
-// completion is recorded until the run that records this source marks it
-// recorded again (MarkRecorded), however long the source takes to read.
-// Then, in one transaction, it copies the rows and, under the job's lock,
-// adds them (finding duplicates against the whole job) and reopens the job
-// if it was finished: either all of the source's rows are recorded, or
-// (when rows fails) none is, and that error is returned as is. A job
-// cancelled or pruned meanwhile takes no rows (jobs.ErrCancelled,
-// jobs.ErrPruned).
+// RecordSource records every row of one source, in one transaction: it
+// copies the rows and, under the job's lock, adds them (finding duplicates
+// against the whole job), marks the job not recorded (until the run marks
+// it recorded, MarkRecorded) and reopens it if it was finished. Either all
+// of the source's rows are recorded, or (when rows fails) none is, and
+// that error is returned as is. A job cancelled or pruned meanwhile takes
+// no rows (jobs.ErrCancelled, jobs.ErrPruned). The caller holds the job's
+// run lock (jobs.Store.Lock) for its whole run, as the splitter does: no
+// completion is recorded while it is held, however long a source takes to
+// read, and none is left pending if the run dies.
 func (l *Lifecycle) RecordSource(ctx context.Context, jobID, source string, header []string, rows Rows) (jobs.SourceCounts, error) {
-	if err := l.hold(ctx, jobID); err != nil {
-		return jobs.SourceCounts{}, err
-	}
 	var counts jobs.SourceCounts
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		if err := copyRows(ctx, tx, rows, &counts); err != nil {
@@ -92,7 +89,7 @@ func (l *Lifecycle) RecordSource(ctx context.Context, jobID, source string, head
 			return fmt.Errorf("record source: %w", err)
 		}
 		counts.Accepted -= counts.Duplicates
-		// New rows: the job is not finished (it was held unrecorded).
+		// New rows: the job is recorded again, and not finished.
 		_, err = tx.Exec(ctx, `UPDATE bulk_import_job SET finished_at = NULL, recorded_at = NULL, updated_at = now() WHERE job_id = $1`, jobID)
 		return err
 	})
@@ -100,21 +97,6 @@ func (l *Lifecycle) RecordSource(ctx context.Context, jobID, source string, head
 		return jobs.SourceCounts{}, err
 	}
 	return counts, nil
-}
-
-// hold marks the job not recorded, in a transaction of its own, before a
-// source is read into it.
-func (l *Lifecycle) hold(ctx context.Context, jobID string) error {
-	return l.transition(ctx, jobID, func(tx pgx.Tx, s state) error {
-		if err := refuse(jobID, s); err != nil {
-			return err
-		}
-		if !s.recorded {
-			return nil
-		}
-		_, err := tx.Exec(ctx, `UPDATE bulk_import_job SET recorded_at = NULL, updated_at = now() WHERE job_id = $1`, jobID)
-		return err
-	})
 }
 
 // copyRows copies the source's rows into a staging table of tx.

@@ -135,6 +135,8 @@ func (s *Splitter) Run(ctx context.Context, opts Options) (Result, error) {
 		return res, fmt.Errorf("send messages of job %s (re-run with --job %s to send the rest): %w", opts.Job, opts.Job, err)
 	}
 	log.Info("messages sent", "sent", res.Sent)
+	// The run is over: a completion may be recorded from now on.
+	unlock()
 	if s.Finisher != nil {
 		s.Finisher.Finish(ctx, opts.Job)
 	}
