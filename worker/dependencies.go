@@ -76,10 +76,10 @@ func checkDependencies(ctx context.Context, cog *cognito.Client, fc *fineos.Clie
 
 // startBreakers builds the breakers of the database, Cognito and FINEOS,
 // starts their probers and the worker's registration in the fleet (its
-// heartbeat, which publishes what is paused), and returns them, the
-// registration's heart, and a function that stops both.
+// heartbeat, which publishes what is paused), and returns them with a
+// function that stops both.
 func startBreakers(ctx context.Context, pool *pgxpool.Pool, id string, store *pfml.Store, cog *cognito.Client, fc *fineos.Client,
-	probeMax time.Duration, m *metrics.Worker, log *slog.Logger) (*breaker.Set, *fleet.Heart, func()) {
+	probeMax time.Duration, m *metrics.Worker, log *slog.Logger) (*breaker.Set, func()) {
 	fineosProbe := func(context.Context) error {
 		return errors.New("FINEOS is not configured on this worker")
 	}
@@ -105,7 +105,7 @@ func startBreakers(ctx context.Context, pool *pgxpool.Pool, id string, store *pf
 	done := make(chan struct{}, 2)
 	go func() { set.Run(bctx); done <- struct{}{} }()
 	go func() { reg.Run(bctx, fleet.DefaultHeartbeat); done <- struct{}{} }()
-	return set, reg.Heart(), func() {
+	return set, func() {
 		stop()
 		<-done
 		<-done

@@ -195,7 +195,7 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 
 	m := &metrics.Worker{}
 	id := fleet.NewID()
-	breakers, heart, stopBreakers := startBreakers(ctx, pool, id, st.pfml, deps.cognito, deps.fineos, f.probeMax, m, log)
+	breakers, stopBreakers := startBreakers(ctx, pool, id, st.pfml, deps.cognito, deps.fineos, f.probeMax, m, log)
 	defer stopBreakers()
 	defer startBudgets(ctx, pool, id, f, deps.limits, m, log)()
 	stopObserving, err := startObserving(f, m, stdout, log)
@@ -212,7 +212,7 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	lc.ClaimLease = f.resultsLease
 	mc := f.maintain
 	mc.MaxReceiveCount, mc.DLQRetention = st.maxReceive, st.dlqRetention
-	defer startMaintainer(ctx, pool, id, heart, mc, lc, importQueue, m, log)()
+	defer startMaintainer(ctx, pool, id, mc, lc, importQueue, m, log)()
 
 	loop := f.loop
 	loop.MaxReceiveCount = st.maxReceive
@@ -407,14 +407,12 @@ func startObserving(f flags, m *metrics.Worker, stdout io.Writer, log *slog.Logg
 // startMaintainer runs this worker's maintainer: one leader among the
 // workers completes jobs, writes their result files, re-sends lost
 // messages and applies retention.
-func startMaintainer(ctx context.Context, pool *pgxpool.Pool, id string, heart *fleet.Heart, mc maintain.Config, lc *lifecycle.Lifecycle,
+func startMaintainer(ctx context.Context, pool *pgxpool.Pool, id string, mc maintain.Config, lc *lifecycle.Lifecycle,
 	importQueue *queue.Queue, m *metrics.Worker, log *slog.Logger) func() {
 	store := jobs.NewStore(pool)
-	elector := maintain.NewElector(pool, maintain.LeaseName, id, mc.Lease, log)
-	elector.Heart = heart // the worker's heartbeats keep its lease live
 	maint := &maintain.Maintainer{
 		Config:    mc,
-		Elector:   elector,
+		Elector:   maintain.NewElector(pool, maintain.LeaseName, id, mc.Lease, log),
 		Lifecycle: lc,
 		Jobs:      store,
 		Queue:     importQueue,

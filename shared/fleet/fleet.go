@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -56,39 +55,6 @@ type Worker struct {
 const BeatSQL = `INSERT INTO bulk_import_worker (worker_id) VALUES ($1)
 	ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()`
 
-// Heart remembers this process's last heartbeat that reached the
-// database: when (by this process's clock) the statement that carried it
-// was sent. The database counts the worker alive for a while after that,
-// never before; so a process that knows its last beat knows, on the safe
-// side, until when the others count it alive.
-type Heart struct {
-	mu   sync.Mutex
-	last time.Time
-}
-
-// Beat records a heartbeat whose statement was sent at.
-func (h *Heart) Beat(at time.Time) {
-	if h == nil {
-		return
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if at.After(h.last) {
-		h.last = at
-	}
-}
-
-// Last returns when the last heartbeat that reached the database was sent
-// (zero: none yet).
-func (h *Heart) Last() time.Time {
-	if h == nil {
-		return time.Time{}
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.last
-}
-
 // Registration is this process's row.
 type Registration struct {
 	pool  *pgxpool.Pool
@@ -96,19 +62,13 @@ type Registration struct {
 	state func() map[breaker.Dependency]breaker.Fault
 	log   *slog.Logger
 	kick  chan struct{}
-	heart *Heart
 }
 
 // Register returns this process's registration under id; state gives its
 // open breakers' faults at each heartbeat. Run keeps it fresh.
 func Register(pool *pgxpool.Pool, id string, state func() map[breaker.Dependency]breaker.Fault, log *slog.Logger) *Registration {
-	return &Registration{pool: pool, id: id, state: state, log: log, kick: make(chan struct{}, 1), heart: &Heart{}}
+	return &Registration{pool: pool, id: id, state: state, log: log, kick: make(chan struct{}, 1)}
 }
-
-// Heart is this process's heart: it records every beat of the
-// registration that reached the database (an elector that holds it counts
-// them as well as its own attempts').
-func (r *Registration) Heart() *Heart { return r.heart }
 
 // Changed asks for a heartbeat now (a breaker opened or closed).
 func (r *Registration) Changed() {
@@ -152,16 +112,12 @@ func (r *Registration) beat(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	start := time.Now()
 	// The rows of workers gone for a day (killed: they could not
 	// deregister) go with the beats of the living.
-	if _, err = r.pool.Exec(ctx, `WITH gone AS (DELETE FROM bulk_import_worker WHERE heartbeat_at < now() - interval '1 day')
+	_, err = r.pool.Exec(ctx, `WITH gone AS (DELETE FROM bulk_import_worker WHERE heartbeat_at < now() - interval '1 day')
 		INSERT INTO bulk_import_worker (worker_id, paused) VALUES ($1, $2)
-		ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), paused = excluded.paused`, r.id, string(paused)); err != nil {
-		return err
-	}
-	r.heart.Beat(start)
-	return nil
+		ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), paused = excluded.paused`, r.id, string(paused))
+	return err
 }
 
 // Live returns the workers heard from within LiveWithin, oldest first.

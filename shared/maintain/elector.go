@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/massgov/bulk-user-import/shared/clock"
@@ -25,11 +27,13 @@ import (
 // replaced within a third of the lease.
 //
 // A process considers itself leader until its lease would run out by its
-// own clock, counted from before the last heartbeat of its that reached
-// the database (its attempts', and its Heart's): never longer than the
-// database grants it. Each term has a context (Lead) that ends when the
+// own clock, counted from before its last attempt that confirmed it holds
+// the lease: never longer than the database grants it (its heartbeat is at
+// least that recent). Each term has a context (Lead) that ends when the
 // lease is lost, runs out, or is resigned: the leader's work runs on it
-// and stops with the leadership.
+// and stops with the leadership. (Should its attempts fail while its
+// other beats succeed, it stops leading and nobody takes over until they
+// succeed again: a pause of the maintenance, never two leaders.)
 type Elector struct {
 	pool  *pgxpool.Pool
 	name  string
@@ -38,17 +42,14 @@ type Elector struct {
 	log   *slog.Logger
 	// Clock is the time source (nil: the system clock); set it before Run.
 	Clock clock.Clock
-	// Heart, if set, is this process's heart in the fleet's registry: its
-	// beats keep the lease live too (nil: the attempts' own beats only).
-	Heart *fleet.Heart
 
-	mu      sync.Mutex
-	leader  bool
-	beat    time.Time          // the last attempt that reached the database was sent then
-	term    int                // counts the elections won, so callers can tell a new term
-	termCtx context.Context    // ends with the current term
-	endTerm context.CancelFunc // ends it
-	expiry  clock.Timer        // ends it when the lease runs out unrenewed
+	mu        sync.Mutex
+	leader    bool
+	confirmed time.Time          // the last attempt that confirmed the lease was sent then
+	term      int                // counts the elections won, so callers can tell a new term
+	termCtx   context.Context    // ends with the current term
+	endTerm   context.CancelFunc // ends it
+	expiry    clock.Timer        // ends it when the lease runs out unrenewed
 
 	elected chan struct{} // receives when this process becomes leader
 }
@@ -73,14 +74,8 @@ func (e *Elector) IsLeader() bool {
 }
 
 // validUntilLocked is when the lease runs out by this process's clock:
-// a lease after its last heartbeat.
-func (e *Elector) validUntilLocked() time.Time {
-	last := e.beat
-	if h := e.Heart.Last(); h.After(last) {
-		last = h
-	}
-	return last.Add(e.lease)
-}
+// a lease after its last confirmation.
+func (e *Elector) validUntilLocked() time.Time { return e.confirmed.Add(e.lease) }
 
 func (e *Elector) clock() clock.Clock { return clock.OrReal(e.Clock) }
 
@@ -124,19 +119,28 @@ func (e *Elector) Run(ctx context.Context) {
 	}
 }
 
-// attemptSQL beats ($2 is this worker) and keeps the named lease ($1), or
-// takes it when its holder is not alive within its lease; it returns a row
-// when this process holds the lease. expires_at is kept for workers of
-// earlier versions, which read it. $3 is the lease (s).
-const attemptSQL = `WITH beat AS (` + fleet.BeatSQL + `)
-	INSERT INTO bulk_import_leader AS l (name, leader_id, elected_at, expires_at, lease)
-	VALUES ($2, $1, now(), now() + $3 * interval '1 second', $3)
-	ON CONFLICT (name) DO UPDATE SET leader_id = excluded.leader_id, expires_at = excluded.expires_at, lease = excluded.lease,
-		elected_at = CASE WHEN l.leader_id = excluded.leader_id THEN l.elected_at ELSE now() END
-	WHERE l.leader_id = excluded.leader_id
-	   OR NOT EXISTS (SELECT 1 FROM bulk_import_worker w WHERE w.worker_id = l.leader_id
-	                  AND w.heartbeat_at > now() - coalesce(l.lease, $3) * interval '1 second')
-	RETURNING true`
+// queueAttempt queues, into a batch (one transaction), this worker's beat
+// and the keeping or taking of the named lease: the lease's row is created
+// if there is none, locked, and only then, in a statement of its own that
+// sees every commit made before the lock was granted (the holder's beat
+// among them), kept by its holder or taken from a holder that is not alive
+// within its lease. into is set when this process holds the lease.
+// expires_at is kept for workers of earlier versions, which read it.
+func (e *Elector) queueAttempt(b *pgx.Batch, into *bool) {
+	lease := e.lease.Seconds()
+	b.Queue(fleet.BeatSQL, e.id)
+	b.Queue(`INSERT INTO bulk_import_leader (name, leader_id, elected_at, expires_at, lease)
+		VALUES ($1, $2, now(), now() + $3 * interval '1 second', $3) ON CONFLICT (name) DO NOTHING`, e.name, e.id, lease)
+	b.Queue(`SELECT 1 FROM bulk_import_leader WHERE name = $1 FOR UPDATE`, e.name)
+	b.Queue(`UPDATE bulk_import_leader l SET leader_id = $2, expires_at = now() + $3 * interval '1 second', lease = $3,
+			elected_at = CASE WHEN l.leader_id = $2 THEN l.elected_at ELSE now() END
+		WHERE l.name = $1 AND (l.leader_id = $2 OR NOT EXISTS (SELECT 1 FROM bulk_import_worker w WHERE w.worker_id = l.leader_id
+			AND w.heartbeat_at > now() - coalesce(l.lease, $3) * interval '1 second'))`, e.name, e.id, lease).
+		Exec(func(tag pgconn.CommandTag) error {
+			*into = tag.RowsAffected() == 1
+			return nil
+		})
+}
 
 // Attempt beats and keeps this process's lease or, when nobody alive
 // holds it, takes it, and reports whether this process is leader.
@@ -146,12 +150,9 @@ func (e *Elector) Attempt(ctx context.Context) bool {
 	actx, cancel := context.WithTimeout(ctx, e.lease/3)
 	defer cancel()
 	var won bool
-	rows, err := e.pool.Query(actx, attemptSQL, e.id, e.name, e.lease.Seconds())
-	if err == nil {
-		won = rows.Next()
-		rows.Close()
-		err = rows.Err()
-	}
+	b := &pgx.Batch{}
+	e.queueAttempt(b, &won)
+	err := e.pool.SendBatch(actx, b).Close()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	was := e.leader && start.Before(e.validUntilLocked()) && e.termCtx != nil && e.termCtx.Err() == nil
@@ -165,7 +166,7 @@ func (e *Elector) Attempt(ctx context.Context) bool {
 		e.leader = was
 		return was
 	case won:
-		e.leader, e.beat = true, start
+		e.leader, e.confirmed = true, start
 		if !was {
 			e.term++
 			e.endTermLocked()
@@ -188,25 +189,13 @@ func (e *Elector) Attempt(ctx context.Context) bool {
 }
 
 // armExpiryLocked ends the term when the lease runs out by this process's
-// clock, unless heartbeats have moved that on meanwhile.
+// clock (each confirmation re-arms it).
 func (e *Elector) armExpiryLocked() {
 	if e.expiry != nil {
 		e.expiry.Stop()
 	}
 	clk := e.clock()
-	term := e.termCtx
-	e.expiry = clock.AfterFunc(clk, e.validUntilLocked().Sub(clk.Now()), func() {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if e.termCtx != term || term.Err() != nil {
-			return // a later term, or ended already
-		}
-		if clk.Now().Before(e.validUntilLocked()) {
-			e.armExpiryLocked() // the heart beat meanwhile
-			return
-		}
-		e.endTerm()
-	})
+	e.expiry = clock.AfterFunc(clk, e.validUntilLocked().Sub(clk.Now()), e.endTerm)
 }
 
 // endTermLocked ends the current term's context, if any.

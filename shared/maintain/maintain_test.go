@@ -495,45 +495,83 @@ func TestTheMaintainerStopsWhenItsLeaseIsLost(t *testing.T) {
 }
 
 // The lease lives with the worker's heartbeat in the fleet's registry:
-// beats of its heart keep a leader leading between its attempts, and when
-// they stop, its lease runs out by its own clock a lease after the last.
-func TestALeaderLeadsWhileItsHeartBeats(t *testing.T) {
+// others take it only once the holder's worker has been silent for a
+// lease, whichever of its loops beat last; the holder itself counts its
+// lease from its last confirming attempt.
+func TestALeaseLivesWithItsWorkersHeartbeat(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	ctx := context.Background()
 	const lease = 30 * time.Second
-	e := maintain.NewElector(f.stack.Pool, "hearty", fleet.NewID(), lease, logging.Discard())
+	holder := maintain.NewElector(f.stack.Pool, "hearty", fleet.NewID(), lease, logging.Discard())
 	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	e.Clock, e.Heart = clk, &fleet.Heart{}
-	if !e.Attempt(ctx) {
+	holder.Clock = clk
+	if !holder.Attempt(ctx) {
 		t.Fatal("not elected")
 	}
-	lead, stop, _ := e.Lead(ctx)
+	lead, stop, _ := holder.Lead(ctx)
 	defer stop()
-	// No attempt for a while, but the heart beats (the registration's
-	// loop): the term goes on past the first attempt's lease.
-	clk.Advance(20 * time.Second)
-	e.Heart.Beat(clk.Now())
-	clk.Advance(15 * time.Second)
-	if !e.IsLeader() || lead.Err() != nil {
-		t.Fatal("a leader whose heart beats stopped leading")
+	other := maintain.NewElector(f.stack.Pool, "hearty", fleet.NewID(), lease, logging.Discard())
+	// The holder's attempts stop, but its worker beats (its registration,
+	// a budget sync): nobody takes the lease, and status calls it live.
+	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_worker SET heartbeat_at = now() WHERE worker_id = $1`, holder.ID()); err != nil {
+		t.Fatal(err)
 	}
-	// The heart stops: a lease after its last beat, the term ends.
-	clk.Advance(14 * time.Second)
-	if !e.IsLeader() {
+	if other.Attempt(ctx) {
+		t.Fatal("a live worker's lease was taken")
+	}
+	if _, live, _, err := maintain.Leader(ctx, f.stack.Pool, "hearty"); err != nil || !live {
+		t.Fatalf("lease live %v, %v", live, err)
+	}
+	// By its own clock, the holder leads a lease after its last attempt.
+	clk.Advance(lease - time.Second)
+	if !holder.IsLeader() || lead.Err() != nil {
 		t.Fatal("stopped leading before its lease ran out")
 	}
-	clk.Advance(2 * time.Second)
-	if e.IsLeader() {
-		t.Fatal("still leading a lease after the last beat")
+	clk.Advance(time.Second)
+	if holder.IsLeader() {
+		t.Fatal("still leading a lease after its last confirmation")
 	}
-	ended(t, lead, "the heart stopped")
-	// Others see its registry row: the lease is live while the worker is.
-	if _, live, _, err := maintain.Leader(ctx, f.stack.Pool, "hearty"); err != nil || !live {
-		t.Fatalf("lease live %v, %v: the worker's heartbeat (its attempt's) is fresh", live, err)
-	}
+	ended(t, lead, "the lease ran out")
+	// Once its worker is silent for a lease, the lease is dead and taken.
 	expireLease(t, f, "hearty")
 	if _, live, _, err := maintain.Leader(ctx, f.stack.Pool, "hearty"); err != nil || live {
 		t.Fatalf("lease live %v, %v: the worker's heartbeat is a day old", live, err)
+	}
+	if !other.Attempt(ctx) {
+		t.Fatal("a dead worker's lease was not taken")
+	}
+}
+
+// Processes that start at the same moment (every deploy: the lease was
+// resigned, and none of them has beaten yet) elect one leader: the taking
+// of the lease decides on the holder's beat committed with it.
+func TestProcessesStartingTogetherElectOneLeader(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	for round := range 40 {
+		var electors []*maintain.Elector
+		for range 6 {
+			electors = append(electors, maintain.NewElector(f.stack.Pool, "together", fleet.NewID(), 30*time.Second, logging.Discard()))
+		}
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		won := make([]bool, len(electors))
+		for i, e := range electors {
+			wg.Go(func() { <-start; won[i] = e.Attempt(ctx) })
+		}
+		close(start)
+		wg.Wait()
+		var leaders []int
+		for i, w := range won {
+			if w {
+				leaders = append(leaders, i)
+			}
+		}
+		if len(leaders) != 1 {
+			t.Fatalf("round %d: %d leaders %v", round, len(leaders), leaders)
+		}
+		electors[leaders[0]].Resign(ctx)
 	}
 }
