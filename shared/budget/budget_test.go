@@ -261,20 +261,33 @@ func TestJoinsAndLeavesAreNotified(t *testing.T) {
 	}
 }
 
-// A worker that dies without leaving stops counting after the liveness
-// window (three intervals).
+// A worker that dies without leaving stops counting once its heartbeat in
+// the fleet's registry is older than the liveness window, however
+// recently its share row says it synced; a live one counts.
 func TestADeadWorkersShareIsReturned(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t)
+	ctx := context.Background()
 	a := join(t, pool, "a", 20, 0)
-	// A dead worker's row: seen long ago.
-	if _, err := pool.Exec(context.Background(), `INSERT INTO bulk_import_budget_share (name, worker_id, seen_at) VALUES ($1, 'dead', now() - interval '10 seconds')`, CognitoCreate); err != nil {
+	waitShares(t, 20, a) // joined
+	// A dead worker's share (it synced a moment before it died) and a live
+	// worker's, whose registry heartbeat is fresh.
+	if _, err := pool.Exec(ctx, `INSERT INTO bulk_import_worker (worker_id, heartbeat_at) VALUES ('dead', now() - $1 * interval '1 second' - interval '1 second'), ('alive', now())`,
+		LiveWindow(100*time.Millisecond).Seconds()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO bulk_import_budget_share (name, worker_id, seen_at) VALUES ($1, 'dead', now()), ($1, 'alive', now())`, CognitoCreate); err != nil {
+		t.Fatal(err)
+	}
+	waitShares(t, 10, a)
+	if st, err := Read(ctx, pool, 10*time.Second); err != nil || len(st) != 1 || st[0].Workers != 2 {
+		t.Fatalf("read: %+v, %v: want a and the live worker", st, err)
+	}
+	// The live one dies too.
+	if _, err := pool.Exec(ctx, `UPDATE bulk_import_worker SET heartbeat_at = now() - interval '1 minute' WHERE worker_id = 'alive'`); err != nil {
 		t.Fatal(err)
 	}
 	waitShares(t, 20, a)
-	if st, err := Read(context.Background(), pool, 10*time.Second); err != nil || len(st) != 1 || st[0].Workers != 1 {
-		t.Fatalf("read: %+v, %v", st, err)
-	}
 }
 
 // throttle records accepted attempts over a full window, and throttles.

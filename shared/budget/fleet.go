@@ -36,6 +36,14 @@ const (
 	MinShare = 0.05
 )
 
+// LiveWindow is how recently a worker must have beaten (in the fleet's
+// registry) for its shares to count: three syncs, and never less than two
+// of the registry's own heartbeats, since workers of versions whose syncs
+// did not beat (before the one registry) beat only through it.
+func LiveWindow(interval time.Duration) time.Duration {
+	return max(3*interval, 2*fleet.DefaultHeartbeat)
+}
+
 // DefaultInterval is how often a worker syncs its budgets.
 const DefaultInterval = time.Second
 
@@ -311,7 +319,7 @@ func (f *Fleet) Sync(ctx context.Context) error {
 			l.throttles.Add(throttles[i])
 		}
 	}
-	live := 3 * f.interval
+	live := LiveWindow(f.interval)
 	rows, err := f.pool.Query(ctx, syncSQL, f.id, names, budgets, accepted, calls, throttles, full,
 		live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps, f.joined, f.needs)
 	if err != nil {
