@@ -39,16 +39,33 @@ var (
 )
 
 // claim is a writer's hold on a job's result files: a token in the job's
-// row, valid (by this process's clock, counted from before the statement
-// that took or renewed it) for the lease.
+// row, and the time the claim was taken or last renewed there (a writer of
+// an earlier version, which knows no token, changes that time when it
+// takes the claim over), valid (by this process's clock, counted from
+// before the statement that took or renewed it) for the lease.
 type claim struct {
 	job                  string
 	completion, failures int
 	token                string
+	clk                  clock.Clock
 
 	mu         sync.Mutex
+	renewedAt  time.Time // results_claimed_at as this writer last set it (database time)
 	validUntil time.Time
 	expiry     clock.Timer
+}
+
+// held returns an error when the claim cannot be trusted any more: its
+// lease has run out by this process's clock. It reads the clock itself,
+// rather than waiting for the expiry to cancel the writing, so that a
+// process that was frozen past its claim learns so before its next write.
+func (c *claim) held() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.clk.Now().Before(c.validUntil) {
+		return errClaimExpired
+	}
+	return nil
 }
 
 // WriteResults claims the result files of one job that are due (jobID's,
@@ -80,7 +97,14 @@ func (l *Lifecycle) WriteResults(ctx context.Context, jobID string) (string, Out
 // when none are due.
 func (l *Lifecycle) claimResults(ctx context.Context, jobID string) (*claim, error) {
 	clk := clock.OrReal(l.Clock)
-	c := &claim{token: newToken()}
+	c := &claim{token: newToken(), clk: clk}
+	// Any job's: the first due one that nobody holds locked (a row outcome
+	// in flight holds its key share). One job's, for a command that ended
+	// it: wait for such a lock, a moment, rather than skip its files.
+	lock := "FOR UPDATE SKIP LOCKED"
+	if jobID != "" {
+		lock = "FOR UPDATE"
+	}
 	start := clk.Now()
 	err := l.pool.QueryRow(ctx, `UPDATE bulk_import_job SET results_claimed_at = now(), results_claim = $3
 		WHERE job_id = (SELECT job_id FROM bulk_import_job
@@ -88,8 +112,9 @@ func (l *Lifecycle) claimResults(ctx context.Context, jobID string) (*claim, err
 		                  AND ($1 = '' OR job_id = $1)
 		                  AND (results_claimed_at IS NULL OR results_claimed_at < now() - $2 * interval '1 second')
 		                  AND ($1 <> '' OR results_retry_at IS NULL OR results_retry_at <= now())
-		                ORDER BY finished_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-		RETURNING job_id, completion, results_failures`, jobID, l.ClaimLease.Seconds(), c.token).Scan(&c.job, &c.completion, &c.failures)
+		                ORDER BY finished_at LIMIT 1 `+lock+`)
+		RETURNING job_id, completion, results_failures, results_claimed_at`, jobID, l.ClaimLease.Seconds(), c.token).
+		Scan(&c.job, &c.completion, &c.failures, &c.renewedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -116,7 +141,7 @@ func (l *Lifecycle) writeClaimed(ctx context.Context, c *claim, log *slog.Logger
 		defer close(renewing)
 		l.renew(wctx, c, func() { stop(errClaimLost) }, expire, log)
 	}()
-	location, werr = l.results.Write(wctx, c.job)
+	location, werr = l.results.Write(wctx, c.job, c.held)
 	cause = context.Cause(wctx)
 	if !errors.Is(cause, errClaimLost) && !errors.Is(cause, errClaimExpired) {
 		cause = nil
@@ -139,18 +164,24 @@ func (l *Lifecycle) renew(ctx context.Context, c *claim, lost, expire func(), lo
 			return
 		}
 		start := clk.Now()
-		tag, err := l.pool.Exec(ctx, `UPDATE bulk_import_job SET results_claimed_at = now() WHERE job_id = $1 AND results_claim = $2`, c.job, c.token)
+		c.mu.Lock()
+		at := c.renewedAt
+		c.mu.Unlock()
+		var renewed time.Time
+		err := l.pool.QueryRow(ctx, `UPDATE bulk_import_job SET results_claimed_at = now()
+			WHERE job_id = $1 AND results_claim = $2 AND results_claimed_at = $3 RETURNING results_claimed_at`, c.job, c.token, at).Scan(&renewed)
 		switch {
 		case ctx.Err() != nil:
+			return
+		case errors.Is(err, pgx.ErrNoRows):
+			lost()
 			return
 		case err != nil:
 			// Unknown: the claim holds until it runs out unrenewed.
 			log.Warn("could not renew the claim on the result files; retrying", "err", err)
-		case tag.RowsAffected() == 0:
-			lost()
-			return
 		default:
 			c.mu.Lock()
+			c.renewedAt = renewed
 			c.validUntil = start.Add(l.ClaimLease)
 			if c.expiry.Stop() { // else it ran out already: the writing stops
 				c.expiry = clock.AfterFunc(clk, c.validUntil.Sub(clk.Now()), expire)
@@ -165,34 +196,37 @@ func (l *Lifecycle) renew(ctx context.Context, c *claim, lost, expire func(), lo
 func (l *Lifecycle) recordResults(ctx context.Context, c *claim, location string, werr, cause error, log *slog.Logger) (Outcome, error) {
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
 	defer cancel()
+	// Every outcome releases the claim, and is recorded only while the
+	// claim is this writer's: its token, as last renewed.
+	const mine = `results_claim = NULL, results_claimed_at = NULL WHERE job_id = $1 AND results_claim = $2 AND results_claimed_at = $3`
 	var out Outcome
 	var sql string
 	var args []any
 	switch {
 	case cause != nil:
-		out, sql = Released, `UPDATE bulk_import_job SET results_claim = NULL, results_claimed_at = NULL WHERE job_id = $1 AND results_claim = $2`
+		out, sql = Released, `UPDATE bulk_import_job SET `+mine
 	case werr == nil:
 		out = Written
-		sql = `UPDATE bulk_import_job SET results_written = greatest(results_written, $3), results_written_at = now(),
-			results_location = $4, results_error = NULL, results_failures = 0, results_retry_at = NULL, results_claim = NULL, results_claimed_at = NULL
-			WHERE job_id = $1 AND results_claim = $2`
+		sql = `UPDATE bulk_import_job SET results_written = greatest(results_written, $4), results_written_at = now(),
+			results_location = $5, results_error = NULL, results_failures = 0, results_retry_at = NULL, ` + mine
 		args = []any{c.completion, location}
 	case errors.Is(werr, results.ErrNoBucket):
 		out = NotWritten
-		sql = `UPDATE bulk_import_job SET results_written = greatest(results_written, $3), results_written_at = now(),
-			results_location = NULL, results_error = $4, results_failures = 0, results_retry_at = NULL, results_claim = NULL, results_claimed_at = NULL
-			WHERE job_id = $1 AND results_claim = $2`
+		sql = `UPDATE bulk_import_job SET results_written = greatest(results_written, $4), results_written_at = now(),
+			results_location = NULL, results_error = $5, results_failures = 0, results_retry_at = NULL, ` + mine
 		args = []any{c.completion, werr.Error()}
 	case ctx.Err() != nil || errors.Is(werr, results.ErrQueuedAgain):
-		out, sql = Released, `UPDATE bulk_import_job SET results_claim = NULL, results_claimed_at = NULL WHERE job_id = $1 AND results_claim = $2`
+		out, sql = Released, `UPDATE bulk_import_job SET `+mine
 	default:
 		out = Failed
-		sql = `UPDATE bulk_import_job SET results_error = $3, results_failures = results_failures + 1,
-			results_retry_at = now() + $4 * interval '1 second', results_claim = NULL, results_claimed_at = NULL
-			WHERE job_id = $1 AND results_claim = $2`
+		sql = `UPDATE bulk_import_job SET results_error = $4, results_failures = results_failures + 1,
+			results_retry_at = now() + $5 * interval '1 second', ` + mine
 		args = []any{werr.Error(), l.retryDelay(c.failures).Seconds()}
 	}
-	tag, err := l.pool.Exec(bctx, sql, append([]any{c.job, c.token}, args...)...)
+	c.mu.Lock()
+	at := c.renewedAt
+	c.mu.Unlock()
+	tag, err := l.pool.Exec(bctx, sql, append([]any{c.job, c.token, at}, args...)...)
 	if err != nil {
 		return out, err
 	}

@@ -325,7 +325,7 @@ func TestAWriterDelayedPastItsClaimNeitherWritesNorRecordsOverTheNewerFiles(t *t
 		_, out, err := slow.WriteResults(ctx, "")
 		slowDone <- result{out, err}
 	}()
-	heldCtx := <-gate.held
+	heldCtx := recv(t, gate.held, "the held write")
 	// Meanwhile row 2 is corrected (a late success): the job is reopened
 	// and completed again.
 	f.succeed(t, "fenced", 2)
@@ -345,7 +345,7 @@ func TestAWriterDelayedPastItsClaimNeitherWritesNorRecordsOverTheNewerFiles(t *t
 	clk.Advance(2 * time.Minute)
 	waitDone(t, heldCtx, "claim run out")
 	gate.open()
-	if r := <-slowDone; r.out != lifecycle.Released || r.err != nil {
+	if r := recv(t, slowDone, "the stalled writer"); r.out != lifecycle.Released || r.err != nil {
 		t.Fatalf("the stalled writer: %v %v", r.out, r.err)
 	}
 	// The newer files stand, and so does their record.
@@ -380,7 +380,7 @@ func TestASlowWriterKeepsItsClaimByRenewingIt(t *testing.T) {
 		_, out, _ := w.WriteResults(ctx, "")
 		done <- out
 	}()
-	heldCtx := <-gate.held
+	heldCtx := recv(t, gate.held, "the held write")
 	// Five renewals, a third of the lease apart: well past the first
 	// lease, the claim holds, renewed in the database each time.
 	for i := range 5 {
@@ -402,12 +402,12 @@ func TestASlowWriterKeepsItsClaimByRenewingIt(t *testing.T) {
 		t.Fatalf("a renewed claim was taken over: %v", out)
 	}
 	gate.open()
-	if out := <-done; out != lifecycle.Written {
+	if out := recv(t, done, "the writer's outcome"); out != lifecycle.Written {
 		t.Fatalf("the slow writer: %v", out)
 	}
 }
 
-func TestAWriterWhoseRenewalsFailStopsWhenItsClaimRunsOut(t *testing.T) {
+func TestAWriterWhoseClaimIsTakenStopsAtItsNextRenewal(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	ctx := context.Background()
@@ -422,7 +422,7 @@ func TestAWriterWhoseRenewalsFailStopsWhenItsClaimRunsOut(t *testing.T) {
 		_, out, _ := w.WriteResults(ctx, "")
 		done <- out
 	}()
-	heldCtx := <-gate.held
+	heldCtx := recv(t, gate.held, "the held write")
 	// The claim is taken from under the writer (its renewal will find
 	// another token): at its next renewal it stops.
 	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_job SET results_claim = 'another' WHERE job_id = 'cut'`); err != nil {
@@ -432,7 +432,7 @@ func TestAWriterWhoseRenewalsFailStopsWhenItsClaimRunsOut(t *testing.T) {
 	clk.Advance(time.Minute / 3)
 	waitDone(t, heldCtx, "claim lost")
 	gate.open()
-	if out := <-done; out != lifecycle.Released {
+	if out := recv(t, done, "the writer's outcome"); out != lifecycle.Released {
 		t.Fatalf("outcome %v, want released", out)
 	}
 	// Its outcome was not recorded over the other claim's.
@@ -509,7 +509,7 @@ func TestAJobThatFinishesWhileItsLimitsAreCheckedIsNotCancelled(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if r := <-enforced; r.err != nil || len(r.c) != 0 {
+	if r := recv(t, enforced, "the limits' check"); r.err != nil || len(r.c) != 0 {
 		t.Fatalf("cancelled %+v, %v: the job had finished", r.c, r.err)
 	}
 	if st := f.status(t, "edge"); st.CancelledAt != nil || !st.Done {
@@ -544,7 +544,104 @@ func TestATransitionWaitsForTheRowOutcomesInFlight(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !<-completed {
+	if !recv(t, completed, "the completion") {
 		t.Fatal("the completion did not see the row's success committed while it waited")
+	}
+}
+
+// A writer checks its claim by the clock right before each write: one
+// frozen past its claim learns so at once, whether or not the expiry has
+// cancelled its writing yet.
+func TestAClaimIsCheckedByTheClockBeforeEachWrite(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	held := lifecycle.ClaimHeld(clk, clk.Now().Add(time.Minute))
+	if err := held(); err != nil {
+		t.Fatalf("a live claim: %v", err)
+	}
+	clk.Advance(time.Minute)
+	if err := held(); err == nil {
+		t.Fatal("a claim that ran out still holds")
+	}
+}
+
+// A writer of an earlier version takes a claim over without a token: it
+// moves the claim's time, and the writer whose claim it was stops at its
+// next renewal and records nothing.
+func TestAClaimTakenOverByAnOlderWriterIsLost(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.record(t, "mixed", 1, jobs.Limits{})
+	f.succeed(t, "mixed", 1)
+	if _, won, _ := f.lc.Complete(ctx, "mixed"); !won {
+		t.Fatal("not completed")
+	}
+	w, clk, gate := f.writer(t, time.Minute)
+	done := make(chan lifecycle.Outcome, 1)
+	go func() {
+		_, out, _ := w.WriteResults(ctx, "")
+		done <- out
+	}()
+	heldCtx := recv(t, gate.held, "the held write")
+	// The older writer's claim: it sets the time only.
+	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_job SET results_claimed_at = now() + interval '1 second' WHERE job_id = 'mixed'`); err != nil {
+		t.Fatal(err)
+	}
+	blockUntil(t, clk, 2)
+	clk.Advance(time.Minute / 3)
+	waitDone(t, heldCtx, "claim taken by an older writer")
+	gate.open()
+	if out := recv(t, done, "the writer's outcome"); out != lifecycle.Released {
+		t.Fatalf("outcome %v, want released", out)
+	}
+	var st jobs.Status
+	if st = f.status(t, "mixed"); st.Results == jobs.ResultsWritten {
+		t.Fatalf("the stopped writer recorded its files: %+v", st)
+	}
+}
+
+// Renewals that fail (the database refuses them) keep the writer going
+// only until its claim runs out by its own clock; then it stops.
+func TestAWriterWhoseRenewalsFailStopsWhenItsClaimRunsOut(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.record(t, "refused", 1, jobs.Limits{})
+	f.succeed(t, "refused", 1)
+	if _, won, _ := f.lc.Complete(ctx, "refused"); !won {
+		t.Fatal("not completed")
+	}
+	const lease = time.Minute
+	w, clk, gate := f.writer(t, lease)
+	done := make(chan lifecycle.Outcome, 1)
+	go func() {
+		_, out, _ := w.WriteResults(ctx, "")
+		done <- out
+	}()
+	heldCtx := recv(t, gate.held, "the held write")
+	// From now on the database refuses every renewal.
+	if _, err := f.stack.Pool.Exec(ctx, `ALTER TABLE bulk_import_job ADD CONSTRAINT no_renewal
+		CHECK (results_claimed_at IS NULL OR results_claimed_at < '2000-01-01') NOT VALID`); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		blockUntil(t, clk, 2)
+		clk.Advance(lease / 3)
+		// The renewal fails; the writing goes on while the claim holds.
+		for deadline := time.Now().Add(10 * time.Second); clk.Pending() < 2 && heldCtx.Err() == nil; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("renewal %d: the writer waits on nothing", i+1)
+			}
+		}
+		if heldCtx.Err() != nil {
+			t.Fatalf("renewal %d failed and the writing stopped before the claim ran out: %v", i+1, context.Cause(heldCtx))
+		}
+	}
+	clk.Advance(lease / 3)
+	waitDone(t, heldCtx, "the claim ran out unrenewed")
+	gate.open()
+	if out := recv(t, done, "the writer's outcome"); out != lifecycle.Released {
+		t.Fatalf("outcome %v, want released", out)
 	}
 }

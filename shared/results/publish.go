@@ -84,8 +84,10 @@ func Key(jobID, file string) string { return jobID + "/" + file }
 // Write writes SUCCEEDED.csv and FAILED.csv of the job to the bucket and
 // returns where (s3://bucket/job/). Without a bucket it returns
 // ErrNoBucket. A job with queued rows again (a replay) is an error: its
-// next completion writes them.
-func (p *Publisher) Write(ctx context.Context, jobID string) (string, error) {
+// next completion writes them. held, if set, is asked right before each
+// file is put: its error (the writer's claim on the files is gone) stops
+// the writing.
+func (p *Publisher) Write(ctx context.Context, jobID string, held func() error) (string, error) {
 	if p == nil || p.Bucket == "" {
 		return "", ErrNoBucket
 	}
@@ -104,6 +106,11 @@ func (p *Publisher) Write(ctx context.Context, jobID string) (string, error) {
 	for _, name := range []string{FileSucceeded, FileFailed} {
 		if err := ctx.Err(); err != nil {
 			return "", fmt.Errorf("results: %w", context.Cause(ctx))
+		}
+		if held != nil {
+			if err := held(); err != nil {
+				return "", fmt.Errorf("results: %w", err)
+			}
 		}
 		f, err := os.Open(filepath.Join(dir, name))
 		if err != nil {

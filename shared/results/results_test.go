@@ -142,7 +142,7 @@ func TestPublisherNeedsABucketAndRefusesPrunedJobs(t *testing.T) {
 	store := jobs.NewStore(s.Pool)
 	ctx := context.Background()
 	record(t, lifecycle.New(s.Pool, nil, logging.Discard()), "p1", "fein,email\n123456789,a@b.co\n")
-	if _, err := (&results.Publisher{Jobs: store}).Write(ctx, "p1"); !errors.Is(err, results.ErrNoBucket) {
+	if _, err := (&results.Publisher{Jobs: store}).Write(ctx, "p1", nil); !errors.Is(err, results.ErrNoBucket) {
 		t.Fatalf("no bucket: %v", err)
 	}
 	if _, err := s.Pool.Exec(ctx, `UPDATE bulk_import_job SET pruned_at = now() WHERE job_id = 'p1'`); err != nil {
