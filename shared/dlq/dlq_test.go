@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -428,7 +429,8 @@ func TestAReplayWhoseSendFailsPutsTheRowsBack(t *testing.T) {
 		t.Fatalf("replay %+v, %v", r, err)
 	}
 	// Nothing half-done: the rows are failed as before, their dead letters
-	// still in the dead-letter queue, and the job is as it was.
+	// still in the dead-letter queue (the job, reopened by the requeue,
+	// completes again, with the same files).
 	for row := int64(1); row <= 3; row++ {
 		if state, attempts, dl := f.rowState(t, "A", row); state != jobs.Failed || attempts != 3 || dl != jobs.DeadLetterSent {
 			t.Fatalf("row %d: %s, %d attempts, dead letter %q; want failed, 3, sent", row, state, attempts, dl)
@@ -484,5 +486,66 @@ func TestAMessageWhoseDeleteFindsAStaleHandleIsNotCountedMoved(t *testing.T) {
 	}
 	if got := contents(t, f.dead); len(got) != 1 {
 		t.Fatalf("dead-letter queue %v: the stale one stays", got)
+	}
+}
+
+// lostHoldDLQ loses the pass's hold on the first message it hands out:
+// another consumer received it meanwhile, so SQS refuses visibility
+// changes with the pass's (now stale) receipt handle.
+type lostHoldDLQ struct {
+	*queue.Queue
+	mu   sync.Mutex
+	lost string // the receipt handle
+}
+
+func (l *lostHoldDLQ) Receive(ctx context.Context, n int, wait, visibility time.Duration) ([]queue.Message, error) {
+	msgs, err := l.Queue.Receive(ctx, n, wait, visibility)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost == "" && len(msgs) > 0 {
+		l.lost = msgs[0].ReceiptHandle
+	}
+	return msgs, err
+}
+
+func (l *lostHoldDLQ) ChangeVisibilityBatch(ctx context.Context, handles []string, d time.Duration) ([]queue.EntryError, error) {
+	l.mu.Lock()
+	lost := l.lost
+	l.mu.Unlock()
+	var failed []queue.EntryError
+	var keep []string
+	for i, h := range handles {
+		if h == lost {
+			failed = append(failed, queue.EntryError{ID: strconv.Itoa(i), Code: "ReceiptHandleIsInvalid", Message: "stale"})
+			continue
+		}
+		keep = append(keep, h)
+	}
+	more, err := l.Queue.ChangeVisibilityBatch(ctx, keep, d)
+	return append(failed, more...), err
+}
+
+func TestAMessageWhoseHoldWasLostIsNotMoved(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.deadLetter(t, "A", "EMPLOYER_NOT_FOUND", 3)
+	tool := *f.tool
+	tool.DLQ = &lostHoldDLQ{Queue: f.dead}
+	r, err := tool.Replay(ctx, dlq.ReplayOptions{})
+	if err != nil || r.Moved != 2 || r.Errors != 1 {
+		t.Fatalf("replay %+v, %v: want 2 moved, the one whose hold was lost an error", r, err)
+	}
+	if got := contents(t, f.main); len(got) != 2 {
+		t.Fatalf("import queue %v: the lost one must not be sent", got)
+	}
+	failed := 0
+	for row := int64(1); row <= 3; row++ {
+		if state, _, dl := f.rowState(t, "A", row); state == jobs.Failed && dl == jobs.DeadLetterSent {
+			failed++
+		}
+	}
+	if failed != 1 {
+		t.Fatalf("%d rows left failed with their dead letter, want the lost one's", failed)
 	}
 }

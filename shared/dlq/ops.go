@@ -239,11 +239,13 @@ func (r *replay) remember(e Entry) (copies []Entry) {
 }
 
 // move replays some messages and returns those deleted from the DLQ: the
-// rows are requeued first (a crash after this leaves rows queued with
-// their messages still here, and a second replay moves them), the
-// messages sent, the rows of those not sent put back, and the sent ones
-// deleted here.
+// pass's hold on them is confirmed first (a message whose hold was lost
+// may be another pass's now, and is left), the rows are requeued (a crash
+// after this leaves rows queued with their messages still here, and a
+// second replay moves them), the messages sent, the rows of those not sent
+// put back, and the sent ones deleted here.
 func (r *replay) move(ctx context.Context, batch []Entry) ([]Entry, error) {
+	batch = r.confirm(ctx, batch)
 	requeued, skipJob, err := r.requeue(ctx, batch)
 	if err != nil {
 		return nil, err
@@ -261,8 +263,44 @@ func (r *replay) move(ctx context.Context, batch []Entry) ([]Entry, error) {
 	return r.delete(ctx, sent), nil
 }
 
+// confirm renews the pass's hold on the messages to move (their visibility,
+// for another --hold) and returns those it still holds. SQS refuses a
+// visibility change with a receipt handle that another receive made
+// stale, while a delete with it may succeed without deleting anything: so
+// the hold is confirmed before the move, not after.
+func (r *replay) confirm(ctx context.Context, batch []Entry) []Entry {
+	if len(batch) == 0 {
+		return nil
+	}
+	hold, _, _ := r.t.defaults()
+	handles := make([]string, len(batch))
+	for i, e := range batch {
+		handles[i] = e.handle
+	}
+	failed, err := r.t.DLQ.ChangeVisibilityBatch(ctx, handles, hold)
+	if err != nil {
+		r.res.Errors += len(batch)
+		r.note("could not confirm the pass's hold on messages (they stay in the dead-letter queue): " + err.Error())
+		return nil
+	}
+	lost := map[string]bool{}
+	for _, f := range failed {
+		lost[f.ID] = true
+		r.res.Errors++
+		r.note("the pass lost its hold on a message (another pass or consumer received it): not moved")
+	}
+	var held []Entry
+	for i, e := range batch {
+		if !lost[strconv.Itoa(i)] {
+			held = append(held, e)
+		}
+	}
+	return held
+}
+
 // requeue returns the batch's rows to queued, by job; a job that takes no
-// replay (cancelled, pruned, unknown) is skipped.
+// replay (cancelled, pruned, unknown) is skipped. On another error the
+// rows requeued so far are put back.
 func (r *replay) requeue(ctx context.Context, batch []Entry) (map[string][]lifecycle.Requeued, map[string]bool, error) {
 	byJob := map[string][]int64{}
 	for _, e := range batch {
@@ -280,6 +318,7 @@ func (r *replay) requeue(ctx context.Context, batch []Entry) (map[string][]lifec
 				r.note(err.Error() + ": its messages are not replayed")
 				continue
 			}
+			r.putBack(ctx, requeued)
 			return nil, nil, err
 		}
 		requeued[job] = q
@@ -330,6 +369,11 @@ func (r *replay) undo(ctx context.Context, unsent []Entry, requeued map[string][
 			}
 		}
 	}
+	r.putBack(ctx, byJob)
+}
+
+// putBack undoes the requeue of rows, by job, whose messages were not sent.
+func (r *replay) putBack(ctx context.Context, byJob map[string][]lifecycle.Requeued) {
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	for _, job := range slices.Sorted(maps.Keys(byJob)) {
