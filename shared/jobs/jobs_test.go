@@ -195,3 +195,28 @@ func TestACancelReasonIsReadMasked(t *testing.T) {
 		t.Fatalf("recent %+v, %v", list, err)
 	}
 }
+
+// A migration a database missed (another branch's, numbered below the
+// highest applied) is applied; the ones recorded are not applied again.
+func TestMigrateAppliesEveryMissingVersion(t *testing.T) {
+	t.Parallel()
+	pool, _, _ := setup(t)
+	ctx := context.Background()
+	// As if migration 7 had come after 8 to 10 were applied.
+	if _, err := pool.Exec(ctx, `ALTER TABLE bulk_import_budget_share DROP COLUMN budget;
+		DELETE FROM bulk_import_schema_version WHERE version = 7`); err != nil {
+		t.Fatal(err)
+	}
+	if err := jobs.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if n := pgtest.Count(t, pool, `SELECT count(*) FROM information_schema.columns WHERE table_name = 'bulk_import_budget_share' AND column_name = 'budget'`); n != 1 {
+		t.Fatal("the missing migration was not applied")
+	}
+	if n := pgtest.Count(t, pool, `SELECT count(*) FROM bulk_import_schema_version WHERE version = 7`); n != 1 {
+		t.Fatal("the missing migration was not recorded")
+	}
+	if err := jobs.Migrate(ctx, pool); err != nil {
+		t.Fatalf("migrating again: %v", err)
+	}
+}

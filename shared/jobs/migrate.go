@@ -20,8 +20,11 @@ var migrations embed.FS
 // several workers start at once.
 const migrationLock = 0x62756c6b696d70 // "bulkimp"
 
-// Migrate brings the tool's own tables up to date. It is safe to call from
-// many processes at once: one migrates, the others wait and find it done.
+// Migrate brings the tool's own tables up to date: it applies, in order,
+// every migration not recorded as applied (not only those above the
+// highest applied: two branches that each added one both get theirs). It
+// is safe to call from many processes at once: one migrates, the others
+// wait and find it done.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	files, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {
@@ -36,9 +39,17 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 			version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
 			return fmt.Errorf("migrate: version table: %w", err)
 		}
-		var current int
-		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM bulk_import_schema_version`).Scan(&current); err != nil {
-			return fmt.Errorf("migrate: read version: %w", err)
+		rows, err := tx.Query(ctx, `SELECT version FROM bulk_import_schema_version`)
+		if err != nil {
+			return fmt.Errorf("migrate: read versions: %w", err)
+		}
+		versions, err := pgx.CollectRows(rows, pgx.RowTo[int])
+		if err != nil {
+			return fmt.Errorf("migrate: read versions: %w", err)
+		}
+		applied := map[int]bool{}
+		for _, v := range versions {
+			applied[v] = true
 		}
 		for _, f := range files {
 			base := f[strings.LastIndexByte(f, '/')+1:]
@@ -46,7 +57,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 			if err != nil {
 				return fmt.Errorf("migrate: file %s has no version prefix", base)
 			}
-			if version <= current {
+			if applied[version] {
 				continue
 			}
 			sql, err := migrations.ReadFile(f)
