@@ -165,7 +165,7 @@ func (l *Lifecycle) EnforceLimits(ctx context.Context) ([]Cancellation, error) {
 	var limits jobs.Limits
 	var failed, finished int64
 	if _, err := pgx.ForEachRow(rows, []any{&id, &limits.MaxFailures, &limits.MaxFailureRatio, &limits.MinSample, &failed, &finished}, func() error {
-		if Exceeded(limits, failed, finished) != "" {
+		if exceeded(limits, failed, finished) != "" {
 			over = append(over, id)
 		}
 		return nil
@@ -205,7 +205,7 @@ func (l *Lifecycle) enforce(ctx context.Context, jobID string) (*Cancellation, e
 			Scan(&limits.MaxFailures, &limits.MaxFailureRatio, &limits.MinSample, &failed, &finished); err != nil {
 			return err
 		}
-		reason := Exceeded(limits, failed, finished)
+		reason := exceeded(limits, failed, finished)
 		if reason == "" {
 			return nil
 		}
@@ -219,9 +219,9 @@ func (l *Lifecycle) enforce(ctx context.Context, jobID string) (*Cancellation, e
 	return c, nil
 }
 
-// Exceeded returns why failed rows out of finished (succeeded or failed)
+// exceeded returns why failed rows out of finished (succeeded or failed)
 // ones exceed the limits, or "" when they do not.
-func Exceeded(l jobs.Limits, failed, finished int64) string {
+func exceeded(l jobs.Limits, failed, finished int64) string {
 	switch {
 	case l.MaxFailures > 0 && failed > int64(l.MaxFailures):
 		return fmt.Sprintf("%d rows failed, more than the %d allowed (--max-failures)", failed, l.MaxFailures)

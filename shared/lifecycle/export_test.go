@@ -14,3 +14,6 @@ func (l *Lifecycle) RetryDelay(failures int) time.Duration { return l.retryDelay
 func ClaimHeld(clk clock.Clock, validUntil time.Time) func() error {
 	return (&claim{clk: clk, validUntil: validUntil}).held
 }
+
+// Exceeded exposes the failure limits' check to the tests.
+var Exceeded = exceeded

@@ -66,13 +66,6 @@ func (e *Elector) ID() string { return e.id }
 // Elected receives when this process becomes leader.
 func (e *Elector) Elected() <-chan struct{} { return e.elected }
 
-// IsLeader reports whether this process holds the lease now.
-func (e *Elector) IsLeader() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.leader && e.clock().Now().Before(e.validUntilLocked())
-}
-
 // validUntilLocked is when the lease runs out by this process's clock:
 // a lease after its last confirmation.
 func (e *Elector) validUntilLocked() time.Time { return e.confirmed.Add(e.lease) }

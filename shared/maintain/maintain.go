@@ -197,20 +197,6 @@ func (m *Maintainer) lead(ctx context.Context) {
 	}
 }
 
-// Tick runs every service once if this process is the leader, on the
-// leadership's context.
-func (m *Maintainer) Tick(ctx context.Context) {
-	m.setup()
-	lead, stop, ok := m.Elector.Lead(ctx)
-	if !ok {
-		m.Metrics.Leader.Store(0)
-		return
-	}
-	defer stop()
-	m.Metrics.Leader.Store(1)
-	m.tick(lead)
-}
-
 // tick runs every service once, while ctx (the leadership's) lasts.
 func (m *Maintainer) tick(ctx context.Context) {
 	for _, s := range m.services {
