@@ -514,15 +514,21 @@ func (l *lostHoldDLQ) ChangeVisibilityBatch(ctx context.Context, handles []strin
 	l.mu.Unlock()
 	var failed []queue.EntryError
 	var keep []string
+	var index []int // of each kept handle in handles
 	for i, h := range handles {
 		if h == lost {
 			failed = append(failed, queue.EntryError{ID: strconv.Itoa(i), Code: "ReceiptHandleIsInvalid", Message: "stale"})
 			continue
 		}
-		keep = append(keep, h)
+		keep, index = append(keep, h), append(index, i)
 	}
 	more, err := l.Queue.ChangeVisibilityBatch(ctx, keep, d)
-	return append(failed, more...), err
+	for _, f := range more {
+		k, _ := strconv.Atoi(f.ID)
+		f.ID = strconv.Itoa(index[k])
+		failed = append(failed, f)
+	}
+	return failed, err
 }
 
 func TestAMessageWhoseHoldWasLostIsNotMoved(t *testing.T) {
@@ -547,5 +553,54 @@ func TestAMessageWhoseHoldWasLostIsNotMoved(t *testing.T) {
 	}
 	if failed != 1 {
 		t.Fatalf("%d rows left failed with their dead letter, want the lost one's", failed)
+	}
+}
+
+// failingRows fails the requeue of one job's rows.
+type failingRows struct {
+	dlq.Rows
+	job string
+}
+
+func (f failingRows) Requeue(ctx context.Context, jobID string, rows []int64) ([]lifecycle.Requeued, error) {
+	if jobID == f.job {
+		return nil, errors.New("injected: the database went away")
+	}
+	return f.Rows.Requeue(ctx, jobID, rows)
+}
+
+func TestAReplayWhoseRequeueFailsPutsBackTheRowsItRequeued(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.deadLetter(t, "A", "EMPLOYER_NOT_FOUND", 2)
+	f.deadLetter(t, "B", "EMPLOYER_NOT_FOUND", 2)
+	tool := *f.tool
+	tool.Rows = failingRows{Rows: f.lc, job: "B"}
+	if _, err := tool.Replay(ctx, dlq.ReplayOptions{}); err == nil {
+		t.Fatal("the failed requeue was not reported")
+	}
+	// Nothing lost or half-done: each row is failed with its dead letter
+	// still in the DLQ (job A's, requeued before B's failed, were put
+	// back), or queued with its message in the import queue (moved in an
+	// earlier batch).
+	inMain, inDLQ := map[string]bool{}, map[string]bool{}
+	for _, m := range contents(t, f.main) {
+		inMain[strings.Fields(m)[0]] = true
+	}
+	for _, m := range contents(t, f.dead) {
+		inDLQ[strings.Fields(m)[0]] = true
+	}
+	for _, job := range []string{"A", "B"} {
+		for row := int64(1); row <= 2; row++ {
+			key := fmt.Sprintf("%s/%d", job, row)
+			state, _, dl := f.rowState(t, job, row)
+			switch {
+			case state == jobs.Failed && dl == jobs.DeadLetterSent && inDLQ[key] && !inMain[key]:
+			case state == jobs.Queued && inMain[key] && !inDLQ[key]:
+			default:
+				t.Fatalf("row %s: %s, dead letter %q, in the import queue %v, in the DLQ %v", key, state, dl, inMain[key], inDLQ[key])
+			}
+		}
 	}
 }

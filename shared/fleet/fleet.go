@@ -51,9 +51,11 @@ type Worker struct {
 // BeatSQL, a statement (or a CTE) with the worker's id as $1, records a
 // heartbeat of that worker: the statements of other loops of the worker
 // (its election, its budget syncs) carry it, so that any of them keeps
-// the worker alive.
+// the worker alive. A heartbeat is the start of its transaction (now()),
+// and never moves back: a beat whose transaction started before another's
+// committed keeps the later time.
 const BeatSQL = `INSERT INTO bulk_import_worker (worker_id) VALUES ($1)
-	ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()`
+	ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = greatest(bulk_import_worker.heartbeat_at, now())`
 
 // Registration is this process's row.
 type Registration struct {
@@ -116,7 +118,7 @@ func (r *Registration) beat(ctx context.Context) error {
 	// deregister) go with the beats of the living.
 	_, err = r.pool.Exec(ctx, `WITH gone AS (DELETE FROM bulk_import_worker WHERE heartbeat_at < now() - interval '1 day')
 		INSERT INTO bulk_import_worker (worker_id, paused) VALUES ($1, $2)
-		ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), paused = excluded.paused`, r.id, string(paused))
+		ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = greatest(bulk_import_worker.heartbeat_at, now()), paused = excluded.paused`, r.id, string(paused))
 	return err
 }
 

@@ -143,7 +143,11 @@ func (l *Lifecycle) writeClaimed(ctx context.Context, c *claim, log *slog.Logger
 	}()
 	location, werr = l.results.Write(wctx, c.job, c.held)
 	cause = context.Cause(wctx)
-	if !errors.Is(cause, errClaimLost) && !errors.Is(cause, errClaimExpired) {
+	switch {
+	case errors.Is(cause, errClaimLost), errors.Is(cause, errClaimExpired):
+	case errors.Is(werr, errClaimExpired): // found by the check before a file, ahead of the expiry
+		cause = errClaimExpired
+	default:
 		cause = nil
 	}
 	stop(nil)
@@ -167,18 +171,23 @@ func (l *Lifecycle) renew(ctx context.Context, c *claim, lost, expire func(), lo
 		c.mu.Lock()
 		at := c.renewedAt
 		c.mu.Unlock()
+		// Not cancelled half-way when the writing ends: a renewal that
+		// commits must be known, since the outcome is recorded against the
+		// time it set.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.ClaimLease/3)
 		var renewed time.Time
-		err := l.pool.QueryRow(ctx, `UPDATE bulk_import_job SET results_claimed_at = now()
+		err := l.pool.QueryRow(rctx, `UPDATE bulk_import_job SET results_claimed_at = now()
 			WHERE job_id = $1 AND results_claim = $2 AND results_claimed_at = $3 RETURNING results_claimed_at`, c.job, c.token, at).Scan(&renewed)
+		cancel()
 		switch {
-		case ctx.Err() != nil:
-			return
 		case errors.Is(err, pgx.ErrNoRows):
 			lost()
 			return
 		case err != nil:
 			// Unknown: the claim holds until it runs out unrenewed.
-			log.Warn("could not renew the claim on the result files; retrying", "err", err)
+			if ctx.Err() == nil {
+				log.Warn("could not renew the claim on the result files; retrying", "err", err)
+			}
 		default:
 			c.mu.Lock()
 			c.renewedAt = renewed

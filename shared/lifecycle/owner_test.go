@@ -72,12 +72,14 @@ func (f fixture) run(t *testing.T, job string, src *gatedRows) (recorded chan er
 		t.Fatal(err)
 	}
 	recorded = make(chan error, 1)
+	finished := make(chan struct{})
 	go func() {
+		defer close(finished)
 		_, err := f.lc.RecordSource(context.Background(), job, "/in/"+job+"-b.csv", []string{"fein", "email"}, src)
 		recorded <- err
 	}()
 	// A failed test must not leave the copy hanging.
-	t.Cleanup(func() { src.open(); <-recorded; recorded <- nil; unlock() })
+	t.Cleanup(func() { src.open(); <-finished; unlock() })
 	return recorded, unlock
 }
 
@@ -113,7 +115,6 @@ func TestAJobIsNotCompletedWhileASourceIsBeingRecordedIntoIt(t *testing.T) {
 	if err := recv(t, recorded, "recording"); err != nil {
 		t.Fatal(err)
 	}
-	recorded <- nil // for the clean-up
 	// Recorded, its rows queued: still not complete, nor before the run
 	// marks every source recorded and ends.
 	if _, won, _ := f.lc.Complete(ctx, "two"); won {
@@ -155,7 +156,6 @@ func TestAJobCancelledWhileASourceIsBeingRecordedStillCompletes(t *testing.T) {
 	if err := recv(t, recorded, "recording"); !errors.Is(err, jobs.ErrCancelled) {
 		t.Fatalf("recording into a cancelled job: %v", err)
 	}
-	recorded <- nil
 	unlock() // the run ends without marking the job recorded
 	if _, won, err := f.lc.Complete(ctx, "wrong"); err != nil || !won {
 		t.Fatalf("a cancelled job whose run ended is not completed: %v %v", won, err)
@@ -643,5 +643,61 @@ func TestAWriterWhoseRenewalsFailStopsWhenItsClaimRunsOut(t *testing.T) {
 	gate.open()
 	if out := recv(t, done, "the writer's outcome"); out != lifecycle.Released {
 		t.Fatalf("outcome %v, want released", out)
+	}
+}
+
+// jumpyClock reads later than its fake clock once jumped, without firing
+// the fake's timers: a process that wakes from a freeze reads the time
+// before its overdue timers have run.
+type jumpyClock struct {
+	*clock.Fake
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (j *jumpyClock) Now() time.Time {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.Fake.Now().Add(j.offset)
+}
+
+func (j *jumpyClock) jump(d time.Duration) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.offset += d
+}
+
+// A writer that wakes past its claim, before its expiry has stopped the
+// writing, finds so by its clock before its next file: that file is not
+// put, and the stop is a release, not a failed write.
+func TestAWriterWakingPastItsClaimPutsNoMoreFiles(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.record(t, "woken", 1, jobs.Limits{})
+	f.succeed(t, "woken", 1)
+	if _, won, _ := f.lc.Complete(ctx, "woken"); !won {
+		t.Fatal("not completed")
+	}
+	w, fake, gate := f.writer(t, time.Minute)
+	clk := &jumpyClock{Fake: fake}
+	w.Clock = clk
+	done := make(chan lifecycle.Outcome, 1)
+	go func() {
+		_, out, _ := w.WriteResults(ctx, "")
+		done <- out
+	}()
+	recv(t, gate.held, "the first file's put")
+	clk.jump(2 * time.Minute)
+	gate.open()
+	if out := recv(t, done, "the writer's outcome"); out != lifecycle.Released {
+		t.Fatalf("outcome %v, want released", out)
+	}
+	if st := f.status(t, "woken"); st.Results == jobs.ResultsRetrying || st.ResultsError != "" {
+		t.Fatalf("the stop was recorded as a failed write: %+v", st)
+	}
+	if _, err := awsconf.S3(f.stack.AWS).HeadObject(ctx, &s3.HeadObjectInput{Bucket: &f.stack.Resources.ResultsBucket,
+		Key: aws.String(results.Key("woken", results.FileFailed))}); err == nil {
+		t.Fatal("the second file was put after the claim ran out")
 	}
 }

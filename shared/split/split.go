@@ -113,6 +113,12 @@ func (s *Splitter) Run(ctx context.Context, opts Options) (Result, error) {
 	seen := map[string]bool{}
 	for _, src := range opts.Sources {
 		sr, err := s.recordSource(ctx, opts.Job, src, seen)
+		if errors.Is(err, jobs.ErrCancelled) && s.Finisher != nil {
+			// Cancelled while a source was read: the job is over, and
+			// nothing else may be running to complete it.
+			unlock()
+			s.Finisher.Finish(context.WithoutCancel(ctx), opts.Job)
+		}
 		if err != nil {
 			return res, err
 		}

@@ -9,11 +9,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/massgov/bulk-user-import/localstack/pgtest"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
 	"github.com/massgov/bulk-user-import/shared/csvrows"
@@ -262,4 +264,60 @@ func mustGetwd(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return wd
+}
+
+// A job cancelled while its run reads a source is over: the run, which
+// holds the job until it ends, completes it itself (no worker may be
+// running to do it).
+func TestARunCancelledWhileReadingCompletesTheJob(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	lc := f.sp.Lifecycle
+	sp := *f.sp
+	sp.Finisher = lc
+	fifo := filepath.Join(t.TempDir(), "slow.csv")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		res split.Result
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := sp.Run(ctx, split.Options{Job: "slow", Sources: []string{fifo}})
+		done <- result{res, err}
+	}()
+	pipe, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pipe.Close()
+	if _, err := pipe.WriteString("fein,email\n123456789,a@b.co\n"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); pgtest.Count(t, f.stack.Pool, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND state = 'active' AND query ILIKE 'copy %bulk_import_staging%from stdin%'`) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the run did not start copying the source")
+		}
+	}
+	if _, err := lc.Cancel(ctx, "slow", "wrong file"); err != nil {
+		t.Fatal(err)
+	}
+	pipe.Close()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the run did not end")
+	}
+	if !errors.Is(r.err, jobs.ErrCancelled) {
+		t.Fatalf("run: %v", r.err)
+	}
+	st, err := f.jobs.Status(ctx, "slow")
+	if err != nil || !st.Done || st.CancelledAt == nil || st.Total != 0 {
+		t.Fatalf("status %+v, %v: want done, cancelled, no rows", st, err)
+	}
 }
