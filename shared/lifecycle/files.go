@@ -74,9 +74,11 @@ func (c *claim) held() error {
 // no live claim is held on them and, for any job, a failed write's backoff
 // has passed. While the files are written the claim is renewed every third
 // of the lease; the writing stops as soon as the claim is lost or runs out
-// unrenewed (a stalled process), and every outcome is recorded only while
-// the claim is this writer's: a writer delayed past its claim never writes
-// over, or records over, the files of the writer that took it over. It
+// unrenewed (a stalled process), the claim is checked by this process's
+// clock right before each file is put, and every outcome is recorded only
+// while the claim is this writer's: a writer delayed past its claim does
+// not write over, nor record over, the files of the writer that took it
+// over (but for a freeze between that check and the upload itself). It
 // returns the job handled and the outcome; the error is for the claim and
 // its bookkeeping (a failed write is an outcome, logged here).
 func (l *Lifecycle) WriteResults(ctx context.Context, jobID string) (string, Outcome, error) {

@@ -13,8 +13,7 @@
 //     row's exclusive lock (FOR UPDATE), check the job's state under it,
 //     and only then change the job or its rows.
 //   - Row outcomes that can bear on the job (a row succeeded, which may
-//     reopen a finished or cancelled job; a row failed for good; a row
-//     re-sent) take the job row's shared key lock (FOR KEY SHARE) first:
+//     reopen a finished job; a row failed for good; a row re-sent) take the job row's shared key lock (FOR KEY SHARE) first:
 //     they never wait for one another, and a job transition waits for the
 //     ones in flight, and they for it. So a completion sees every row
 //     outcome committed before it, and none slips in between its check
@@ -23,10 +22,16 @@
 //     error noted, a dead letter recorded as sent, a paused row touched)
 //     locks nothing but its row.
 //
-// Result files are claimed with a token: the claim is renewed while the
-// files are written, each file's write is bounded by the claim's validity,
-// and every outcome is recorded only if the token still holds; a writer
-// delayed past its claim neither writes nor records over a newer one.
+// A splitter run holds the job's run lock (jobs.Store.Lock, a session
+// lock that dies with the process) from start to end; a completion is
+// not recorded while it is held, so none comes between the reading of a
+// source and the commit of its rows.
+//
+// Result files are claimed with a token and the claim's time: the claim is
+// renewed while the files are written, checked by the writer's clock
+// before each file, and every outcome is recorded only if token and time
+// still hold; a writer delayed past its claim neither writes nor records
+// over a newer one (but for a freeze between that check and an upload).
 package lifecycle
 
 import (

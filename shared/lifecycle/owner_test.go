@@ -251,6 +251,16 @@ func (g *gatedS3) PutObject(ctx context.Context, in *s3.PutObjectInput, opts ...
 	return g.api.PutObject(ctx, in, opts...)
 }
 
+// completed records a job of one row, which succeeds, and its completion.
+func (f fixture) completed(t *testing.T, job string) {
+	t.Helper()
+	f.record(t, job, 1, jobs.Limits{})
+	f.succeed(t, job, 1)
+	if _, won, err := f.lc.Complete(context.Background(), job); err != nil || !won {
+		t.Fatalf("job %s not completed: %v", job, err)
+	}
+}
+
 // writer is a second writer of the fixture's files, with a fake clock and
 // its S3 calls gated.
 func (f fixture) writer(t *testing.T, lease time.Duration) (*lifecycle.Lifecycle, *clock.Fake, *gatedS3) {
@@ -368,11 +378,7 @@ func TestASlowWriterKeepsItsClaimByRenewingIt(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	ctx := context.Background()
-	f.record(t, "slow", 1, jobs.Limits{})
-	f.succeed(t, "slow", 1)
-	if _, won, _ := f.lc.Complete(ctx, "slow"); !won {
-		t.Fatal("not completed")
-	}
+	f.completed(t, "slow")
 	const lease = time.Minute
 	w, clk, gate := f.writer(t, lease)
 	done := make(chan lifecycle.Outcome, 1)
@@ -411,11 +417,7 @@ func TestAWriterWhoseClaimIsTakenStopsAtItsNextRenewal(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	ctx := context.Background()
-	f.record(t, "cut", 1, jobs.Limits{})
-	f.succeed(t, "cut", 1)
-	if _, won, _ := f.lc.Complete(ctx, "cut"); !won {
-		t.Fatal("not completed")
-	}
+	f.completed(t, "cut")
 	w, clk, gate := f.writer(t, time.Minute)
 	done := make(chan lifecycle.Outcome, 1)
 	go func() {
@@ -446,11 +448,7 @@ func TestAFinishedJobIsNotCancelled(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	ctx := context.Background()
-	f.record(t, "over", 1, jobs.Limits{})
-	f.succeed(t, "over", 1)
-	if _, won, _ := f.lc.Complete(ctx, "over"); !won {
-		t.Fatal("not completed")
-	}
+	f.completed(t, "over")
 	if _, err := f.lc.Cancel(ctx, "over", "too late"); !errors.Is(err, lifecycle.ErrFinished) {
 		t.Fatalf("cancel of a finished job: %v", err)
 	}
@@ -572,11 +570,7 @@ func TestAClaimTakenOverByAnOlderWriterIsLost(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	ctx := context.Background()
-	f.record(t, "mixed", 1, jobs.Limits{})
-	f.succeed(t, "mixed", 1)
-	if _, won, _ := f.lc.Complete(ctx, "mixed"); !won {
-		t.Fatal("not completed")
-	}
+	f.completed(t, "mixed")
 	w, clk, gate := f.writer(t, time.Minute)
 	done := make(chan lifecycle.Outcome, 1)
 	go func() {
@@ -607,11 +601,7 @@ func TestAWriterWhoseRenewalsFailStopsWhenItsClaimRunsOut(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	ctx := context.Background()
-	f.record(t, "refused", 1, jobs.Limits{})
-	f.succeed(t, "refused", 1)
-	if _, won, _ := f.lc.Complete(ctx, "refused"); !won {
-		t.Fatal("not completed")
-	}
+	f.completed(t, "refused")
 	const lease = time.Minute
 	w, clk, gate := f.writer(t, lease)
 	done := make(chan lifecycle.Outcome, 1)
@@ -674,11 +664,7 @@ func TestAWriterWakingPastItsClaimPutsNoMoreFiles(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	ctx := context.Background()
-	f.record(t, "woken", 1, jobs.Limits{})
-	f.succeed(t, "woken", 1)
-	if _, won, _ := f.lc.Complete(ctx, "woken"); !won {
-		t.Fatal("not completed")
-	}
+	f.completed(t, "woken")
 	w, fake, gate := f.writer(t, time.Minute)
 	clk := &jumpyClock{Fake: fake}
 	w.Clock = clk
