@@ -5,32 +5,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/massgov/bulk-user-import/localstack/pgtest"
 	"github.com/massgov/bulk-user-import/shared/breaker"
 	"github.com/massgov/bulk-user-import/shared/fleet"
-	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/logging"
 )
 
-func newPool(t *testing.T) *pgxpool.Pool {
-	t.Helper()
-	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := jobs.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	return pool
-}
-
 func TestAWorkerIsLiveWhileItBeatsAndGoneOnceItStops(t *testing.T) {
 	t.Parallel()
-	pool := newPool(t)
+	_, pool := pgtest.NewPFMLDatabase(t)
 	ctx := context.Background()
 	// A worker killed a day ago left its row behind.
 	if _, err := pool.Exec(ctx, `INSERT INTO bulk_import_worker (worker_id, heartbeat_at) VALUES ('killed', now() - interval '2 days'),

@@ -13,8 +13,9 @@
 //     row's exclusive lock (FOR UPDATE), check the job's state under it,
 //     and only then change the job or its rows.
 //   - Row outcomes that can bear on the job (a row succeeded, which may
-//     reopen a finished job; a row failed for good; a row re-sent) take the job row's shared key lock (FOR KEY SHARE) first:
-//     they never wait for one another, and a job transition waits for the
+//     reopen a finished job; a row failed for good; a row re-sent) take
+//     the job row's shared key lock (FOR KEY SHARE) first: they never
+//     wait for one another, and a job transition waits for the
 //     ones in flight, and they for it. So a completion sees every row
 //     outcome committed before it, and none slips in between its check
 //     and its write.
@@ -94,20 +95,14 @@ func (l *Lifecycle) Pruned(ctx context.Context, jobID string) (bool, error) {
 	return l.jobs.Pruned(ctx, jobID)
 }
 
-// Errors of the transitions, beside those of package jobs.
-var (
-	// ErrFinished: the job's completion is recorded; there is nothing
-	// left to cancel.
-	ErrFinished = errors.New("job is finished: every row is final")
-	// ErrNotRecorded: a completion needs every source recorded.
-	ErrNotRecorded = errors.New("job is not fully recorded")
-)
+// ErrFinished says a job's completion is recorded: there is nothing left
+// to cancel. (The transitions' other errors are package jobs'.)
+var ErrFinished = errors.New("job is finished: every row is final")
 
 // state is what a transition reads of its job under the job's lock.
 type state struct {
 	finished, cancelled, pruned, recorded bool
 	force                                 bool
-	completion                            int
 	cancelReason                          string
 }
 
@@ -124,9 +119,9 @@ const (
 func lockJob(ctx context.Context, tx pgx.Tx, jobID string, mode lockMode) (state, error) {
 	var s state
 	err := tx.QueryRow(ctx, `SELECT finished_at IS NOT NULL, cancelled_at IS NOT NULL, pruned_at IS NOT NULL,
-		recorded_at IS NOT NULL, force_registration, completion, coalesce(cancel_reason, '')
+		recorded_at IS NOT NULL, force_registration, coalesce(cancel_reason, '')
 		FROM bulk_import_job WHERE job_id = $1 `+string(mode), jobID).
-		Scan(&s.finished, &s.cancelled, &s.pruned, &s.recorded, &s.force, &s.completion, &s.cancelReason)
+		Scan(&s.finished, &s.cancelled, &s.pruned, &s.recorded, &s.force, &s.cancelReason)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return s, fmt.Errorf("job %s: %w", jobID, jobs.ErrJobNotFound)
 	}

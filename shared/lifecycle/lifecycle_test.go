@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/jackc/pgx/v5"
 
@@ -457,7 +455,6 @@ func TestRowsFinishingAfterACancelReopenTheJobSoItsFilesTellTheTruth(t *testing.
 	t.Parallel()
 	f := setup(t)
 	ctx := context.Background()
-	api := awsconf.S3(f.stack.AWS)
 	for round := range 15 {
 		job := fmt.Sprintf("cancel-%d", round)
 		f.record(t, job, 10, jobs.Limits{})
@@ -492,13 +489,8 @@ func TestRowsFinishingAfterACancelReopenTheJobSoItsFilesTellTheTruth(t *testing.
 		if !st.Done || st.Succeeded != 3 || st.Cancelled != 7 || st.Results != jobs.ResultsWritten {
 			t.Fatalf("round %d: %+v", round, st)
 		}
-		out, err := api.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.stack.Resources.ResultsBucket, Key: aws.String(results.Key(job, results.FileSucceeded))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(out.Body)
-		out.Body.Close()
-		if n := strings.Count(string(body), "\n") - 1; n != 3 {
+		body := f.s3Object(t, results.Key(job, results.FileSucceeded))
+		if n := strings.Count(body, "\n") - 1; n != 3 {
 			t.Fatalf("round %d: SUCCEEDED.csv lists %d rows, the job has 3 succeeded:\n%s", round, n, body)
 		}
 	}

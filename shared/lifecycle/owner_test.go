@@ -272,6 +272,17 @@ func (f fixture) writer(t *testing.T, lease time.Duration) (*lifecycle.Lifecycle
 	return lc, clk, g
 }
 
+// writeAsync writes the due result files with w in a goroutine; the
+// channel receives the outcome.
+func writeAsync(ctx context.Context, w *lifecycle.Lifecycle) <-chan lifecycle.Outcome {
+	done := make(chan lifecycle.Outcome, 1)
+	go func() {
+		_, out, _ := w.WriteResults(ctx, "")
+		done <- out
+	}()
+	return done
+}
+
 // claimedAt reads when the job's claim was last renewed (database time).
 func claimedAt(t *testing.T, pool *pgxpool.Pool, job string) time.Time {
 	t.Helper()
@@ -381,11 +392,7 @@ func TestASlowWriterKeepsItsClaimByRenewingIt(t *testing.T) {
 	f.completed(t, "slow")
 	const lease = time.Minute
 	w, clk, gate := f.writer(t, lease)
-	done := make(chan lifecycle.Outcome, 1)
-	go func() {
-		_, out, _ := w.WriteResults(ctx, "")
-		done <- out
-	}()
+	done := writeAsync(ctx, w)
 	heldCtx := recv(t, gate.held, "the held write")
 	// Five renewals, a third of the lease apart: well past the first
 	// lease, the claim holds, renewed in the database each time.
@@ -419,11 +426,7 @@ func TestAWriterWhoseClaimIsTakenStopsAtItsNextRenewal(t *testing.T) {
 	ctx := context.Background()
 	f.completed(t, "cut")
 	w, clk, gate := f.writer(t, time.Minute)
-	done := make(chan lifecycle.Outcome, 1)
-	go func() {
-		_, out, _ := w.WriteResults(ctx, "")
-		done <- out
-	}()
+	done := writeAsync(ctx, w)
 	heldCtx := recv(t, gate.held, "the held write")
 	// The claim is taken from under the writer (its renewal will find
 	// another token): at its next renewal it stops.
@@ -572,11 +575,7 @@ func TestAClaimTakenOverByAnOlderWriterIsLost(t *testing.T) {
 	ctx := context.Background()
 	f.completed(t, "mixed")
 	w, clk, gate := f.writer(t, time.Minute)
-	done := make(chan lifecycle.Outcome, 1)
-	go func() {
-		_, out, _ := w.WriteResults(ctx, "")
-		done <- out
-	}()
+	done := writeAsync(ctx, w)
 	heldCtx := recv(t, gate.held, "the held write")
 	// The older writer's claim: it sets the time only.
 	if _, err := f.stack.Pool.Exec(ctx, `UPDATE bulk_import_job SET results_claimed_at = now() + interval '1 second' WHERE job_id = 'mixed'`); err != nil {
@@ -604,11 +603,7 @@ func TestAWriterWhoseRenewalsFailStopsWhenItsClaimRunsOut(t *testing.T) {
 	f.completed(t, "refused")
 	const lease = time.Minute
 	w, clk, gate := f.writer(t, lease)
-	done := make(chan lifecycle.Outcome, 1)
-	go func() {
-		_, out, _ := w.WriteResults(ctx, "")
-		done <- out
-	}()
+	done := writeAsync(ctx, w)
 	heldCtx := recv(t, gate.held, "the held write")
 	// From now on the database refuses every renewal.
 	if _, err := f.stack.Pool.Exec(ctx, `ALTER TABLE bulk_import_job ADD CONSTRAINT no_renewal
@@ -668,11 +663,7 @@ func TestAWriterWakingPastItsClaimPutsNoMoreFiles(t *testing.T) {
 	w, fake, gate := f.writer(t, time.Minute)
 	clk := &jumpyClock{Fake: fake}
 	w.Clock = clk
-	done := make(chan lifecycle.Outcome, 1)
-	go func() {
-		_, out, _ := w.WriteResults(ctx, "")
-		done <- out
-	}()
+	done := writeAsync(ctx, w)
 	recv(t, gate.held, "the first file's put")
 	clk.jump(2 * time.Minute)
 	gate.open()
