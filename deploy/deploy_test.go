@@ -45,7 +45,10 @@ var (
 	dlq         = "local.dlq_arn"
 	pool        = "var.cognito_user_pool_arn"
 	results     = `"${local.results_bucket_arn}/*"`
-	sources     = `"${local.source_bucket_arn}/*"`
+	sources     = `"${local.source_bucket_arn}/${local.source_read_prefix}*"`
+	sourceList  = "local.source_bucket_arn"
+	completions = "local.completion_topic_arn"
+	eventBus    = "local.completion_event_bus_arn"
 	workerTasks = `"arn:${local.partition}:ecs:${local.region}:${local.account_id}:task/${var.name}/*"`
 )
 
@@ -68,10 +71,13 @@ var roles = map[string][]grant{
 		{"cognito-idp:DescribeUserPool", pool},    // the start-up check
 		{"s3:PutObject", results},                 // results.Publisher
 		{"ecs:UpdateTaskProtection", workerTasks}, // ecsprotect, through the ECS agent
+		{"sns:Publish", completions},              // completion events (maintainer)
+		{"events:PutEvents", eventBus},            // completion events, with completion_event_bus
 	},
 	// splitter: shared/split, shared/source, shared/results
 	"splitter": {
 		{"s3:GetObject", sources},        // source.Opener
+		{"s3:ListBucket", sourceList},    // not called: a GetObject of a missing key then reads 404, not 403
 		{"sqs:SendMessage", importQueue}, // queue.SendBatch
 		{"s3:PutObject", results},        // results.Publisher (jobs complete once recorded, cancel); splitter resend sends with SendMessage
 	},
@@ -87,7 +93,7 @@ var roles = map[string][]grant{
 
 // sdkAction maps an SDK operation, as called in the code, to its IAM action.
 func sdkAction(service, op string) string {
-	prefix := map[string]string{"sqs": "sqs", "s3": "s3", "cognitoidentityprovider": "cognito-idp"}[service]
+	prefix := map[string]string{"sqs": "sqs", "s3": "s3", "cognitoidentityprovider": "cognito-idp", "sns": "sns", "eventbridge": "events"}[service]
 	op = strings.TrimSuffix(op, "Batch") // SendMessageBatch needs sqs:SendMessage, and so on
 	return prefix + ":" + op
 }
@@ -174,9 +180,20 @@ func TestEveryAWSCallIsGrantedAndNothingMore(t *testing.T) {
 			t.Errorf("the code calls %s (%s) but no task role is granted it: add it to deploy/terraform and to this test's table", action, strings.Join(where, ", "))
 		}
 	}
-	// Every SDK action of the table is called by the code (ecs:UpdateTaskProtection goes through the ECS agent).
+	// Every SDK action of the table is called by the code, but for the
+	// grants that are no SDK call of ours.
+	notCalled := map[string]string{
+		"ecs:UpdateTaskProtection": "goes through the ECS agent",
+		"s3:ListBucket":            "makes S3 answer a GetObject of a missing key with 404, not 403",
+		// TEMPORARY (issue 17): the completion events' Go code (the
+		// maintainer publishing to SNS and EventBridge) is written on
+		// another branch; the Terraform grants them ahead of it. Remove
+		// these two when that code is merged: the check then applies.
+		"sns:Publish":      "issue 17: the completion publisher is not merged yet",
+		"events:PutEvents": "issue 17: the completion publisher is not merged yet",
+	}
 	for action := range needed {
-		if _, ok := calls[action]; !ok && action != "ecs:UpdateTaskProtection" {
+		if _, ok := calls[action]; !ok && notCalled[action] == "" {
 			t.Errorf("the table grants %s, which the code no longer calls", action)
 		}
 	}

@@ -53,6 +53,15 @@ module "bulk_user_import" {
   cpu_architecture        = var.cpu_architecture
   row_data_retention_days = var.row_data_retention_days
 
+  # An existing source bucket (e.g. PFML's upload bucket) instead of the
+  # module's own, and the prefix of it the tool may read.
+  source_bucket_name               = var.source_bucket_name
+  source_prefix                    = var.source_prefix
+  source_bucket_enable_eventbridge = var.source_bucket_enable_eventbridge
+
   enable_s3_trigger = var.enable_s3_trigger
   alarm_topic_arn   = var.alarm_topic_arn
+
+  completion_emails    = var.completion_emails
+  completion_event_bus = var.completion_event_bus
 }

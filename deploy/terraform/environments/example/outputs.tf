@@ -47,3 +47,15 @@ output "import_queue_url" {
 output "dlq_url" {
   value = module.bulk_user_import.dlq_url
 }
+
+output "source_bucket_arn" {
+  value = module.bulk_user_import.source_bucket_arn
+}
+
+output "source_prefix" {
+  value = module.bulk_user_import.source_prefix
+}
+
+output "completion_topic_arn" {
+  value = module.bulk_user_import.completion_topic_arn
+}

@@ -65,6 +65,36 @@ variable "enable_s3_trigger" {
   default = false
 }
 
+variable "source_bucket_name" {
+  description = "An existing bucket to import from instead of creating one (see the module); null: the module creates it."
+  type        = string
+  default     = null
+}
+
+variable "source_prefix" {
+  description = "Where in the source bucket uploads start imports (with enable_s3_trigger) and, in an existing bucket, what the splitter may read: \"\" or ending in \"/\"."
+  type        = string
+  default     = "incoming/"
+}
+
+variable "source_bucket_enable_eventbridge" {
+  description = "Let the module turn on the existing bucket's EventBridge notifications (it then owns the bucket's whole notification configuration: see the module)."
+  type        = bool
+  default     = false
+}
+
+variable "completion_emails" {
+  description = "E-mail addresses subscribed to the completion events (each confirms its subscription)."
+  type        = list(string)
+  default     = []
+}
+
+variable "completion_event_bus" {
+  description = "An EventBridge bus (name or ARN) that also receives the completion events; \"\": none."
+  type        = string
+  default     = ""
+}
+
 variable "alarm_topic_arn" {
   type    = string
   default = null

@@ -38,7 +38,7 @@ resource "aws_ecs_task_definition" "worker" {
     name        = "worker"
     entryPoint  = ["/usr/local/bin/worker"]
     command     = local.worker_command
-    environment = concat(local.common_environment, local.fineos_environment)
+    environment = concat(local.common_environment, local.completion_environment, local.fineos_environment)
     secrets     = concat(local.common_secrets, local.fineos_secrets)
     # SIGTERM, then SIGKILL after this: the worker's shutdown deadline plus
     # the time to release unfinished messages and flush its deletes.

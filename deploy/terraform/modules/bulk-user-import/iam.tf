@@ -59,7 +59,8 @@ resource "aws_iam_role_policy" "execution_secrets" {
 }
 
 # --- Worker: consume the import queue, dead-letter failures, manage
-# Cognito users of the pool, write result files, protect its task.
+# Cognito users of the pool, write result files, publish completion events
+# (its maintainer), protect its task.
 
 data "aws_iam_policy_document" "worker" {
   statement {
@@ -96,6 +97,19 @@ data "aws_iam_policy_document" "worker" {
     resources = ["${local.results_bucket_arn}/*"]
   }
   statement {
+    sid       = "PublishCompletions"
+    actions   = ["sns:Publish"]
+    resources = [local.completion_topic_arn]
+  }
+  dynamic "statement" {
+    for_each = var.completion_event_bus == "" ? [] : [1]
+    content {
+      sid       = "PutCompletionEvents"
+      actions   = ["events:PutEvents"]
+      resources = [local.completion_event_bus_arn]
+    }
+  }
+  statement {
     sid       = "ScaleInProtection"
     actions   = ["ecs:UpdateTaskProtection"]
     resources = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:task/${var.name}/*"]
@@ -121,7 +135,24 @@ data "aws_iam_policy_document" "splitter" {
   statement {
     sid       = "ReadSources"
     actions   = ["s3:GetObject"]
-    resources = ["${local.source_bucket_arn}/*"]
+    resources = ["${local.source_bucket_arn}/${local.source_read_prefix}*"]
+  }
+  # Not called by the code: with it, a GetObject of a missing key reads 404
+  # (the key does not exist) instead of 403 (access denied). On a shared
+  # bucket it is bounded to the prefix; IfExists, because the check S3 makes
+  # for a GetObject carries no s3:prefix.
+  statement {
+    sid       = "MissingKeysReadNotFound"
+    actions   = ["s3:ListBucket"]
+    resources = [local.source_bucket_arn]
+    dynamic "condition" {
+      for_each = local.source_read_prefix == "" ? [] : [1]
+      content {
+        test     = "StringLikeIfExists"
+        variable = "s3:prefix"
+        values   = ["${local.source_read_prefix}*"]
+      }
+    }
   }
   statement {
     sid       = "EnqueueRows"

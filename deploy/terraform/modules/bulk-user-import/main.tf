@@ -27,16 +27,23 @@ locals {
   dlq_url           = "https://sqs.${local.region}.${local.dns_suffix}/${local.account_id}/${local.dlq_name}"
   # Bucket names are global: a short hash of the account, region and name
   # keeps them unique, and within S3's 63 characters for any valid name.
-  bucket_suffix      = substr(sha1("${local.account_id}/${local.region}/${var.name}"), 0, 8)
-  source_bucket      = "${var.name}-source-${local.bucket_suffix}"
-  results_bucket     = "${var.name}-results-${local.bucket_suffix}"
-  source_bucket_arn  = "arn:${local.partition}:s3:::${local.source_bucket}"
-  results_bucket_arn = "arn:${local.partition}:s3:::${local.results_bucket}"
-  cluster_arn        = "arn:${local.partition}:ecs:${local.region}:${local.account_id}:cluster/${var.name}"
-  splitter_family    = "${var.name}-splitter"
-  dlq_tools_family   = "${var.name}-dlq-tools"
-  task_definition    = "arn:${local.partition}:ecs:${local.region}:${local.account_id}:task-definition"
-  role_arn           = "arn:${local.partition}:iam::${local.account_id}:role"
+  bucket_suffix = substr(sha1("${local.account_id}/${local.region}/${var.name}"), 0, 8)
+  # The source bucket: the module's own, or an existing one (shared: the
+  # splitter may read and list only source_prefix of it).
+  create_source_bucket = coalesce(var.source_bucket_name, "") == ""
+  source_bucket        = local.create_source_bucket ? "${var.name}-source-${local.bucket_suffix}" : var.source_bucket_name
+  source_read_prefix   = local.create_source_bucket ? "" : var.source_prefix
+  results_bucket       = "${var.name}-results-${local.bucket_suffix}"
+  source_bucket_arn    = "arn:${local.partition}:s3:::${local.source_bucket}"
+  results_bucket_arn   = "arn:${local.partition}:s3:::${local.results_bucket}"
+  cluster_arn          = "arn:${local.partition}:ecs:${local.region}:${local.account_id}:cluster/${var.name}"
+  splitter_family      = "${var.name}-splitter"
+  dlq_tools_family     = "${var.name}-dlq-tools"
+  completion_topic_arn = "arn:${local.partition}:sns:${local.region}:${local.account_id}:${var.name}-completions"
+  # A bus given by name is this account's, in this region.
+  completion_event_bus_arn = startswith(var.completion_event_bus, "arn:") ? var.completion_event_bus : "arn:${local.partition}:events:${local.region}:${local.account_id}:event-bus/${var.completion_event_bus}"
+  task_definition          = "arn:${local.partition}:ecs:${local.region}:${local.account_id}:task-definition"
+  role_arn                 = "arn:${local.partition}:iam::${local.account_id}:role"
 
   # Secrets come from Secrets Manager or SSM Parameter Store, told by ARN.
   secret_arns = compact([
@@ -59,6 +66,11 @@ locals {
     { name = "RESULTS_BUCKET", value = local.results_bucket },
     { name = "LOG_FORMAT", value = "json" },
   ]
+  # The worker's maintainer publishes an event per job completed or cancelled.
+  completion_environment = concat(
+    [{ name = "COMPLETION_SNS_TOPIC_ARN", value = local.completion_topic_arn }],
+    var.completion_event_bus == "" ? [] : [{ name = "COMPLETION_EVENT_BUS", value = var.completion_event_bus }],
+  )
   fineos_environment = var.fineos == null ? [] : [
     { name = "FINEOS_CLIENT_INTEGRATION_SERVICES_API_URL", value = var.fineos.integration_services_api_url },
     { name = "FINEOS_CLIENT_OAUTH2_URL", value = var.fineos.oauth2_url },

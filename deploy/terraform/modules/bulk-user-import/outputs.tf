@@ -10,8 +10,9 @@ output "dlq_url" {
   value = aws_sqs_queue.dlq.url
 }
 
+# The module's own source bucket, or the existing source_bucket_name.
 output "source_bucket" {
-  value = aws_s3_bucket.source.bucket
+  value = local.create_source_bucket ? aws_s3_bucket.source[0].bucket : local.source_bucket
 }
 
 output "results_bucket" {
@@ -52,4 +53,16 @@ output "security_group_ids" {
 
 output "assign_public_ip" {
   value = var.assign_public_ip
+}
+
+output "source_bucket_arn" {
+  value = local.source_bucket_arn
+}
+
+output "source_prefix" {
+  value = var.source_prefix
+}
+
+output "completion_topic_arn" {
+  value = aws_sns_topic.completions.arn
 }

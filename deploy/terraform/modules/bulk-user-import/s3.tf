@@ -1,9 +1,19 @@
 # The source bucket (CSV files to import) and the results bucket
 # (SUCCEEDED.csv and FAILED.csv per job): encrypted, private, TLS only.
 
+# With source_bucket_name, no source bucket is created: the existing one is
+# its owner's to configure (encryption, policy, lifecycle).
 resource "aws_s3_bucket" "source" {
+  count  = local.create_source_bucket ? 1 : 0
   bucket = local.source_bucket
   tags   = var.tags
+}
+
+# The source bucket was a single resource before source_bucket_name: keep
+# it (and its state) rather than destroy and recreate it.
+moved {
+  from = aws_s3_bucket.source
+  to   = aws_s3_bucket.source[0]
 }
 
 resource "aws_s3_bucket" "results" {
@@ -12,10 +22,11 @@ resource "aws_s3_bucket" "results" {
 }
 
 locals {
-  buckets = {
-    source  = aws_s3_bucket.source
-    results = aws_s3_bucket.results
-  }
+  # The buckets the module creates, and so configures.
+  buckets = merge(
+    { results = aws_s3_bucket.results },
+    local.create_source_bucket ? { source = aws_s3_bucket.source[0] } : {},
+  )
 }
 
 resource "aws_s3_bucket_server_side_encryption_configuration" "this" {
@@ -87,8 +98,9 @@ resource "aws_s3_bucket_lifecycle_configuration" "results" {
 }
 
 resource "aws_s3_bucket_lifecycle_configuration" "source" {
-  count  = var.source_retention_days > 0 ? 1 : 0
-  bucket = aws_s3_bucket.source.id
+  # Never on an existing bucket: its files are its owner's.
+  count  = local.create_source_bucket && var.source_retention_days > 0 ? 1 : 0
+  bucket = aws_s3_bucket.source[0].id
   rule {
     id     = "expire-sources"
     status = "Enabled"

@@ -1,10 +1,15 @@
 # Optional: a CSV landing under source_prefix in the source bucket starts
 # the splitter on it (EventBridge -> ECS RunTask). A start that fails is
-# retried, then kept in a dead-letter queue; both raise an alarm.
+# retried, then kept in a dead-letter queue; both raise an alarm. The rule
+# matches the bucket by name: the module's own or an existing one alike.
 
+# S3 -> EventBridge notifications. aws_s3_bucket_notification owns a
+# bucket's whole notification configuration, so on an existing (shared)
+# bucket it is only managed when asked (source_bucket_enable_eventbridge);
+# otherwise the bucket's owner turns EventBridge notifications on.
 resource "aws_s3_bucket_notification" "source" {
-  count       = var.enable_s3_trigger ? 1 : 0
-  bucket      = aws_s3_bucket.source.id
+  count       = var.enable_s3_trigger && (local.create_source_bucket || var.source_bucket_enable_eventbridge) ? 1 : 0
+  bucket      = local.create_source_bucket ? aws_s3_bucket.source[0].id : local.source_bucket
   eventbridge = true
 }
 

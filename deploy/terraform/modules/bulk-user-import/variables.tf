@@ -88,15 +88,37 @@ variable "row_data_retention_days" {
 }
 
 variable "source_retention_days" {
-  description = "Source CSV files are deleted after this many days (0: kept)."
+  description = "Source CSV files in the module's own source bucket are deleted after this many days (0: kept); never applied to an existing source_bucket_name."
   type        = number
   default     = 30
 }
 
+variable "source_bucket_name" {
+  description = "An existing bucket to import from (e.g. the one the PFML team already uploads to) instead of the module's own: the module then creates no source bucket, leaves the bucket's settings (encryption, policy, lifecycle) to its owner, and grants the splitter only source_prefix of it. null or \"\": the module creates <name>-source-<hash>."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.source_bucket_name == null || var.source_bucket_name == "" || can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.source_bucket_name))
+    error_message = "source_bucket_name must be an S3 bucket name: 3 to 63 lower-case letters, digits, dots and hyphens, starting and ending with a letter or digit."
+  }
+}
+
 variable "source_prefix" {
-  description = "Key prefix under which an uploaded CSV starts an import (with enable_s3_trigger)."
+  description = "Key prefix under which an uploaded CSV starts an import (with enable_s3_trigger). With source_bucket_name it also bounds what the splitter may read and list in that (shared) bucket; \"\": the whole bucket. Empty, or ending in \"/\" without a leading \"/\", e.g. incoming/ or bulk-user-import/incoming/."
   type        = string
   default     = "incoming/"
+  nullable    = false
+  validation {
+    condition     = var.source_prefix == "" || (endswith(var.source_prefix, "/") && !startswith(var.source_prefix, "/") && !strcontains(var.source_prefix, "*") && !strcontains(var.source_prefix, "?"))
+    error_message = "source_prefix must be empty or a key prefix ending in \"/\", without a leading \"/\" and without * or ?, e.g. \"incoming/\"."
+  }
+}
+
+variable "source_bucket_enable_eventbridge" {
+  description = "With source_bucket_name and enable_s3_trigger: turn on the bucket's S3 -> EventBridge notifications (an aws_s3_bucket_notification with eventbridge = true). Off by default because aws_s3_bucket_notification is exclusive per bucket: it owns the bucket's whole notification configuration, so applying it replaces any SNS, SQS or Lambda notifications the bucket's owner configured, and destroying it removes them all. Leave it false and have the bucket's owner enable \"Send notifications to Amazon EventBridge\" on the bucket (aws s3api put-bucket-notification-configuration ... EventBridgeConfiguration={}, keeping its other notifications); without that, uploads start nothing. Ignored for the module's own bucket, whose notification the module always manages with enable_s3_trigger."
+  type        = bool
+  default     = false
+  nullable    = false
 }
 
 variable "enable_s3_trigger" {
@@ -319,4 +341,28 @@ variable "oldest_message_alarm_seconds" {
   description = "Alarm when the oldest message of the import queue has waited this long."
   type        = number
   default     = 3600
+}
+
+# --- Completion events (completions.tf).
+
+variable "completion_emails" {
+  description = "Addresses subscribed by e-mail to the completion topic (<name>-completions): each receives one message per job completed or cancelled, once it has confirmed the subscription AWS mails it."
+  type        = list(string)
+  default     = []
+  nullable    = false
+  validation {
+    condition     = alltrue([for e in var.completion_emails : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", e))])
+    error_message = "completion_emails must hold e-mail addresses."
+  }
+}
+
+variable "completion_event_bus" {
+  description = "An EventBridge event bus (its name, or its ARN for another account's bus) the workers also send each completion event to (COMPLETION_EVENT_BUS; they get events:PutEvents on it). \"\": none."
+  type        = string
+  default     = ""
+  nullable    = false
+  validation {
+    condition     = var.completion_event_bus == "" || can(regex("^[A-Za-z0-9._/-]{1,256}$", var.completion_event_bus)) || can(regex("^arn:[^:]+:events:[^:]+:[0-9]{12}:event-bus/[A-Za-z0-9._/-]{1,256}$", var.completion_event_bus))
+    error_message = "completion_event_bus must be an event bus's name or ARN, or \"\"."
+  }
 }
