@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"crypto/sha1"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -122,7 +123,42 @@ type scenario struct {
 	env     string
 	trigger bool
 	fineos  bool
-	extra   string // more tfvars
+	// sourceBucket: an existing source bucket ("": the module creates
+	// one); prefix: the source_prefix given (nil: the default, incoming/);
+	// eventbridge: source_bucket_enable_eventbridge.
+	sourceBucket string
+	prefix       *string
+	eventbridge  bool
+	emails       []string // completion_emails
+	bus          string   // completion_event_bus
+	extra        string   // more tfvars
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// sourcePrefix is the source_prefix the module gets.
+func (s scenario) sourcePrefix() string {
+	if s.prefix == nil {
+		return "incoming/"
+	}
+	return *s.prefix
+}
+
+// readPrefix is the part of the source bucket the splitter may read: all
+// of the module's own bucket, source_prefix of an existing one.
+func (s scenario) readPrefix() string {
+	if s.sourceBucket == "" {
+		return ""
+	}
+	return s.sourcePrefix()
+}
+
+func (s scenario) String() string {
+	bucket := "created"
+	if s.sourceBucket != "" {
+		bucket = fmt.Sprintf("existing/prefix=%q/eventbridge=%t", s.sourcePrefix(), s.eventbridge)
+	}
+	return fmt.Sprintf("%s/trigger=%t/fineos=%t/source=%s/emails=%d/bus=%q", s.env, s.trigger, s.fineos, bucket, len(s.emails), s.bus)
 }
 
 func (s scenario) tfvars() string {
@@ -148,19 +184,32 @@ enable_s3_trigger      = %t
 }
 `, account)
 	}
+	if s.sourceBucket != "" {
+		v += fmt.Sprintf("source_bucket_name = %q\nsource_bucket_enable_eventbridge = %t\n", s.sourceBucket, s.eventbridge)
+	}
+	if s.prefix != nil {
+		v += fmt.Sprintf("source_prefix = %q\n", *s.prefix)
+	}
+	if len(s.emails) > 0 {
+		js, _ := json.Marshal(s.emails)
+		v += fmt.Sprintf("completion_emails = %s\n", js)
+	}
+	if s.bus != "" {
+		v += fmt.Sprintf("completion_event_bus = %q\n", s.bus)
+	}
 	return v + s.extra
 }
 
-// plan plans the scenario and returns the plan as terraform show -json
-// prints it, or the error output.
-func plan(t *testing.T, dir string, s scenario) (map[string]any, string, error) {
+// plan plans the scenario (args: more plan flags) and returns the plan as
+// terraform show -json prints it, or the error output.
+func plan(t *testing.T, dir string, s scenario, args ...string) (map[string]any, string, error) {
 	t.Helper()
 	vars := filepath.Join(t.TempDir(), "test.tfvars")
 	if err := os.WriteFile(vars, []byte(s.tfvars()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "plan.bin")
-	if msg, err := tf(t, dir, "plan", "-input=false", "-lock=false", "-refresh=false", "-var-file="+vars, "-out="+out); err != nil {
+	if msg, err := tf(t, dir, append([]string{"plan", "-input=false", "-lock=false", "-refresh=false", "-var-file=" + vars, "-out=" + out}, args...)...); err != nil {
 		return nil, msg, err
 	}
 	js, err := tf(t, dir, "show", "-json", out)
@@ -215,6 +264,8 @@ func (p planned) str(t *testing.T, addr, attr string) string {
 // iamStatement is an IAM policy iamStatement.
 type iamStatement struct {
 	Sid       string
+	Effect    string
+	Principal any
 	Action    any
 	Resource  any
 	Condition map[string]map[string]any
@@ -291,9 +342,17 @@ func TestTheExamplePlansOfflineForEveryEnvironmentName(t *testing.T) {
 		{env: "breakfix", trigger: true},
 		{env: "training", fineos: true},
 		{env: "training-long-name", trigger: true, fineos: true, extra: "cpu_architecture = \"ARM64\"\n"}, // 18: the longest allowed
+		// The module's own bucket with another prefix, completion e-mails.
+		{env: "stage", trigger: true, prefix: ptr("uploads/admins/"), emails: []string{"ops@example.com", "lead@example.com"}},
+		// An existing (shared) bucket: the trigger with the bucket owner's
+		// EventBridge notifications, then the module's; a prefix or none.
+		{env: "prod", trigger: true, sourceBucket: "massgov-pfml-prod-uploads", prefix: ptr("leave-admins/"), emails: []string{"ops@example.com"}, bus: "pfml-ops"},
+		{env: "uat", trigger: true, fineos: true, sourceBucket: "massgov-pfml-uat-uploads", prefix: ptr(""), eventbridge: true},
+		{env: "long", trigger: true, sourceBucket: "pfml.uploads.example", eventbridge: true, bus: "arn:aws:events:us-east-1:210987654321:event-bus/central"},
+		{env: "dev", sourceBucket: "massgov-pfml-dev-uploads", prefix: ptr("bulk/leave-admins/"), eventbridge: true},
 	}
 	for _, s := range scenarios {
-		t.Run(fmt.Sprintf("%s/trigger=%t/fineos=%t", s.env, s.trigger, s.fineos), func(t *testing.T) {
+		t.Run(s.String(), func(t *testing.T) {
 			t.Parallel()
 			start := time.Now()
 			p, msg, err := plan(t, dir, s)
@@ -302,6 +361,7 @@ func TestTheExamplePlansOfflineForEveryEnvironmentName(t *testing.T) {
 			}
 			t.Logf("planned in %s", time.Since(start).Round(100*time.Millisecond))
 			checkPlan(t, s, resources(p))
+			checkOutputs(t, s, p)
 		})
 	}
 }
@@ -326,12 +386,31 @@ func checkPlan(t *testing.T, s scenario, p planned) {
 			}
 		}
 	}
-	for _, b := range []string{"aws_s3_bucket.source", "aws_s3_bucket.results"} {
-		if v := p.str(t, b, "bucket"); !strings.HasPrefix(v, name+"-") || strings.ToLower(v) != v {
-			t.Errorf("%s: %q", b, v)
+	results := p.str(t, "aws_s3_bucket.results", "bucket")
+	if !strings.HasPrefix(results, name+"-results-") || strings.ToLower(results) != results {
+		t.Errorf("results bucket %q", results)
+	}
+	// The source bucket: the module's own, configured like the results
+	// bucket, or an existing one the module creates and configures nothing of.
+	source := s.sourceBucket
+	if source == "" {
+		source = p.str(t, "aws_s3_bucket.source[0]", "bucket")
+		if !strings.HasPrefix(source, name+"-source-") || strings.ToLower(source) != source {
+			t.Errorf("source bucket %q", source)
+		}
+		for _, r := range []string{"aws_s3_bucket_server_side_encryption_configuration", "aws_s3_bucket_public_access_block", "aws_s3_bucket_ownership_controls", "aws_s3_bucket_policy"} {
+			if _, ok := p[r+`.this["source"]`]; !ok {
+				t.Errorf("the source bucket has no %s", r)
+			}
+		}
+	} else {
+		for addr := range p {
+			if strings.HasPrefix(addr, "aws_s3_bucket.source") || strings.HasPrefix(addr, "aws_s3_bucket_lifecycle_configuration.source") || strings.HasSuffix(addr, `["source"]`) {
+				t.Errorf("with the existing bucket %s, the module plans %s", s.sourceBucket, addr)
+			}
 		}
 	}
-	results := p.str(t, "aws_s3_bucket.results", "bucket")
+	sourceARN := "arn:aws:s3:::" + source
 
 	// The queue: redrive to its DLQ after 5 receives, the worker's visibility timeout.
 	var redrive struct {
@@ -420,6 +499,23 @@ func checkPlan(t *testing.T, s scenario, p planned) {
 	if got := list(worker["WriteResults"].Resource); !slices.Equal(got, []string{"arn:aws:s3:::" + results + "/*"}) {
 		t.Errorf("worker results iamStatement on %v", got)
 	}
+	// The splitter reads the sources (a prefix of an existing bucket) and
+	// may list them, so that a missing key reads 404, not 403.
+	splitter := planPolicy(t, p.str(t, "aws_iam_role_policy.splitter", "policy"))
+	if got := list(splitter["ReadSources"].Resource); !slices.Equal(got, []string{sourceARN + "/" + s.readPrefix() + "*"}) {
+		t.Errorf("splitter GetObject on %v, want %s/%s*", got, sourceARN, s.readPrefix())
+	}
+	lb := splitter["MissingKeysReadNotFound"]
+	if !slices.Equal(list(lb.Action), []string{"s3:ListBucket"}) || !slices.Equal(list(lb.Resource), []string{sourceARN}) || lb.Effect != "Allow" {
+		t.Errorf("splitter ListBucket statement %+v, want s3:ListBucket on %s", lb, sourceARN)
+	}
+	if s.readPrefix() == "" {
+		if len(lb.Condition) != 0 {
+			t.Errorf("splitter ListBucket on the whole bucket has conditions %v", lb.Condition)
+		}
+	} else if got := list(lb.Condition["StringLikeIfExists"]["s3:prefix"]); len(lb.Condition) != 1 || !slices.Equal(got, []string{s.readPrefix() + "*"}) {
+		t.Errorf("splitter ListBucket conditions %v, want StringLikeIfExists s3:prefix %s*", lb.Condition, s.readPrefix())
+	}
 	exec := planPolicy(t, p.str(t, "aws_iam_role_policy.execution_secrets", "policy"))
 	if s.fineos && !slices.Contains(list(exec["ReadSecrets"].Resource), "arn:aws:secretsmanager:us-east-1:"+account+":secret:pfml/fineos-AbCdEf") {
 		t.Errorf("execution role cannot read the FINEOS secret: %v", exec)
@@ -428,10 +524,19 @@ func checkPlan(t *testing.T, s scenario, p planned) {
 		t.Errorf("execution role parameters %v", got)
 	}
 
-	// The S3 trigger, on or off.
+	// The S3 trigger, on or off, on either bucket; the S3 -> EventBridge
+	// notification is the module's on its own bucket, on an existing one
+	// only when asked (it is exclusive per bucket).
 	_, hasRule := p["aws_cloudwatch_event_rule.csv_uploaded[0]"]
 	if hasRule != s.trigger {
 		t.Fatalf("S3 trigger planned %v, want %v", hasRule, s.trigger)
+	}
+	notification, hasNotification := p["aws_s3_bucket_notification.source[0]"]
+	if want := s.trigger && (s.sourceBucket == "" || s.eventbridge); hasNotification != want {
+		t.Errorf("S3 -> EventBridge notification planned %v, want %v", hasNotification, want)
+	}
+	if hasNotification && (notification["eventbridge"] != true || s.sourceBucket != "" && notification["bucket"] != s.sourceBucket) {
+		t.Errorf("S3 notification %v, want EventBridge on %s", notification, source)
 	}
 	if s.trigger {
 		events := planPolicy(t, p.str(t, "aws_iam_role_policy.events[0]", "policy"))
@@ -456,8 +561,8 @@ func checkPlan(t *testing.T, s scenario, p planned) {
 			}
 		}
 		if err := json.Unmarshal([]byte(p.str(t, "aws_cloudwatch_event_rule.csv_uploaded[0]", "event_pattern")), &pattern); err != nil ||
-			!slices.Equal(pattern.Detail.Bucket.Name, []string{p.str(t, "aws_s3_bucket.source", "bucket")}) ||
-			len(pattern.Detail.Object.Key) != 1 || pattern.Detail.Object.Key[0]["wildcard"] != "incoming/*.csv" {
+			!slices.Equal(pattern.Detail.Bucket.Name, []string{source}) ||
+			len(pattern.Detail.Object.Key) != 1 || pattern.Detail.Object.Key[0]["wildcard"] != s.sourcePrefix()+"*.csv" {
 			t.Errorf("event pattern %+v, %v", pattern, err)
 		}
 		target := p["aws_cloudwatch_event_target.splitter[0]"]
@@ -475,6 +580,8 @@ func checkPlan(t *testing.T, s scenario, p planned) {
 			t.Error("no alarm on failed starts")
 		}
 	}
+
+	checkCompletions(t, s, p, name)
 
 	// An alarm when a splitter or DLQ-tool task exits non-zero.
 	var failed struct {
@@ -494,6 +601,94 @@ func checkPlan(t *testing.T, s scenario, p planned) {
 
 	// The dashboard.
 	checkDashboard(t, p.str(t, "aws_cloudwatch_dashboard.this", "dashboard_body"), name)
+}
+
+// checkCompletions checks the completion topic (encrypted, TLS only), its
+// e-mail subscriptions, the worker's right to publish and its environment.
+func checkCompletions(t *testing.T, s scenario, p planned, name string) {
+	t.Helper()
+	topic := name + "-completions"
+	topicARN := fmt.Sprintf("arn:aws:sns:%s:%s:%s", region, account, topic)
+	if got := p.str(t, "aws_sns_topic.completions", "name"); got != topic {
+		t.Errorf("completion topic %q, want %q", got, topic)
+	}
+	if got := p.str(t, "aws_sns_topic.completions", "kms_master_key_id"); got != "alias/aws/sns" {
+		t.Errorf("completion topic key %q, want alias/aws/sns", got)
+	}
+	deny := planPolicy(t, p.str(t, "aws_sns_topic_policy.completions", "policy"))["DenyInsecureTransport"]
+	if deny.Effect != "Deny" || !slices.Contains(list(deny.Action), "sns:Publish") || !slices.Equal(list(deny.Resource), []string{topicARN}) ||
+		fmt.Sprint(deny.Principal) != "map[AWS:*]" || !slices.Equal(list(deny.Condition["Bool"]["aws:SecureTransport"]), []string{"false"}) {
+		t.Errorf("completion topic policy: no TLS-only deny on %s: %+v", topicARN, deny)
+	}
+	var subscribed []string
+	for addr, r := range p {
+		if !strings.HasPrefix(addr, "aws_sns_topic_subscription.completion_emails[") {
+			continue
+		}
+		if r["protocol"] != "email" {
+			t.Errorf("%s protocol %v", addr, r["protocol"])
+		}
+		subscribed = append(subscribed, fmt.Sprint(r["endpoint"]))
+	}
+	want := slices.Clone(s.emails)
+	slices.Sort(want)
+	slices.Sort(subscribed)
+	if !slices.Equal(subscribed, want) {
+		t.Errorf("completion e-mail subscriptions %v, want %v", subscribed, want)
+	}
+
+	worker := planPolicy(t, p.str(t, "aws_iam_role_policy.worker", "policy"))
+	if pub := worker["PublishCompletions"]; !slices.Equal(list(pub.Action), []string{"sns:Publish"}) || !slices.Equal(list(pub.Resource), []string{topicARN}) {
+		t.Errorf("worker publish statement %+v, want sns:Publish on %s", pub, topicARN)
+	}
+	put, ok := worker["PutCompletionEvents"]
+	if ok != (s.bus != "") {
+		t.Errorf("worker events:PutEvents statement present %v, want %v", ok, s.bus != "")
+	}
+	if ok {
+		busARN := s.bus
+		if !strings.HasPrefix(busARN, "arn:") {
+			busARN = fmt.Sprintf("arn:aws:events:%s:%s:event-bus/%s", region, account, s.bus)
+		}
+		if !slices.Equal(list(put.Action), []string{"events:PutEvents"}) || !slices.Equal(list(put.Resource), []string{busARN}) {
+			t.Errorf("worker put-events statement %+v, want events:PutEvents on %s", put, busARN)
+		}
+	}
+	env := containers(t, p, "aws_ecs_task_definition.worker").env()
+	if env["COMPLETION_SNS_TOPIC_ARN"] != topicARN {
+		t.Errorf("worker COMPLETION_SNS_TOPIC_ARN %q, want %q", env["COMPLETION_SNS_TOPIC_ARN"], topicARN)
+	}
+	if bus, ok := env["COMPLETION_EVENT_BUS"]; ok != (s.bus != "") || bus != s.bus {
+		t.Errorf("worker COMPLETION_EVENT_BUS %q (set %v), want %q", bus, ok, s.bus)
+	}
+}
+
+// checkOutputs checks the outputs that tell where the sources are.
+func checkOutputs(t *testing.T, s scenario, plan map[string]any) {
+	t.Helper()
+	outputs, _ := plan["planned_values"].(map[string]any)["outputs"].(map[string]any)
+	value := func(name string) any {
+		o, _ := outputs[name].(map[string]any)
+		return o["value"]
+	}
+	source := s.sourceBucket
+	if source == "" {
+		source, _ = value("source_bucket").(string)
+		if !strings.Contains(source, "-source-") {
+			t.Errorf("source_bucket output %q", source)
+		}
+	} else if got := value("source_bucket"); got != source {
+		t.Errorf("source_bucket output %v, want %s", got, source)
+	}
+	if got := value("source_bucket_arn"); got != "arn:aws:s3:::"+source {
+		t.Errorf("source_bucket_arn output %v", got)
+	}
+	if got := value("source_prefix"); got != s.sourcePrefix() {
+		t.Errorf("source_prefix output %v, want %q", got, s.sourcePrefix())
+	}
+	if _, ok := outputs["completion_topic_arn"]; !ok {
+		t.Error("no completion_topic_arn output")
+	}
 }
 
 // checkDashboard checks the dashboard's widgets: the queue's backlog and
@@ -560,6 +755,12 @@ func TestTerraformRefusesNamesAndSizesAWSWouldRefuse(t *testing.T) {
 		{scenario{env: "test", extra: "worker_memory = 512\n"}, "worker_cpu 512 with worker_memory 512 is not a Fargate size"},
 		{scenario{env: "test", extra: "cpu_architecture = \"ARM\"\n"}, "cpu_architecture must be X86_64 or ARM64"},
 		{scenario{env: "test", extra: "cognito_budgets = { create = -5 }\n"}, "cognito_budgets: requests per second, 0 (none) or more"},
+		{scenario{env: "test", prefix: ptr("/incoming/")}, "source_prefix must be empty or a key prefix ending in"},
+		{scenario{env: "test", sourceBucket: "pfml-uploads", prefix: ptr("incoming")}, "source_prefix must be empty or a key prefix ending in"},
+		{scenario{env: "test", sourceBucket: "pfml-uploads", prefix: ptr("in*/")}, "source_prefix must be empty or a key prefix ending in"},
+		{scenario{env: "test", sourceBucket: "PFML_Uploads"}, "source_bucket_name must be an S3 bucket name"},
+		{scenario{env: "test", emails: []string{"ops.example.com"}}, "completion_emails must hold e-mail addresses"},
+		{scenario{env: "test", bus: "ops bus"}, "completion_event_bus must be an event bus's name or ARN"},
 	} {
 		t.Run(tt.want, func(t *testing.T) {
 			t.Parallel()
@@ -568,5 +769,58 @@ func TestTerraformRefusesNamesAndSizesAWSWouldRefuse(t *testing.T) {
 				t.Fatalf("plan: %v, want %q in:\n%s", err, tt.want, msg)
 			}
 		})
+	}
+}
+
+// A deployment from before source_bucket_name has aws_s3_bucket.source in
+// its state: the moved block carries it to aws_s3_bucket.source[0], with
+// nothing destroyed.
+func TestTheSourceBucketOfAnOlderStateIsMovedNotReplaced(t *testing.T) {
+	dir := workspace(t)
+	s := scenario{env: "test", trigger: true}
+	name := "pfml-test-bulk-user-import"
+	// The module's name for it: a hash of the account, region and name.
+	bucket := name + "-source-" + fmt.Sprintf("%x", sha1.Sum([]byte(account+"/"+region+"/"+name)))[:8]
+	tags := map[string]string{"environment": "test", "service": "bulk-user-import"}
+	state := map[string]any{
+		"version": 4, "terraform_version": "1.11.4", "serial": 1, "lineage": "6b1c0e52-8f0d-4c1e-9a37-2d0f5c7e1a01", "outputs": map[string]any{},
+		"resources": []any{map[string]any{
+			"module": "module.bulk_user_import", "mode": "managed", "type": "aws_s3_bucket", "name": "source",
+			"provider": `provider["registry.terraform.io/hashicorp/aws"]`,
+			"instances": []any{map[string]any{"schema_version": 0, "attributes": map[string]any{
+				"id": bucket, "bucket": bucket, "arn": "arn:aws:s3:::" + bucket, "force_destroy": false, "tags": tags, "tags_all": tags,
+			}}},
+		}},
+	}
+	js, err := json.Marshal(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "old.tfstate")
+	if err := os.WriteFile(path, js, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// -state: deprecated, but it keeps the shared workspace's own state out of it.
+	p, msg, err := plan(t, dir, s, "-state="+path)
+	if err != nil {
+		t.Fatalf("plan: %v\n%s", err, msg)
+	}
+	moved := false
+	changes, _ := p["resource_changes"].([]any)
+	for _, c := range changes {
+		rc := c.(map[string]any)
+		actions := list(rc["change"].(map[string]any)["actions"])
+		if slices.Contains(actions, "delete") {
+			t.Errorf("%s: %v", rc["address"], actions)
+		}
+		if rc["address"] == "module.bulk_user_import.aws_s3_bucket.source[0]" {
+			moved = rc["previous_address"] == "module.bulk_user_import.aws_s3_bucket.source" && !slices.Contains(actions, "create")
+			if !moved {
+				t.Errorf("the source bucket in the old state: previous address %v, actions %v; want moved, not created", rc["previous_address"], actions)
+			}
+		}
+	}
+	if !moved {
+		t.Error("the source bucket of the old state is not moved to aws_s3_bucket.source[0]")
 	}
 }

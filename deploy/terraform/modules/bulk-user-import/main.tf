@@ -30,7 +30,7 @@ locals {
   bucket_suffix = substr(sha1("${local.account_id}/${local.region}/${var.name}"), 0, 8)
   # The source bucket: the module's own, or an existing one (shared: the
   # splitter may read and list only source_prefix of it).
-  create_source_bucket = coalesce(var.source_bucket_name, "") == ""
+  create_source_bucket = var.source_bucket_name == null || var.source_bucket_name == ""
   source_bucket        = local.create_source_bucket ? "${var.name}-source-${local.bucket_suffix}" : var.source_bucket_name
   source_read_prefix   = local.create_source_bucket ? "" : var.source_prefix
   results_bucket       = "${var.name}-results-${local.bucket_suffix}"
