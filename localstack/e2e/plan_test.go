@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	cip "github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider"
@@ -30,7 +31,7 @@ const (
 	planFEINNoFineos = "446622913" // no FINEOS id
 	planFEINMissing  = "538291746" // no such employer
 
-	planLinked     = "harriet.linked@plan-probe.example"     // Cognito, PFML user and link to the known employer
+	planLinked     = "harriet.linked@plan-probe.example"      // Cognito, PFML user and link to the known employer
 	planRegistered = "ignatius.registered@plan-probe.example" // the same, registered in FINEOS
 	planCognitoOne = "jocasta.cognitoonly@plan-probe.example" // a Cognito user only
 	planNew        = "kendrick.brandnew@plan-probe.example"   // nothing anywhere
@@ -352,5 +353,100 @@ func TestPlanWritesNothing(t *testing.T) {
 	msgs, err := awsconf.SQS(s.AWS).ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{QueueUrl: &s.Resources.QueueURL, MaxNumberOfMessages: 10})
 	if err != nil || len(msgs.Messages) != 0 {
 		t.Fatalf("the queue holds %v (%v)", msgs, err)
+	}
+}
+
+// TestPlanEstimatesUnderTheFleetsBudgets seeds a fleet of two live
+// workers with a live cognito_create budget in the database: the estimate
+// uses it (and a worker's default rate per live worker for the others),
+// a flag or the worker's variable overrides it, and the plan's lookups
+// are paced (--lookup-rate).
+func TestPlanEstimatesUnderTheFleetsBudgets(t *testing.T) {
+	t.Parallel()
+	s := stacktest.New(t, stacktest.Options{})
+	csv := planWorld(t, s)
+	if _, err := s.Pool.Exec(context.Background(), `
+		INSERT INTO bulk_import_worker (worker_id) VALUES ('w1'), ('w2');
+		INSERT INTO bulk_import_budget (name, budget, rate) VALUES ('cognito_create', 0.5, 0.5);
+		INSERT INTO bulk_import_budget_share (name, worker_id, budget) VALUES ('cognito_create', 'w1', 0.5), ('cognito_create', 'w2', 0.5)`); err != nil {
+		t.Fatal(err)
+	}
+	envv := env(s)
+	budgets := func(p map[string]any) map[string]string {
+		out := map[string]string{}
+		for _, b := range p["budgets"].([]any) {
+			b := b.(map[string]any)
+			out[b["name"].(string)] = fmt.Sprintf("%v calls at %v/s (%v)", b["calls"], b["rate"], b["source"])
+		}
+		return out
+	}
+
+	p := planJSON(t, envv, 3, "--force-registration", csv)
+	// 1 AdminCreateUser at 0.5/s: 2 s; 4 FINEOS calls at 2 × 10/s.
+	if p["binding_budget"] != "cognito_create" || p["estimated_seconds"] != 2.0 {
+		t.Errorf("estimate: %v s, %v binds; budgets %v", p["estimated_seconds"], p["binding_budget"], budgets(p))
+	}
+	b := budgets(p)
+	if b["cognito_create"] != "1 calls at 0.5/s (the fleet's live budget (2 workers))" ||
+		b["fineos"] != "4 calls at 20/s (no budget: a worker's default 10/s × 2 workers)" ||
+		b["cognito_get"] != "5 calls at 40/s (no budget: a worker's default 20/s × 2 workers)" {
+		t.Errorf("budgets: %v", b)
+	}
+
+	p = planJSON(t, envv, 3, "--force-registration", "--fineos-budget", "0.25", csv)
+	if p["binding_budget"] != "fineos" || p["estimated_seconds"] != 16.0 {
+		t.Errorf("with --fineos-budget 0.25: %v s, %v binds; %v", p["estimated_seconds"], p["binding_budget"], budgets(p))
+	}
+	p = planJSON(t, append(env(s), "FINEOS_BUDGET=1"), 3, "--force-registration", csv)
+	if p["binding_budget"] != "fineos" || p["estimated_seconds"] != 4.0 || !strings.Contains(budgets(p)["fineos"], "env FINEOS_BUDGET") {
+		t.Errorf("with FINEOS_BUDGET=1: %v s, %v binds; %v", p["estimated_seconds"], p["binding_budget"], budgets(p))
+	}
+
+	// The lookups take their tokens: 4 lookups at 2/s take 1.5 s at least.
+	start := time.Now()
+	p = planJSON(t, envv, 3, "--force-registration", "--lookup-rate", "2", csv)
+	if took := time.Since(start); took < 1400*time.Millisecond || p["cognito_lookups"] != 4.0 {
+		t.Errorf("4 lookups at 2/s took %s (%v lookups)", took, p["cognito_lookups"])
+	}
+	// Without the flag, a plan takes one more worker's share: 40/s / 3.
+	r := runBin(t, envv, "splitter", "plan", csv)
+	if !strings.Contains(r.Stdout, "this plan sent 5 AdminGetUser lookups, at most 13.3/s") {
+		t.Errorf("lookup rate:\n%s", r.Stdout)
+	}
+}
+
+// TestPlanExitCodes: 0 when no row would fail, 3 when some would, 1 for a
+// refused source or an unreachable database, 2 on usage errors.
+func TestPlanExitCodes(t *testing.T) {
+	t.Parallel()
+	s := stacktest.New(t, stacktest.Options{})
+	s.AddEmployer(t, planFEINKnown, 5101)
+	envv := env(s)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.csv")
+	if err := os.WriteFile(good, []byte("fein,email\n"+planFEINKnown+","+planNew+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := planJSON(t, envv, 0, good, "--force-registration")
+	checkKeys(t, "clean plan", p, map[string]float64{"rows": 1, "would_succeed": 1, "would_fail": 0, "cognito_new": 1, "links_new": 1})
+
+	for _, c := range []struct {
+		name string
+		envv []string
+		args []string
+		code int
+		says string
+	}{
+		{"no source", envv, nil, 2, "no SOURCE"},
+		{"bad flag", envv, []string{"--max-lines", "x", good}, 2, "invalid value"},
+		{"negative rate", envv, []string{"--lookup-rate", "-1", good}, 2, "0 or more"},
+		{"no pool", append(env(s), "COGNITO_USER_POOL_ID=", "COGNITO_IDENTITY_POOL_ID="), []string{good}, 2, "COGNITO_USER_POOL_ID"},
+		{"missing file", envv, []string{filepath.Join(dir, "nope.csv")}, 1, "REFUSED"},
+		{"no database", append(env(s), "DATABASE_URL=postgres://postgres@127.0.0.1:1/none?connect_timeout=2"), []string{good}, 1, "splitter:"},
+	} {
+		r := runBin(t, c.envv, "splitter", append([]string{"plan"}, c.args...)...)
+		if r.Code != c.code || !strings.Contains(r.Stdout+r.Stderr, c.says) {
+			t.Errorf("%s: exit %d, want %d saying %q\n%s\n%s", c.name, r.Code, c.code, c.says, r.Stdout, r.Stderr)
+		}
 	}
 }

@@ -270,9 +270,9 @@ func (p *Planner) Plan(ctx context.Context, o Options) (*Report, error) {
 
 	// After Cognito: the conflicts, then the user, link and FINEOS
 	// registration each row needs.
-	users := map[string]bool{}      // email: its PFML user row exists
-	passwords := map[string]bool{}  // emails whose password the import sets
-	conflicts := map[string]bool{}  // emails in conflict
+	users := map[string]bool{}     // email: its PFML user row exists
+	passwords := map[string]bool{} // emails whose password the import sets
+	conflicts := map[string]bool{} // emails in conflict
 	for _, r := range rows {
 		if r.fail != "" {
 			if r.fail == register.CodeEmailConflict {

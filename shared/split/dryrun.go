@@ -106,7 +106,7 @@ func dryRunSource(ctx context.Context, opener source.Opener, loc source.Location
 		c.Rows++
 		if row.Reject != nil {
 			c.Rejected++
-		byCode[row.Reject.Code]++
+			byCode[row.Reject.Code]++
 			if len(res.Rejects)+len(rejects) < maxRejects {
 				rejects = append(rejects, Reject{Source: loc.String(), Line: row.Line, Code: row.Reject.Code, Reason: row.Reject.Error()})
 			}
