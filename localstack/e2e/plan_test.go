@@ -13,12 +13,12 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	cip "github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider"
+	cognitotypes "github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
-	"github.com/massgov/bulk-user-import/shared/cognito"
 	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/register"
 )
@@ -99,7 +99,9 @@ func planWorld(t *testing.T, s *stacktest.Stack) string {
 			t.Fatalf("seed %v: %v", req, err)
 		}
 	}
-	if _, err := cognito.New(awsconf.Cognito(s.AWS), s.Resources.UserPoolID).EnsureUser(ctx, planCognitoOne, ""); err != nil {
+	// Created by someone else, its password never set: FORCE_CHANGE_PASSWORD.
+	if _, err := awsconf.Cognito(s.AWS).AdminCreateUser(ctx, &cip.AdminCreateUserInput{UserPoolId: &s.Resources.UserPoolID,
+		Username: aws.String(planCognitoOne), MessageAction: cognitotypes.MessageActionTypeSuppress}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Pool.Exec(ctx, `INSERT INTO "user" (user_id, email_address) VALUES (gen_random_uuid(), $1)`, planConflict); err != nil {
@@ -166,8 +168,9 @@ func TestPlanReportsEachCategory(t *testing.T) {
 		"pfml_users_existing": 2, "pfml_users_new": 2,
 		"links_existing": 2, "links_new": 3, "fineos_registered": 1,
 		"employers_not_found": 1, "employers_without_fineos_id": 1,
-		// 5 AdminGetUser (a row each), 1 AdminCreateUser, 1 AdminSetUserPassword.
-		"cognito_calls": 7,
+		// 5 AdminGetUser (a row each), 1 AdminCreateUser, 2 AdminSetUserPassword
+		// (the new user's, and the one left in FORCE_CHANGE_PASSWORD).
+		"cognito_calls": 8,
 	})
 	if calls := forced["calls"].(map[string]any); calls["fineos"] != 4.0 || calls["cognito_get"] != 5.0 {
 		t.Errorf("calls: %v", calls)
@@ -217,7 +220,7 @@ func TestPlanReportsEachCategory(t *testing.T) {
 		"3 have a Cognito user, 1 would be created", "PFML users: 2 exist, 2 would be created",
 		"2 exist (nothing to do), 3 would be created; FINEOS: 1 registered already, 4 to register",
 		"*****1746 not found: 2 rows", "*****2913 without fineos id: 1 row",
-		"7 Cognito (5 AdminGetUser, 1 AdminCreateUser, 1 AdminSetUserPassword), 4 FINEOS"} {
+		"8 Cognito (5 AdminGetUser, 1 AdminCreateUser, 2 AdminSetUserPassword), 4 FINEOS"} {
 		if !strings.Contains(r.Stdout, w) {
 			t.Errorf("plan text lacks %q:\n%s", w, r.Stdout)
 		}
