@@ -446,10 +446,14 @@ func TestPlanExitCodes(t *testing.T) {
 		{"no pool", append(env(s), "COGNITO_USER_POOL_ID=", "COGNITO_IDENTITY_POOL_ID="), []string{good}, 2, "COGNITO_USER_POOL_ID"},
 		{"missing file", envv, []string{filepath.Join(dir, "nope.csv")}, 1, "REFUSED"},
 		{"no database", append(env(s), "DATABASE_URL=postgres://postgres@127.0.0.1:1/none?connect_timeout=2"), []string{good}, 1, "splitter:"},
+		{"no such pool", append(env(s), "COGNITO_USER_POOL_ID=us-east-1_NoSuchPool"), []string{good}, 1, "look up the Cognito user of k***@***.example"},
 	} {
 		r := runBin(t, c.envv, "splitter", append([]string{"plan"}, c.args...)...)
 		if r.Code != c.code || !strings.Contains(r.Stdout+r.Stderr, c.says) {
 			t.Errorf("%s: exit %d, want %d saying %q\n%s\n%s", c.name, r.Code, c.code, c.says, r.Stdout, r.Stderr)
+		}
+		if l := planLeaks(r.Stdout + r.Stderr); len(l) > 0 {
+			t.Errorf("%s: leaks %v:\n%s\n%s", c.name, l, r.Stdout, r.Stderr)
 		}
 	}
 }
