@@ -48,6 +48,16 @@ for i in 1 2; do
   pids+=($!)
 done
 
+echo "== planning the import first: what it would do, changing nothing (exit 3: some rows would fail)"
+set +e
+bin/splitter plan --force-registration localstack/samples/leave_admins.csv
+status=$?
+set -e
+case $status in
+  0|3) ;;
+  *) echo "== demo FAILED: splitter plan exited with $status"; exit "$status" ;;
+esac
+
 job="demo-$(date +%Y%m%d-%H%M%S)"
 echo "== importing localstack/samples/leave_admins.csv as job $job, with --force-registration --wait"
 set +e

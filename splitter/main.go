@@ -11,6 +11,7 @@
 //	splitter jobs [--limit N] [--json]  recent jobs
 //	splitter wait JOB                   wait for a job and print its summary
 //	splitter resend JOB [--older-than D] send again the messages of queued rows
+//	splitter plan SOURCE... [--json]   what an import would do; changes nothing
 package main
 
 import (
@@ -61,6 +62,8 @@ const usage = `Usage:
   splitter wait JOB                   wait until the job is done and its result files written (after a replay, say)
   splitter resend JOB [--older-than D] [--dry-run]
                                       send again the messages of the job's queued rows (after the queue was purged, say)
+  splitter plan SOURCE... [--json] [--force-registration]
+                                      what an import of the sources would do against today's data; changes nothing
 
 SOURCE is a local path or s3://bucket/key. Flags may come before or after
 the sources. Import flags:
@@ -82,6 +85,8 @@ func run(args []string, getenv func(string) string, stdout io.Writer, stderr *os
 			return runWait(args[1:], cfg, stdout, stderr)
 		case "resend":
 			return runResend(args[1:], cfg, stdout, stderr)
+		case "plan":
+			return runPlan(args[1:], cfg, stdout, stderr)
 		}
 	}
 	return runImport(args, cfg, stdout, stderr)

@@ -69,15 +69,13 @@ func New(api API, poolID string) *Client { return &Client{api: api, poolID: pool
 func (c *Client) EnsureUser(ctx context.Context, email, wantSub string) (User, error) {
 	u, err := c.get(ctx, email)
 	var notFound *types.UserNotFoundException
-	if wantSub != "" {
-		switch {
-		case errors.As(err, &notFound):
-			return User{}, &SubMismatchError{Want: wantSub}
-		case err == nil && u.Sub != wantSub:
-			return User{}, &SubMismatchError{Want: wantSub, Sub: u.Sub}
+	missing := errors.As(err, &notFound)
+	if err == nil || missing {
+		if err := CheckSub(wantSub, u, !missing); err != nil {
+			return User{}, err
 		}
 	}
-	if errors.As(err, &notFound) {
+	if missing {
 		u, err = c.create(ctx, email)
 		var exists *types.UsernameExistsException
 		if errors.As(err, &exists) {
@@ -89,13 +87,44 @@ func (c *Client) EnsureUser(ctx context.Context, email, wantSub string) (User, e
 	if err != nil {
 		return User{}, err
 	}
-	if u.Status == types.UserStatusTypeForceChangePassword {
+	if u.NeedsPassword() {
 		if err := c.setPassword(ctx, email); err != nil {
 			return User{}, err
 		}
 		u.Status, u.PasswordSet = types.UserStatusTypeConfirmed, true
 	}
 	return u, nil
+}
+
+// CheckSub is EnsureUser's decision before it creates or changes
+// anything: with wantSub set (a PFML user row holds the email under that
+// sub), the email's user must exist (found) with that sub; otherwise a
+// *SubMismatchError.
+func CheckSub(wantSub string, u User, found bool) error {
+	switch {
+	case wantSub == "":
+		return nil
+	case !found:
+		return &SubMismatchError{Want: wantSub}
+	case u.Sub != wantSub:
+		return &SubMismatchError{Want: wantSub, Sub: u.Sub}
+	}
+	return nil
+}
+
+// NeedsPassword says whether EnsureUser sets the user's permanent
+// password: it is still in FORCE_CHANGE_PASSWORD.
+func (u User) NeedsPassword() bool { return u.Status == types.UserStatusTypeForceChangePassword }
+
+// Find looks the (lower-cased) email's user up without creating or
+// changing anything: found is false when the pool has no such user.
+func (c *Client) Find(ctx context.Context, email string) (u User, found bool, err error) {
+	u, err = c.get(ctx, email)
+	var notFound *types.UserNotFoundException
+	if errors.As(err, &notFound) {
+		return User{}, false, nil
+	}
+	return u, err == nil, err
 }
 
 func (c *Client) get(ctx context.Context, email string) (User, error) {

@@ -213,16 +213,11 @@ func (r *Registrar) start(ctx context.Context, log *slog.Logger, req Request) (*
 // and this worker can be registered in FINEOS; it returns the employer and
 // its FINEOS party reference.
 func (r *Registrar) employer(req Request, lookup *pfml.Lookup) (pfml.Employer, string, error) {
-	emp, err := lookup.Employer()
-	if err != nil {
-		return emp, "", Classify(StepEmployer, err)
-	}
-	if !req.ForceRegistration {
-		return emp, "", nil
+	emp, err := CheckEmployer(lookup, req.ForceRegistration)
+	if err != nil || !req.ForceRegistration {
+		return emp, "", err
 	}
 	switch {
-	case emp.FineosEmployerID == nil:
-		return emp, "", permanent(StepEmployer, CodeFineosEmployerMissing, errors.New("the employer has no fineos_employer_id, so it cannot be registered in FINEOS"))
 	case r.Fineos == nil:
 		return emp, "", fineosNotConfigured(errors.New("force registration needs FINEOS, and this worker has no FINEOS_CLIENT_* configuration"))
 	case lookup.PlannedID == "":
@@ -231,27 +226,72 @@ func (r *Registrar) employer(req Request, lookup *pfml.Lookup) (pfml.Employer, s
 	return emp, strconv.FormatInt(*emp.FineosEmployerID, 10), nil
 }
 
+// CheckEmployer is the registration's decision on a row's employer, made
+// from its first round trip's lookup before any side effect: one employer
+// has the FEIN, and for force registration it has a FINEOS id. The
+// failures are permanent (EMPLOYER_NOT_FOUND, EMPLOYER_AMBIGUOUS,
+// FINEOS_EMPLOYER_MISSING). splitter plan decides with it too.
+func CheckEmployer(lookup *pfml.Lookup, force bool) (pfml.Employer, error) {
+	emp, err := lookup.Employer()
+	if err != nil {
+		return emp, Classify(StepEmployer, err)
+	}
+	if force && emp.FineosEmployerID == nil {
+		return emp, permanent(StepEmployer, CodeFineosEmployerMissing, errors.New("the employer has no fineos_employer_id, so it cannot be registered in FINEOS"))
+	}
+	return emp, nil
+}
+
+// CheckUser is the registration's decision on the user row that holds the
+// email (nil: none), before Cognito: it must have a Cognito sub (else a
+// permanent EMAIL_CONFLICT); it returns the sub the email's Cognito user
+// must have ("": any).
+func CheckUser(email string, u *pfml.ExistingUser) (wantSub string, err error) {
+	if u == nil {
+		return "", nil
+	}
+	if u.Sub == nil {
+		return "", permanent(StepDatabase, CodeEmailConflict, u.Conflict(email, ""))
+	}
+	return *u.Sub, nil
+}
+
+// CheckCognitoUser is the registration's decision on the email's Cognito
+// user as looked up (found or not), before it creates or changes anything:
+// a user row that holds the email must be that Cognito user's (else a
+// permanent EMAIL_CONFLICT). splitter plan decides with it too.
+func CheckCognitoUser(email string, u *pfml.ExistingUser, cu cognito.User, found bool) error {
+	wantSub, err := CheckUser(email, u)
+	if err != nil {
+		return err
+	}
+	return subConflict(email, u, cognito.CheckSub(wantSub, cu, found))
+}
+
+// subConflict turns EnsureUser's *cognito.SubMismatchError into the
+// permanent EMAIL_CONFLICT naming the user row; other errors pass.
+func subConflict(email string, u *pfml.ExistingUser, err error) error {
+	var mismatch *cognito.SubMismatchError
+	if errors.As(err, &mismatch) {
+		return permanent(StepCognito, CodeEmailConflict, fmt.Errorf("%w: %v", u.Conflict(email, mismatch.Sub), mismatch))
+	}
+	return err
+}
+
 // cognitoUser creates or gets the Cognito user. A user row that holds the
 // email must be the Cognito user's: its sub is checked before Cognito
 // creates or changes anything.
 func (r *Registrar) cognitoUser(ctx context.Context, log *slog.Logger, req Request, lookup *pfml.Lookup) (cognito.User, error) {
-	var wantSub string
-	if u := lookup.User; u != nil {
-		if u.Sub == nil {
-			return cognito.User{}, permanent(StepDatabase, CodeEmailConflict, u.Conflict(req.Email, ""))
-		}
-		wantSub = *u.Sub
+	wantSub, err := CheckUser(req.Email, lookup.User)
+	if err != nil {
+		return cognito.User{}, err
 	}
 	var user cognito.User
 	if err := r.do(ctx, log, StepCognito, func() (err error) {
 		user, err = r.Cognito.EnsureUser(ctx, req.Email, wantSub)
 		return err
 	}); err != nil {
-		var mismatch *cognito.SubMismatchError
-		if errors.As(err, &mismatch) {
-			return user, permanent(StepCognito, CodeEmailConflict, fmt.Errorf("%w: %v", lookup.User.Conflict(req.Email, mismatch.Sub), mismatch))
-		}
-		return user, err
+		return user, subConflict(req.Email, lookup.User, err)
 	}
 	return user, nil
 }

@@ -23,6 +23,18 @@ type Reject struct {
 type DryRunResult struct {
 	Sources []SourceResult
 	Rejects []Reject // the first maxRejects rejected rows
+	// RejectedByCode counts the rejected rows of the sources read by
+	// their code.
+	RejectedByCode map[string]int64
+}
+
+// Accepted is a row a dry run accepted: valid and not a duplicate of an
+// earlier row of the sources (the rows an import would send).
+type Accepted struct {
+	Source string
+	Line   int
+	Email  string // normalised
+	FEIN   string // normalised
 }
 
 // DryRun reads and validates the sources exactly as Run would, and counts
@@ -30,7 +42,14 @@ type DryRunResult struct {
 // Duplicates are found with a set of 64-bit hashes of the pairs, so memory
 // grows by a few bytes per distinct pair only.
 func DryRun(ctx context.Context, opener source.Opener, sources []string, maxRejects int) (DryRunResult, error) {
-	var res DryRunResult
+	return DryRunRows(ctx, opener, sources, maxRejects, nil)
+}
+
+// DryRunRows is DryRun that also hands each accepted row of each source
+// read (not of a refused one) to accept, when set, after the source was
+// read to its end.
+func DryRunRows(ctx context.Context, opener source.Opener, sources []string, maxRejects int, accept func(Accepted)) (DryRunResult, error) {
+	res := DryRunResult{RejectedByCode: map[string]int64{}}
 	seed := maphash.MakeSeed()
 	pairs := map[uint64]struct{}{}
 	seen := map[string]bool{}
@@ -50,7 +69,7 @@ func DryRun(ctx context.Context, opener source.Opener, sources []string, maxReje
 			continue
 		}
 		seen[sr.Source] = true
-		sr.Counts, sr.Err = dryRunSource(ctx, opener, loc, seed, pairs, &res, maxRejects)
+		sr.Counts, sr.Err = dryRunSource(ctx, opener, loc, seed, pairs, &res, maxRejects, accept)
 		if sr.Err != nil {
 			sr.Counts = jobs.SourceCounts{}
 		}
@@ -60,7 +79,7 @@ func DryRun(ctx context.Context, opener source.Opener, sources []string, maxReje
 }
 
 func dryRunSource(ctx context.Context, opener source.Opener, loc source.Location, seed maphash.Seed,
-	pairs map[uint64]struct{}, res *DryRunResult, maxRejects int) (jobs.SourceCounts, error) {
+	pairs map[uint64]struct{}, res *DryRunResult, maxRejects int, accept func(Accepted)) (jobs.SourceCounts, error) {
 	var c jobs.SourceCounts
 	body, _, err := opener.Open(ctx, loc)
 	if err != nil {
@@ -74,6 +93,8 @@ func dryRunSource(ctx context.Context, opener source.Opener, loc source.Location
 	// Pairs of a refused file must not count as seen: collect them apart.
 	mine := map[uint64]struct{}{}
 	var rejects []Reject
+	var accepted []Accepted
+	byCode := map[string]int64{}
 	for {
 		row, err := rows.Next()
 		if errors.Is(err, io.EOF) {
@@ -85,6 +106,7 @@ func dryRunSource(ctx context.Context, opener source.Opener, loc source.Location
 		c.Rows++
 		if row.Reject != nil {
 			c.Rejected++
+			byCode[row.Reject.Code]++
 			if len(res.Rejects)+len(rejects) < maxRejects {
 				rejects = append(rejects, Reject{Source: loc.String(), Line: row.Line, Code: row.Reject.Code, Reason: row.Reject.Error()})
 			}
@@ -99,10 +121,19 @@ func dryRunSource(ctx context.Context, opener source.Opener, loc source.Location
 		}
 		mine[h] = struct{}{}
 		c.Accepted++
+		if accept != nil {
+			accepted = append(accepted, Accepted{Source: loc.String(), Line: row.Line, Email: row.Email, FEIN: row.FEIN})
+		}
 	}
 	for h := range mine {
 		pairs[h] = struct{}{}
 	}
 	res.Rejects = append(res.Rejects, rejects...)
+	for code, n := range byCode {
+		res.RejectedByCode[code] += n
+	}
+	for _, a := range accepted {
+		accept(a)
+	}
 	return c, nil
 }

@@ -1,0 +1,4 @@
+package plan
+
+// ReadOnly is readOnly, for tests.
+var ReadOnly = readOnly
