@@ -120,7 +120,7 @@ func serve(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res, err := bootstrap.Ensure(ctx, bootstrap.Clients{SQS: awsconf.SQS(cfg), S3: awsconf.S3(cfg), Cognito: awsconf.Cognito(cfg)}, *spec)
+	res, err := bootstrap.Ensure(ctx, bootstrap.Clients{SQS: awsconf.SQS(cfg), S3: awsconf.S3(cfg), Cognito: awsconf.Cognito(cfg), SNS: awsconf.SNS(cfg)}, *spec)
 	if err != nil {
 		return err
 	}
@@ -153,7 +153,7 @@ func runBootstrap(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res, err := bootstrap.Ensure(ctx, bootstrap.Clients{SQS: awsconf.SQS(cfg), S3: awsconf.S3(cfg), Cognito: awsconf.Cognito(cfg)}, *spec)
+	res, err := bootstrap.Ensure(ctx, bootstrap.Clients{SQS: awsconf.SQS(cfg), S3: awsconf.S3(cfg), Cognito: awsconf.Cognito(cfg), SNS: awsconf.SNS(cfg)}, *spec)
 	if err != nil {
 		return err
 	}
