@@ -107,6 +107,11 @@ func (l *Lifecycle) claimEvent(ctx context.Context) (*eventClaim, error) {
 		                  AND (event_claimed_at IS NULL OR event_claimed_at < now() - $2 * interval '1 second')
 		                  AND (event_retry_at IS NULL OR event_retry_at <= now())
 		                ORDER BY finished_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+		  -- Again on the row as locked: what the subquery read may be an
+		  -- older version (another announcer's claim or record committed
+		  -- meanwhile), and a partial index's predicate is not rechecked.
+		  AND event_sent < completion AND finished_at IS NOT NULL
+		  AND (event_claimed_at IS NULL OR event_claimed_at < now() - $2 * interval '1 second')
 		RETURNING job_id, completion, event_failures`, c.token, l.EventLease.Seconds(), ResultsPatience).
 		Scan(&c.job, &c.completion, &c.failures)
 	if errors.Is(err, pgx.ErrNoRows) {
