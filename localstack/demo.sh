@@ -43,6 +43,9 @@ fi
 
 echo "== starting two workers sharing fleet budgets of 20 Cognito user creations (and the 20 password settings they need) and 20 FINEOS calls a second (logs in the work directory)"
 export LOG_FORMAT=text COGNITO_CREATE_BUDGET=20 COGNITO_PASSWORD_BUDGET=20 FINEOS_BUDGET=20
+# Completion events go to the local stack's SNS topic; its receiver queue
+# gets them (bin/devstack events prints them).
+export COMPLETION_SNS_TOPIC_ARN="$DEMO_COMPLETION_SNS_TOPIC_ARN"
 for i in 1 2; do
   bin/worker --concurrency 8 --wait-time 2s --retry-base 1s --retry-max 5s --maintain-interval 1s >"$work/worker$i.log" 2>&1 &
   pids+=($!)
@@ -70,6 +73,10 @@ case $status in
 esac
 
 echo
+echo "== the completion event the workers' maintainer published (SNS topic -> receiver queue)"
+bin/devstack events --job "$job" --wait 30s
+
+echo
 echo "== the on-call loop: what is in the dead-letter queue, and why"
 bin/worker dlq list --log-format text
 echo
@@ -80,6 +87,10 @@ set +e
 bin/splitter wait "$job" --poll-interval 500ms
 status=$?
 set -e
+
+echo
+echo "== the replay completed the job again: its second completion event"
+bin/devstack events --job "$job" --wait 30s
 
 echo
 echo "== the job and the fleet: splitter status"

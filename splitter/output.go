@@ -104,6 +104,7 @@ func printStatus(w io.Writer, st jobs.Status, d jobs.Details, fl fleetState, now
 	case st.Done:
 		fmt.Fprintf(w, "done %s: every row is final and the job's completion is recorded\n", stamp(*st.FinishedAt))
 		fmt.Fprintf(w, "result files: %s\n", resultsLine(st))
+		fmt.Fprintf(w, "completion event: %s\n", eventLine(st))
 	case !st.Recorded:
 		fmt.Fprintf(w, "not every source of the job is recorded (a splitter run stopped): run the splitter again with --job %s and the same sources\n", st.Job)
 	case st.Total > 0 && st.Queued == 0:
@@ -237,6 +238,30 @@ func resultsLine(st jobs.Status) string {
 		return fmt.Sprintf("not written: %s; splitter report %s --out DIR writes them locally", st.ResultsError, st.Job)
 	case jobs.ResultsPending:
 		return "being written by a worker's maintainer"
+	}
+	return "none yet: the job is not done"
+}
+
+// eventLine says what became of a done job's completion event.
+func eventLine(st jobs.Status) string {
+	switch st.Event {
+	case jobs.EventSent:
+		at := "(time unknown)"
+		if st.EventSentAt != nil {
+			at = stamp(*st.EventSentAt)
+		}
+		return fmt.Sprintf("%s sent %s", st.EventID, at)
+	case jobs.EventSkipped:
+		return fmt.Sprintf("%s skipped: no destination configured (worker --completion-sns-topic, --completion-event-bus)", st.EventID)
+	case jobs.EventFailing:
+		next := ""
+		if st.EventRetryAt != nil {
+			next = ", next try " + stamp(*st.EventRetryAt)
+		}
+		return fmt.Sprintf("%s not sent yet: %d failed attempts, last: %s (a worker's maintainer retries%s)",
+			st.EventID, st.EventFailures, textbound.OneLine(st.EventError, 300), next)
+	case jobs.EventPending:
+		return fmt.Sprintf("%s being published by a worker's maintainer (after the result files)", st.EventID)
 	}
 	return "none yet: the job is not done"
 }

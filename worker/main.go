@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -32,6 +33,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/dbpool"
 	"github.com/massgov/bulk-user-import/shared/ecsprotect"
 	"github.com/massgov/bulk-user-import/shared/enqueue"
+	"github.com/massgov/bulk-user-import/shared/events"
 	"github.com/massgov/bulk-user-import/shared/fineos"
 	"github.com/massgov/bulk-user-import/shared/fleet"
 	"github.com/massgov/bulk-user-import/shared/jobs"
@@ -61,6 +63,9 @@ type flags struct {
 	emf              bool
 	maintain         maintain.Config
 	resultsLease     time.Duration
+	eventLease       time.Duration
+	snsTopic         string
+	eventBus         string
 	probeMax         time.Duration
 	logFormat        string
 	logLevel         string
@@ -93,6 +98,9 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	fs.DurationVar(&f.maintain.Interval, "maintain-interval", maintain.DefaultInterval, "how often the elected maintainer completes jobs, writes result files, re-sends lost messages and applies retention")
 	fs.DurationVar(&f.maintain.Lease, "leader-lease", maintain.DefaultLease, "the maintainer leader's lease: a leader that died is replaced within it (plus a third)")
 	fs.DurationVar(&f.resultsLease, "results-lease", lifecycle.DefaultClaimLease, "a claim on a job's result files holds this long unrenewed (its writer renews it every third of it): a writer that died or stalled is taken over after it, and stops writing once it runs out")
+	fs.DurationVar(&f.eventLease, "event-lease", lifecycle.DefaultEventLease, "a claim on a job's completion event holds this long: an announcer that died or stalled is taken over after it (a publish gets half of it)")
+	fs.StringVar(&f.snsTopic, "completion-sns-topic", cfg.CompletionSNSTopic, "publish each job's completion event to this SNS topic ARN (env COMPLETION_SNS_TOPIC_ARN; empty: none)")
+	fs.StringVar(&f.eventBus, "completion-event-bus", cfg.CompletionEventBus, "publish each job's completion event to this EventBridge bus, name or ARN (env COMPLETION_EVENT_BUS; empty: none)")
 	fs.DurationVar(&f.maintain.RecoverAfter, "recover-after", 0, "re-send a queued row's message once the row and the import queue have been idle this long (default: 2 x --message-timeout + the longer of --visibility-timeout and --retry-max + 1m20s)")
 	cli.DurationVar(fs, &f.maintain.Retention, "retention", maintain.DefaultRetention, "delete the row data of jobs finished longer ago than this, keeping their counts (0: keep everything; e.g. 30d, 72h)")
 	fs.DurationVar(&f.probeMax, "breaker-probe-max", breaker.DefaultProbeMax, "while a dependency refuses the pipeline, the longest wait between two probes of it (they start 2s apart and double)")
@@ -123,6 +131,12 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	}
 	if f.resultsLease <= 0 {
 		errs = append(errs, fmt.Errorf("--results-lease %s: want more than 0", f.resultsLease))
+	}
+	if f.eventLease < time.Second || f.eventLease > time.Hour {
+		errs = append(errs, fmt.Errorf("--event-lease %s: want 1s to 1h", f.eventLease))
+	}
+	if f.snsTopic != "" && !strings.HasPrefix(f.snsTopic, "arn:") {
+		errs = append(errs, fmt.Errorf("--completion-sns-topic %q: want a topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)", f.snsTopic))
 	}
 	if f.maintain.RecoverAfter < 0 {
 		errs = append(errs, fmt.Errorf("--recover-after %s: want 0 (derived) or more", f.maintain.RecoverAfter))
@@ -210,6 +224,8 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	lc := lifecycle.New(pool, &results.Publisher{Jobs: jobs.NewStore(pool), S3: awsconf.S3(awsCfg), Bucket: cfg.ResultsBucket}, log)
 	lc.RetryBase = f.maintain.Interval
 	lc.ClaimLease = f.resultsLease
+	lc.EventLease = f.eventLease
+	lc.Events = completionEvents(awsCfg, f, log)
 	mc := f.maintain
 	mc.MaxReceiveCount, mc.DLQRetention = st.maxReceive, st.dlqRetention
 	defer startMaintainer(ctx, pool, id, mc, lc, importQueue, m, log)()
@@ -252,6 +268,23 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 		"worker_id", id, "maintain_interval", mc.Interval.String(), "recover_after", mc.RecoverAfter.String(), "retention", retentionText(mc.Retention),
 		"dlq_retention", mc.DLQRetention.String())
 	return w.Run(ctx)
+}
+
+// completionEvents is where the maintainer publishes completion events,
+// nil when the flags name no destination (events are then skipped).
+func completionEvents(awsCfg aws.Config, f flags, log *slog.Logger) events.Publisher {
+	var p events.Multi
+	if f.snsTopic != "" {
+		p = append(p, &events.SNS{API: awsconf.SNS(awsCfg), Topic: f.snsTopic})
+	}
+	if f.eventBus != "" {
+		p = append(p, &events.EventBridge{API: awsconf.EventBridge(awsCfg), Bus: f.eventBus})
+	}
+	if len(p) == 0 {
+		log.Info("no completion event destination (--completion-sns-topic, --completion-event-bus): completion events are recorded as skipped")
+		return nil
+	}
+	return p
 }
 
 // openDatabase connects (waiting for a database that restarts) and warns

@@ -19,6 +19,7 @@ import (
 	ciptypes "github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
@@ -37,6 +38,11 @@ type Spec struct {
 	SourceBucket      string // optional
 	UserPoolName      string
 	UserPoolID        string // use this existing pool instead of finding or creating one
+	// CompletionTopic, if set (and Clients.SNS), names an SNS topic for
+	// the completion events, and CompletionQueue the SQS queue subscribed
+	// to it (raw delivery) that receives them locally.
+	CompletionTopic string
+	CompletionQueue string
 }
 
 // DefaultSpec is the local stack's naming.
@@ -50,6 +56,8 @@ func DefaultSpec() Spec {
 		ResultsBucket:     "bulk-user-import-results",
 		SourceBucket:      "bulk-user-import-source",
 		UserPoolName:      "pfml-leave-admins-local",
+		CompletionTopic:   "bulk-user-import-completions",
+		CompletionQueue:   "bulk-user-import-completions-receiver",
 	}
 }
 
@@ -58,6 +66,7 @@ type Clients struct {
 	SQS     *sqs.Client
 	S3      *s3.Client
 	Cognito *cip.Client
+	SNS     *sns.Client // optional: no completion topic without it
 }
 
 // Resources are what exists after Ensure.
@@ -68,6 +77,10 @@ type Resources struct {
 	ResultsBucket string
 	SourceBucket  string
 	UserPoolID    string
+	// The completion events' topic and its receiver queue (empty when the
+	// spec names none).
+	CompletionTopicARN string
+	CompletionQueueURL string
 }
 
 // Env returns the resources as the environment variables of the binaries.
@@ -80,6 +93,12 @@ func (r Resources) Env() map[string]string {
 	}
 	if r.SourceBucket != "" {
 		env["SOURCE_BUCKET"] = r.SourceBucket
+	}
+	// Not the workers' COMPLETION_SNS_TOPIC_ARN: none is set by default;
+	// the demo (and tests) pass it on explicitly.
+	if r.CompletionTopicARN != "" {
+		env["DEMO_COMPLETION_SNS_TOPIC_ARN"] = r.CompletionTopicARN
+		env["DEMO_COMPLETION_QUEUE_URL"] = r.CompletionQueueURL
 	}
 	return env
 }
@@ -145,7 +164,47 @@ func Ensure(ctx context.Context, c Clients, spec Spec) (Resources, error) {
 	if r.UserPoolID, err = ensurePool(ctx, c.Cognito, spec); err != nil {
 		return r, err
 	}
+	if spec.CompletionTopic != "" && c.SNS != nil {
+		if r.CompletionTopicARN, r.CompletionQueueURL, err = ensureCompletionTopic(ctx, c, spec); err != nil {
+			return r, err
+		}
+	}
 	return r, nil
+}
+
+// ensureCompletionTopic creates the completion events' topic and a queue
+// subscribed to it with raw delivery (the queue receives each event's JSON
+// as is). Subscribing again is idempotent in SNS (same endpoint and
+// attributes: the same subscription).
+func ensureCompletionTopic(ctx context.Context, c Clients, spec Spec) (topicARN, queueURL string, err error) {
+	t, err := c.SNS.CreateTopic(ctx, &sns.CreateTopicInput{Name: &spec.CompletionTopic})
+	if err != nil {
+		return "", "", fmt.Errorf("create topic %s: %w", spec.CompletionTopic, err)
+	}
+	topicARN = aws.ToString(t.TopicArn)
+	if queueURL, err = ensureQueue(ctx, c.SQS, spec.CompletionQueue, map[string]string{}); err != nil {
+		return "", "", err
+	}
+	qARN, err := queueARN(ctx, c.SQS, queueURL)
+	if err != nil {
+		return "", "", err
+	}
+	subs, err := c.SNS.ListSubscriptionsByTopic(ctx, &sns.ListSubscriptionsByTopicInput{TopicArn: &topicARN})
+	if err != nil {
+		return "", "", fmt.Errorf("list subscriptions of %s: %w", spec.CompletionTopic, err)
+	}
+	for _, s := range subs.Subscriptions {
+		if aws.ToString(s.Endpoint) == qARN && aws.ToString(s.Protocol) == "sqs" {
+			return topicARN, queueURL, nil
+		}
+	}
+	if _, err := c.SNS.Subscribe(ctx, &sns.SubscribeInput{
+		TopicArn: &topicARN, Protocol: aws.String("sqs"), Endpoint: &qARN,
+		Attributes: map[string]string{"RawMessageDelivery": "true"}, ReturnSubscriptionArn: true,
+	}); err != nil {
+		return "", "", fmt.Errorf("subscribe %s to %s: %w", spec.CompletionQueue, spec.CompletionTopic, err)
+	}
+	return topicARN, queueURL, nil
 }
 
 // ensureQueue creates the queue if missing, then sets its attributes, so

@@ -9,6 +9,8 @@
 //	                    sample employers
 //	devstack fineos     the FINEOS stub alone (for LocalStack users)
 //	devstack employer   add (or update) an employer in the dev database
+//	devstack events     print the completion events the local receiver
+//	                    queue got (DEMO_COMPLETION_QUEUE_URL)
 package main
 
 import (
@@ -45,7 +47,7 @@ import (
 // DefaultDatabaseURL is used by "devstack db" when DATABASE_URL is unset.
 const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/bulk_user_import_dev"
 
-const usage = `Usage: devstack serve|bootstrap|db|fineos|employer [flags]  (devstack CMD -h for flags)
+const usage = `Usage: devstack serve|bootstrap|db|fineos|employer|events [flags]  (devstack CMD -h for flags)
 `
 
 func main() {
@@ -67,6 +69,8 @@ func main() {
 		err = runFineos(ctx, os.Args[2:], os.Stdout)
 	case "employer":
 		err = runEmployer(ctx, os.Args[2:], os.Stdout)
+	case "events":
+		err = runEvents(ctx, os.Args[2:], os.Stdout)
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(cli.ExitUsage)
@@ -120,7 +124,7 @@ func serve(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res, err := bootstrap.Ensure(ctx, bootstrap.Clients{SQS: awsconf.SQS(cfg), S3: awsconf.S3(cfg), Cognito: awsconf.Cognito(cfg)}, *spec)
+	res, err := bootstrap.Ensure(ctx, bootstrap.Clients{SQS: awsconf.SQS(cfg), S3: awsconf.S3(cfg), Cognito: awsconf.Cognito(cfg), SNS: awsconf.SNS(cfg)}, *spec)
 	if err != nil {
 		return err
 	}
@@ -153,7 +157,7 @@ func runBootstrap(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res, err := bootstrap.Ensure(ctx, bootstrap.Clients{SQS: awsconf.SQS(cfg), S3: awsconf.S3(cfg), Cognito: awsconf.Cognito(cfg)}, *spec)
+	res, err := bootstrap.Ensure(ctx, bootstrap.Clients{SQS: awsconf.SQS(cfg), S3: awsconf.S3(cfg), Cognito: awsconf.Cognito(cfg), SNS: awsconf.SNS(cfg)}, *spec)
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,7 @@ const (
 	Cognito = "cognito"
 	S3      = "s3"
 	Fineos  = "fineos"
+	SNS     = "sns"
 )
 
 // Faults are the shares (0 to 1) of a service's requests that meet each
@@ -152,6 +153,8 @@ func newProxy(target string, service func(*http.Request) string) (*Proxy, error)
 func awsService(r *http.Request) string {
 	target := r.Header.Get("X-Amz-Target")
 	switch {
+	case strings.Contains(r.Header.Get("Authorization"), "/sns/aws4_request"):
+		return SNS // the query protocol: no target header
 	case strings.HasPrefix(target, "AmazonSQS."):
 		return SQS
 	case strings.HasPrefix(target, "AWSCognitoIdentityProviderService."):
@@ -317,6 +320,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		p.counts[service+".op."+op]++
 		p.mu.Unlock()
+	}
+	if service == SNS { // the query protocol: the operation is in the form
+		if form, err := url.ParseQuery(string(body)); err == nil && form.Get("Action") != "" {
+			op, target = form.Get("Action"), "AmazonSNS."+form.Get("Action")
+			p.mu.Lock()
+			p.counts[service+".op."+op]++
+			p.mu.Unlock()
+		}
 	}
 	f, fault := p.fault(service)
 	if f.Refuse != "" {

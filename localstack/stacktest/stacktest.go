@@ -124,11 +124,13 @@ func New(tb testing.TB, opts Options) *Stack {
 		ResultsBucket:     "results-" + suffix,
 		SourceBucket:      "source-" + suffix,
 		UserPoolName:      "pool-" + suffix,
+		CompletionTopic:   "completions-" + suffix,
+		CompletionQueue:   "completions-rx-" + suffix,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := bootstrap.Ensure(ctx, bootstrap.Clients{
-		SQS: awsconf.SQS(s.AWS), S3: awsconf.S3(s.AWS), Cognito: awsconf.Cognito(s.AWS),
+		SQS: awsconf.SQS(s.AWS), S3: awsconf.S3(s.AWS), Cognito: awsconf.Cognito(s.AWS), SNS: awsconf.SNS(s.AWS),
 	}, s.Spec)
 	if err != nil {
 		tb.Fatalf("stacktest: bootstrap: %v", err)

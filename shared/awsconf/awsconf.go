@@ -14,7 +14,9 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	cip "github.com/aws/aws-sdk-go-v2/service/cognitoidentityprovider"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 )
 
@@ -68,3 +70,9 @@ func S3(cfg aws.Config) *s3.Client {
 		o.DisableLogOutputChecksumValidationSkipped = true
 	})
 }
+
+// SNS returns an SNS client.
+func SNS(cfg aws.Config) *sns.Client { return sns.NewFromConfig(cfg) }
+
+// EventBridge returns an EventBridge client.
+func EventBridge(cfg aws.Config) *eventbridge.Client { return eventbridge.NewFromConfig(cfg) }

@@ -28,9 +28,13 @@ type Config struct {
 	DLQURL        string
 	UserPoolID    string
 	ResultsBucket string
-	Fineos        fineos.Config
-	LogFormat     string
-	LogLevel      string
+	// CompletionSNSTopic and CompletionEventBus are where the maintainer
+	// publishes completion events (the worker's flags default to them).
+	CompletionSNSTopic string
+	CompletionEventBus string
+	Fineos             fineos.Config
+	LogFormat          string
+	LogLevel           string
 	// BudgetVars are the fleet-budget variables that are set (BudgetVarNames),
 	// unparsed: the worker's --*-budget flags take their defaults from them.
 	BudgetVars map[string]string
@@ -53,13 +57,15 @@ const (
 // FromEnv reads the configuration through getenv (os.Getenv in main).
 func FromEnv(getenv func(string) string) Config {
 	c := Config{
-		Region:        first(getenv, "AWS_REGION", "AWS_DEFAULT_REGION"),
-		QueueURL:      strings.TrimSpace(getenv("IMPORT_QUEUE_URL")),
-		DLQURL:        strings.TrimSpace(getenv("IMPORT_DLQ_URL")),
-		UserPoolID:    first(getenv, "COGNITO_USER_POOL_ID", "COGNITO_IDENTITY_POOL_ID"),
-		ResultsBucket: first(getenv, "RESULTS_BUCKET", "PROCESS_CSV_DATA_BUCKET_NAME"),
-		LogFormat:     first(getenv, "LOG_FORMAT"),
-		LogLevel:      first(getenv, "LOG_LEVEL"),
+		Region:             first(getenv, "AWS_REGION", "AWS_DEFAULT_REGION"),
+		QueueURL:           strings.TrimSpace(getenv("IMPORT_QUEUE_URL")),
+		DLQURL:             strings.TrimSpace(getenv("IMPORT_DLQ_URL")),
+		UserPoolID:         first(getenv, "COGNITO_USER_POOL_ID", "COGNITO_IDENTITY_POOL_ID"),
+		ResultsBucket:      first(getenv, "RESULTS_BUCKET", "PROCESS_CSV_DATA_BUCKET_NAME"),
+		LogFormat:          first(getenv, "LOG_FORMAT"),
+		CompletionSNSTopic: first(getenv, "COMPLETION_SNS_TOPIC_ARN"),
+		CompletionEventBus: first(getenv, "COMPLETION_EVENT_BUS"),
+		LogLevel:           first(getenv, "LOG_LEVEL"),
 		Fineos: fineos.Config{
 			IntegrationServicesURL: first(getenv, "FINEOS_CLIENT_INTEGRATION_SERVICES_API_URL"),
 			OAuth2URL:              first(getenv, "FINEOS_CLIENT_OAUTH2_URL"),

@@ -60,6 +60,7 @@ type Job struct {
 	Limits            Limits
 	Completion        int // times the job's completion was recorded
 	Results           Results
+	Event             Event
 	PrunedAt          *time.Time // the row data was deleted (retention)
 }
 
@@ -70,6 +71,16 @@ type Results struct {
 	Location  string     // where they were written ("" when they were not)
 	Error     string     // why the last write failed, or why none was made
 	Failures  int        // failed writes of the current completion
+}
+
+// Event says what became of the completion events of the job.
+type Event struct {
+	Sent     int        // the completion last announced
+	SentAt   *time.Time // when
+	Outcome  string     // "sent", or "skipped" (no destination configured)
+	Failures int        // failed publishes of the current completion's event
+	RetryAt  *time.Time // when the next is tried
+	Error    string     // why the last publish failed
 }
 
 // Limits cancel a job that fails too much: after MinSample rows finished
@@ -145,11 +156,13 @@ func (s *Store) Job(ctx context.Context, id string) (Job, error) {
 	var maxRatio *float64
 	err := s.pool.QueryRow(ctx, `SELECT job_id, force_registration, created_at, recorded_at, sent_at, finished_at,
 		cancelled_at, coalesce(cancel_reason, ''), max_failures, max_failure_ratio, min_sample, completion,
-		results_written, results_written_at, coalesce(results_location, ''), coalesce(results_error, ''), results_failures, pruned_at
+		results_written, results_written_at, coalesce(results_location, ''), coalesce(results_error, ''), results_failures, pruned_at,
+		event_sent, event_sent_at, coalesce(event_outcome, ''), event_failures, event_retry_at, coalesce(event_error, '')
 		FROM bulk_import_job WHERE job_id = $1`, id).
 		Scan(&j.ID, &j.ForceRegistration, &j.CreatedAt, &j.RecordedAt, &j.SentAt, &j.FinishedAt,
 			&j.CancelledAt, &j.CancelReason, &maxFailures, &maxRatio, &j.Limits.MinSample, &j.Completion,
-			&j.Results.Written, &j.Results.WrittenAt, &j.Results.Location, &j.Results.Error, &j.Results.Failures, &j.PrunedAt)
+			&j.Results.Written, &j.Results.WrittenAt, &j.Results.Location, &j.Results.Error, &j.Results.Failures, &j.PrunedAt,
+			&j.Event.Sent, &j.Event.SentAt, &j.Event.Outcome, &j.Event.Failures, &j.Event.RetryAt, &j.Event.Error)
 	// The reason is an operator's text: shown everywhere, so masked here,
 	// once, for every reader (reasons recorded before masking included).
 	j.CancelReason = mask.Text(j.CancelReason)

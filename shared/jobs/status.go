@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -31,6 +32,14 @@ const (
 	ResultsNotWritten = "not_written" // not written, and will not be (ResultsError says why: no bucket)
 )
 
+// Completion event states in Status.Event.
+const (
+	EventSent    = "sent"    // published at EventSentAt
+	EventSkipped = "skipped" // no destination was configured: nothing published
+	EventPending = "pending" // the maintainer publishes it within a tick (after the result files)
+	EventFailing = "failing" // the last publish failed (EventError); the maintainer retries at EventRetryAt
+)
+
 // Status is a job's counts and where it stands.
 type Status struct {
 	Job               string    `json:"job"`
@@ -49,9 +58,16 @@ type Status struct {
 	ResultsWrittenAt *time.Time `json:"results_written_at,omitempty"`
 	ResultsLocation  string     `json:"results_location,omitempty"`
 	ResultsError     string     `json:"results_error,omitempty"`
-	CancelledAt      *time.Time `json:"cancelled_at,omitempty"`
-	CancelReason     string     `json:"cancel_reason,omitempty"`
-	PrunedAt         *time.Time `json:"pruned_at,omitempty"` // row data deleted; the counts are those kept then
+	// The completion event of the latest completion (once Done).
+	Event         string     `json:"event,omitempty"`
+	EventID       string     `json:"event_id,omitempty"`
+	EventSentAt   *time.Time `json:"event_sent_at,omitempty"`
+	EventError    string     `json:"event_error,omitempty"`
+	EventFailures int        `json:"event_failures,omitempty"`
+	EventRetryAt  *time.Time `json:"event_retry_at,omitempty"`
+	CancelledAt   *time.Time `json:"cancelled_at,omitempty"`
+	CancelReason  string     `json:"cancel_reason,omitempty"`
+	PrunedAt      *time.Time `json:"pruned_at,omitempty"` // row data deleted; the counts are those kept then
 }
 
 // Summary is what retention keeps of a job's rows.
@@ -92,8 +108,28 @@ func (s *Store) Status(ctx context.Context, jobID string) (Status, error) {
 		default:
 			st.Results, st.ResultsError = ResultsPending, ""
 		}
+		st.eventState(job)
 	}
 	return st, nil
+}
+
+// eventState fills the completion event's state of a done job.
+func (st *Status) eventState(job Job) {
+	e := job.Event
+	if job.Completion == 0 {
+		return
+	}
+	st.EventID = job.ID + "/" + strconv.Itoa(job.Completion)
+	switch {
+	case e.Sent >= job.Completion && e.Outcome == EventSkipped:
+		st.Event = EventSkipped
+	case e.Sent >= job.Completion:
+		st.Event, st.EventSentAt = EventSent, e.SentAt
+	case e.Failures > 0:
+		st.Event, st.EventError, st.EventFailures, st.EventRetryAt = EventFailing, e.Error, e.Failures, e.RetryAt
+	default:
+		st.Event = EventPending
+	}
 }
 
 // counts reads the job's rows by state.

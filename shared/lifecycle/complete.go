@@ -37,7 +37,8 @@ func (l *Lifecycle) Complete(ctx context.Context, jobID string) (completion int,
 		}
 		won = true
 		return tx.QueryRow(ctx, `UPDATE bulk_import_job SET finished_at = now(), completion = completion + 1,
-			results_error = NULL, results_failures = 0, results_retry_at = NULL, updated_at = now()
+			results_error = NULL, results_failures = 0, results_retry_at = NULL,
+			event_error = NULL, event_failures = 0, event_retry_at = NULL, updated_at = now()
 			WHERE job_id = $1 RETURNING completion`, jobID).Scan(&completion)
 	})
 	if err != nil {

@@ -46,6 +46,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/massgov/bulk-user-import/shared/clock"
+	"github.com/massgov/bulk-user-import/shared/events"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/mask"
 	"github.com/massgov/bulk-user-import/shared/results"
@@ -75,6 +76,11 @@ type Lifecycle struct {
 	log     *slog.Logger
 	// ClaimLease, RetryBase and RetryMax: see the defaults.
 	ClaimLease, RetryBase, RetryMax time.Duration
+	// Events publishes the completion events (nil: none is configured,
+	// events are recorded as skipped); EventLease is the claim's lease on
+	// one (DefaultEventLease).
+	Events     events.Publisher
+	EventLease time.Duration
 	// Clock times the result files' claims (nil: the system clock).
 	Clock clock.Clock
 }
@@ -83,7 +89,7 @@ type Lifecycle struct {
 // publisher (nil when the caller writes none).
 func New(pool *pgxpool.Pool, publisher *results.Publisher, log *slog.Logger) *Lifecycle {
 	return &Lifecycle{pool: pool, jobs: jobs.NewStore(pool), results: publisher, log: log,
-		ClaimLease: DefaultClaimLease, RetryBase: DefaultRetryBase, RetryMax: DefaultRetryMax}
+		ClaimLease: DefaultClaimLease, RetryBase: DefaultRetryBase, RetryMax: DefaultRetryMax, EventLease: DefaultEventLease}
 }
 
 // Jobs returns the reads of the same database.

@@ -7,6 +7,8 @@
 //     than their limits allow, records the completion of every job whose
 //     rows are all final, and writes their result files, retrying a failed
 //     write with backoff;
+//   - the announcer (announcer.go) publishes each completion's event
+//     (SNS and/or EventBridge) once it commits, retrying until it is sent;
 //   - the rescuer (rescuer.go) re-sends the messages of queued rows whose
 //     message must be gone (the queue was purged, its retention passed),
 //     judged by a bound derived from the queue's and the worker's settings;
@@ -141,7 +143,7 @@ func (m *Maintainer) setup() {
 		if m.Metrics == nil {
 			m.Metrics = &metrics.Worker{}
 		}
-		m.services = []service{&completer{m: m}, &rescuer{m: m}, &cleaner{m: m}}
+		m.services = []service{&completer{m: m}, &announcer{m: m}, &rescuer{m: m}, &cleaner{m: m}}
 	})
 }
 

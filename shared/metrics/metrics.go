@@ -41,7 +41,9 @@ type Worker struct {
 	ResultsWritten atomic.Int64 // result files written (one set per completion)
 	ResultsFailed  atomic.Int64 // failed writes of result files (retried)
 	RowsResent     atomic.Int64 // messages re-sent for rows whose message was lost
-	RowsPruned     atomic.Int64 // rows whose data retention deleted
+	// Completion events by outcome.
+	EventsPublished, EventsSkipped, EventsFailed atomic.Int64
+	RowsPruned                                   atomic.Int64 // rows whose data retention deleted
 
 	// Budgets, when set, gives the request limits' states (fleet budgets
 	// and per-worker caps).
@@ -107,6 +109,7 @@ type Snapshot struct {
 	InFlight                                                                    int64
 	Leader, JobsCompleted, JobsCancelled, ResultsWritten, ResultsFailed         int64
 	RowsResent, RowsPruned                                                      int64
+	EventsPublished, EventsSkipped, EventsFailed                                int64
 	Errors                                                                      map[string]int64
 	StepCalls, StepErrors                                                       map[string]int64
 	StepSeconds                                                                 map[string]float64
@@ -124,6 +127,7 @@ func (m *Worker) Snapshot(now time.Time) Snapshot {
 		Leader: m.Leader.Load(), JobsCompleted: m.JobsCompleted.Load(), JobsCancelled: m.JobsCancelled.Load(),
 		ResultsWritten: m.ResultsWritten.Load(), ResultsFailed: m.ResultsFailed.Load(),
 		RowsResent: m.RowsResent.Load(), RowsPruned: m.RowsPruned.Load(),
+		EventsPublished: m.EventsPublished.Load(), EventsSkipped: m.EventsSkipped.Load(), EventsFailed: m.EventsFailed.Load(),
 		Errors: map[string]int64{}, StepCalls: map[string]int64{}, StepErrors: map[string]int64{}, StepSeconds: map[string]float64{},
 		BreakerOpen: map[string]bool{},
 	}
@@ -212,6 +216,9 @@ func (s Snapshot) WritePrometheus(w io.Writer) error {
 	metric("bulk_import_result_files_total", "counter", "Writes of a job's result files, by outcome.")
 	b = fmt.Appendf(b, "bulk_import_result_files_total{outcome=\"written\"} %d\nbulk_import_result_files_total{outcome=\"failed\"} %d\n",
 		s.ResultsWritten, s.ResultsFailed)
+	metric("bulk_import_completion_events_total", "counter", "Completion events by outcome (published; skipped: no destination; failed: retried).")
+	b = fmt.Appendf(b, "bulk_import_completion_events_total{outcome=\"published\"} %d\nbulk_import_completion_events_total{outcome=\"skipped\"} %d\nbulk_import_completion_events_total{outcome=\"failed\"} %d\n",
+		s.EventsPublished, s.EventsSkipped, s.EventsFailed)
 	metric("bulk_import_rows_resent_total", "counter", "Messages re-sent for queued rows whose message was lost.")
 	b = fmt.Appendf(b, "bulk_import_rows_resent_total %d\n", s.RowsResent)
 	metric("bulk_import_rows_pruned_total", "counter", "Rows whose data was deleted by retention.")
