@@ -185,12 +185,6 @@ func TestEveryAWSCallIsGrantedAndNothingMore(t *testing.T) {
 	notCalled := map[string]string{
 		"ecs:UpdateTaskProtection": "goes through the ECS agent",
 		"s3:ListBucket":            "makes S3 answer a GetObject of a missing key with 404, not 403",
-		// TEMPORARY (issue 17): the completion events' Go code (the
-		// maintainer publishing to SNS and EventBridge) is written on
-		// another branch; the Terraform grants them ahead of it. Remove
-		// these two when that code is merged: the check then applies.
-		"sns:Publish":      "issue 17: the completion publisher is not merged yet",
-		"events:PutEvents": "issue 17: the completion publisher is not merged yet",
 	}
 	for action := range needed {
 		if _, ok := calls[action]; !ok && notCalled[action] == "" {
