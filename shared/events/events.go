@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -112,19 +113,33 @@ type Publisher interface {
 	Destination() string
 }
 
-// Multi publishes to every publisher in turn; it fails if any does (the
-// event is then published again to all: at least once).
+// Multi publishes to every publisher in turn; it fails if any does.
+// PublishTo lets a retry skip the destinations that have the event already.
 type Multi []Publisher
 
 // Publish sends e to each publisher.
 func (m Multi) Publish(ctx context.Context, e Event) error {
+	_, err := m.PublishTo(ctx, e, nil)
+	return err
+}
+
+// PublishTo sends e to each publisher whose Destination is not in done;
+// it returns the destinations that have the event now (done and those
+// that accepted it) and the failures joined.
+func (m Multi) PublishTo(ctx context.Context, e Event, done []string) ([]string, error) {
+	delivered := append([]string(nil), done...)
 	var errs []error
 	for _, p := range m {
+		if slices.Contains(done, p.Destination()) {
+			continue
+		}
 		if err := p.Publish(ctx, e); err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		delivered = append(delivered, p.Destination())
 	}
-	return errors.Join(errs...)
+	return delivered, errors.Join(errs...)
 }
 
 // Destination names every destination.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/massgov/bulk-user-import/shared/clock"
 	"github.com/massgov/bulk-user-import/shared/events"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/results"
@@ -47,6 +48,17 @@ type eventClaim struct {
 	job                  string
 	completion, failures int
 	token                string
+	// delivered: the destinations that have this completion's event
+	// already (a retry skips them); deadline: when the claim may be taken
+	// over, by this process's clock read before claiming.
+	delivered []string
+	deadline  time.Time
+}
+
+// partialPublisher publishes to the destinations not done yet and says
+// which have the event (events.Multi).
+type partialPublisher interface {
+	PublishTo(ctx context.Context, e events.Event, done []string) ([]string, error)
 }
 
 // PublishEvent announces the completion of one job whose event is due:
@@ -85,8 +97,21 @@ func (l *Lifecycle) announce(ctx context.Context, c *eventClaim) (EventOutcome, 
 	case l.Events == nil:
 		return EventSkippedOut, nil
 	}
-	pctx, cancel := context.WithTimeout(ctx, l.EventLease/2)
-	perr := l.Events.Publish(pctx, e)
+	// A claim that may be taken over before the publish ends is not used:
+	// an announcer delayed (stopped, starved) between its claim and here
+	// would publish what its successor publishes too. The publish ends
+	// before the claim can be taken over.
+	remaining := c.deadline.Sub(clock.OrReal(l.Clock).Now())
+	if remaining < l.EventLease/2 {
+		return EventReleased, errClaimRunningOut
+	}
+	pctx, cancel := context.WithTimeout(ctx, min(l.EventLease/2, remaining))
+	var perr error
+	if pp, ok := l.Events.(partialPublisher); ok {
+		c.delivered, perr = pp.PublishTo(pctx, e, c.delivered)
+	} else {
+		perr = l.Events.Publish(pctx, e)
+	}
 	cancel()
 	switch {
 	case perr == nil:
@@ -99,7 +124,7 @@ func (l *Lifecycle) announce(ctx context.Context, c *eventClaim) (EventOutcome, 
 
 // claimEvent claims the first due event; nil when none is.
 func (l *Lifecycle) claimEvent(ctx context.Context) (*eventClaim, error) {
-	c := &eventClaim{token: newToken()}
+	c := &eventClaim{token: newToken(), deadline: clock.OrReal(l.Clock).Now().Add(l.EventLease)}
 	err := l.pool.QueryRow(ctx, `UPDATE bulk_import_job SET event_claim = $1, event_claimed_at = now()
 		WHERE job_id = (SELECT job_id FROM bulk_import_job
 		                WHERE event_sent < completion AND finished_at IS NOT NULL
@@ -112,8 +137,10 @@ func (l *Lifecycle) claimEvent(ctx context.Context) (*eventClaim, error) {
 		  -- meanwhile), and a partial index's predicate is not rechecked.
 		  AND event_sent < completion AND finished_at IS NOT NULL
 		  AND (event_claimed_at IS NULL OR event_claimed_at < now() - $2 * interval '1 second')
-		RETURNING job_id, completion, event_failures`, c.token, l.EventLease.Seconds(), ResultsPatience).
-		Scan(&c.job, &c.completion, &c.failures)
+		RETURNING job_id, completion, event_failures,
+		          CASE WHEN event_delivered_for = completion THEN event_delivered ELSE '{}' END`,
+		c.token, l.EventLease.Seconds(), ResultsPatience).
+		Scan(&c.job, &c.completion, &c.failures, &c.delivered)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -185,13 +212,23 @@ func (l *Lifecycle) recordEvent(ctx context.Context, c *eventClaim, out EventOut
 		if out == EventSkippedOut {
 			outcome = EventSkipped
 		}
+		// The error fields are the latest completion's: an older one's
+		// outcome (the job completed again meanwhile) leaves them.
 		sql = `UPDATE bulk_import_job SET event_sent = greatest(event_sent, $3), event_sent_at = now(), event_outcome = $4,
-			event_error = NULL, event_failures = 0, event_retry_at = NULL, ` + mine
+			event_error = CASE WHEN completion = $3 THEN NULL ELSE event_error END,
+			event_failures = CASE WHEN completion = $3 THEN 0 ELSE event_failures END,
+			event_retry_at = CASE WHEN completion = $3 THEN NULL ELSE event_retry_at END, ` + mine
 		args = append(args, c.completion, outcome)
 	case EventFailed:
-		sql = `UPDATE bulk_import_job SET event_error = $3, event_failures = event_failures + 1,
-			event_retry_at = now() + $4 * interval '1 second', ` + mine
-		args = append(args, boundError(perr.Error()), delay.Seconds())
+		// Only while the job is still at the claimed completion: a new
+		// completion's event is due at once, whatever the old one met.
+		sql = `UPDATE bulk_import_job SET
+			event_error = CASE WHEN completion = $5 THEN $3 ELSE event_error END,
+			event_failures = CASE WHEN completion = $5 THEN event_failures + 1 ELSE event_failures END,
+			event_retry_at = CASE WHEN completion = $5 THEN now() + $4 * interval '1 second' ELSE event_retry_at END,
+			event_delivered = CASE WHEN completion = $5 THEN $6::text[] ELSE event_delivered END,
+			event_delivered_for = CASE WHEN completion = $5 THEN $5 ELSE event_delivered_for END, ` + mine
+		args = append(args, boundError(perr.Error()), delay.Seconds(), c.completion, c.delivered)
 	default:
 		sql = `UPDATE bulk_import_job SET ` + mine
 	}
@@ -212,7 +249,7 @@ func (l *Lifecycle) recordEvent(ctx context.Context, c *eventClaim, out EventOut
 		log.Error("could not publish the completion event; will retry", "err", perr, "failures", c.failures+1,
 			"permanent", events.IsPermanent(perr), "retry_in", delay.String())
 	case EventReleased:
-		log.Info("completion event not published now: the job was reopened or completed again, or this worker is stopping", "err", perr)
+		log.Info("completion event not published now: the job was reopened or completed again, this worker is stopping, or its claim was running out", "err", perr)
 	}
 	return out, nil
 }
@@ -225,6 +262,9 @@ func (l *Lifecycle) eventRetryDelay(failures int, err error) time.Duration {
 	}
 	return l.retryDelay(failures)
 }
+
+// errClaimRunningOut: the claim could be taken over before a publish ends.
+var errClaimRunningOut = errors.New("the claim on the event could be taken over before a publish ends: released")
 
 // boundError bounds an error text kept on the job.
 func boundError(s string) string {

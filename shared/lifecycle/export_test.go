@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"context"
 	"time"
 
 	"github.com/massgov/bulk-user-import/shared/clock"
@@ -17,3 +18,15 @@ func ClaimHeld(clk clock.Clock, validUntil time.Time) func() error {
 
 // Exceeded exposes the failure limits' check to the tests.
 var Exceeded = exceeded
+
+// PublishEventStalled is PublishEvent with stall run between the claim and
+// the publish: a process stopped or starved there.
+func (l *Lifecycle) PublishEventStalled(ctx context.Context, stall func()) (EventOutcome, error) {
+	c, err := l.claimEvent(ctx)
+	if err != nil || c == nil {
+		return EventNothing, err
+	}
+	stall()
+	out, perr := l.announce(ctx, c)
+	return l.recordEvent(ctx, c, out, perr, l.log)
+}

@@ -115,9 +115,9 @@ func (l *Lifecycle) claimResults(ctx context.Context, jobID string) (*claim, err
 		                  AND (results_claimed_at IS NULL OR results_claimed_at < now() - $2 * interval '1 second')
 		                  AND ($1 <> '' OR results_retry_at IS NULL OR results_retry_at <= now())
 		                ORDER BY finished_at LIMIT 1 `+lock+`)
-		  -- Again on the row as locked, as the event claim does: a partial
-		  -- index's predicate (finished_at IS NOT NULL) is not rechecked on
-		  -- the version a waiting FOR UPDATE finds.
+		  -- Again on the row as locked, as the event claim does (belt and
+		  -- braces: PostgreSQL rechecks the subquery's conditions on the
+		  -- version a waiting FOR UPDATE finds; this states them here too).
 		  AND finished_at IS NOT NULL AND results_written < completion
 		  AND (results_claimed_at IS NULL OR results_claimed_at < now() - $2 * interval '1 second')
 		RETURNING job_id, completion, results_failures, results_claimed_at`, jobID, l.ClaimLease.Seconds(), c.token).

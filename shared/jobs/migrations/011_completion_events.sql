@@ -4,7 +4,9 @@
 -- configured). The announcer claims a due job with a token (event_claim)
 -- at event_claimed_at (taken over after a lease); it records only while
 -- the token is still the job's. A failed publish is counted and retried
--- after event_retry_at, event_error says why.
+-- after event_retry_at, event_error says why. With several destinations,
+-- event_delivered lists those that have the completion event_delivered_for
+-- already: a retry publishes to the others only.
 ALTER TABLE bulk_import_job
     ADD COLUMN event_sent       integer NOT NULL DEFAULT 0,
     ADD COLUMN event_sent_at    timestamptz,
@@ -13,7 +15,9 @@ ALTER TABLE bulk_import_job
     ADD COLUMN event_claimed_at timestamptz,
     ADD COLUMN event_failures   integer NOT NULL DEFAULT 0,
     ADD COLUMN event_retry_at   timestamptz,
-    ADD COLUMN event_error      text;
+    ADD COLUMN event_error      text,
+    ADD COLUMN event_delivered  text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN event_delivered_for integer NOT NULL DEFAULT 0;
 
 -- Completions recorded before events existed are not announced now.
 UPDATE bulk_import_job SET event_sent = completion, event_outcome = 'skipped' WHERE completion > 0;
