@@ -29,7 +29,7 @@ locals {
   # keeps them unique, and within S3's 63 characters for any valid name.
   bucket_suffix = substr(sha1("${local.account_id}/${local.region}/${var.name}"), 0, 8)
   # The source bucket: the module's own, or an existing one (shared: the
-  # splitter may read and list only source_prefix of it).
+  # splitter may read only source_prefix of it; see iam.tf for listing).
   create_source_bucket = var.source_bucket_name == null || var.source_bucket_name == ""
   source_bucket        = local.create_source_bucket ? "${var.name}-source-${local.bucket_suffix}" : var.source_bucket_name
   source_read_prefix   = local.create_source_bucket ? "" : var.source_prefix
