@@ -226,7 +226,7 @@ func (l *Lifecycle) recordEvent(ctx context.Context, c *eventClaim, out EventOut
 			event_error = CASE WHEN completion = $5 THEN $3 ELSE event_error END,
 			event_failures = CASE WHEN completion = $5 THEN event_failures + 1 ELSE event_failures END,
 			event_retry_at = CASE WHEN completion = $5 THEN now() + $4 * interval '1 second' ELSE event_retry_at END,
-			event_delivered = CASE WHEN completion = $5 THEN $6::text[] ELSE event_delivered END,
+			event_delivered = CASE WHEN completion = $5 THEN coalesce($6::text[], '{}') ELSE event_delivered END,
 			event_delivered_for = CASE WHEN completion = $5 THEN $5 ELSE event_delivered_for END, ` + mine
 		args = append(args, boundError(perr.Error()), delay.Seconds(), c.completion, c.delivered)
 	default:

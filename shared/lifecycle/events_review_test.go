@@ -137,3 +137,18 @@ func TestARetryPublishesOnlyToTheDestinationsThatFailed(t *testing.T) {
 		t.Fatalf("received %v, want multi/1 once on the healthy destination", got)
 	}
 }
+
+// Every destination refusing: the failure is recorded (nothing delivered
+// yet), and retried.
+func TestEveryDestinationRefusingIsRecordedAsAFailure(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.completed(t, "refused")
+	f.writeResults(t)
+	lc, _ := f.announcer(t)
+	lc.Events = events.Multi{&refusingBus{}, &refusingBus{}}
+	publish(t, lc, lifecycle.EventFailed)
+	if st := f.status(t, "refused"); st.Event != jobs.EventFailing || st.EventFailures != 1 {
+		t.Fatalf("status: event %s, failures %d; want failing, 1", st.Event, st.EventFailures)
+	}
+}
