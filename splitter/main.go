@@ -402,6 +402,7 @@ func runStatus(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError
 	}
+	fl.Database = databaseState(ctx, c.pool, fl.Workers, c.log)
 	if *asJSON {
 		if err := json.NewEncoder(stdout).Encode(struct {
 			jobs.Status
@@ -414,6 +415,19 @@ func runStatus(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 	}
 	printStatus(stdout, st, d, fl, time.Now())
 	return cli.ExitOK
+}
+
+// databaseState adds up the live workers' connections and reads the
+// server's limit (left at 0 when it cannot be read: status goes on).
+func databaseState(ctx context.Context, pool *pgxpool.Pool, workers []fleet.Worker, log *slog.Logger) *dbState {
+	sum, n := fleet.SumConns(workers)
+	d := &dbState{Workers: n, Usage: sum}
+	if h, err := dbpool.CheckHeadroom(ctx, pool); err != nil {
+		log.Debug("cannot read the server's connection limit", "err", err)
+	} else {
+		d.ServerMax, d.ServerReserved, d.ServerOpen = h.MaxConnections, h.Reserved, h.InUse
+	}
+	return d
 }
 
 func runReport(args []string, cfg config.Config, stdout io.Writer, stderr *os.File) int {
@@ -546,7 +560,7 @@ func runJobs(args []string, cfg config.Config, stdout io.Writer, stderr *os.File
 
 // openStore connects to the database and brings the tool's tables up to date.
 func openStore(ctx context.Context, url string, conns int32) (*jobs.Store, *pgxpool.Pool, error) {
-	pool, err := dbpool.Open(ctx, url, conns)
+	pool, err := dbpool.Open(ctx, url, conns, "bui splitter")
 	if err != nil {
 		return nil, nil, err
 	}

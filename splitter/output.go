@@ -11,6 +11,7 @@ import (
 
 	"github.com/massgov/bulk-user-import/shared/breaker"
 	"github.com/massgov/bulk-user-import/shared/budget"
+	"github.com/massgov/bulk-user-import/shared/dbpool"
 	"github.com/massgov/bulk-user-import/shared/fleet"
 	"github.com/massgov/bulk-user-import/shared/jobs"
 	"github.com/massgov/bulk-user-import/shared/mask"
@@ -89,6 +90,21 @@ type fleetState struct {
 	Workers []fleet.Worker `json:"workers"` // heard from in the last 30 s
 	// The fleet budgets in use (synced by a live worker lately).
 	Budgets []budget.State `json:"budgets,omitempty"`
+	// The database connections of the live workers, and the server's.
+	Database *dbState `json:"database,omitempty"`
+}
+
+// dbState is what the live workers hold of the database's connections
+// (added up from their heartbeats) and what the server allows.
+type dbState struct {
+	Workers int `json:"workers"` // live workers that said (older versions do not)
+	dbpool.Usage
+	// The server: max_connections, the connections reserved for
+	// superusers, and the client connections open now (this command's
+	// own left out); 0 when they could not be read.
+	ServerMax      int `json:"server_max_connections"`
+	ServerReserved int `json:"server_reserved"`
+	ServerOpen     int `json:"server_open"`
 }
 
 func printStatus(w io.Writer, st jobs.Status, d jobs.Details, fl fleetState, now time.Time) {
@@ -188,10 +204,36 @@ func printFleet(w io.Writer, fl fleetState, now time.Time) {
 			}
 		}
 	}
+	printConns(w, fl.Database)
 	if fl.Maintainer.Live {
 		fmt.Fprintf(w, "maintainer: the leader is the worker %s\n", fl.Maintainer.ID)
 	} else {
 		fmt.Fprintln(w, "maintainer: no worker holds the leader's lease (no worker is running, or a new leader is being elected)")
+	}
+}
+
+// printConns says how many connections the live workers hold, whether
+// their rows wait for one, and whether the server has room for what they
+// may open.
+func printConns(w io.Writer, d *dbState) {
+	if d == nil || d.Workers == 0 {
+		return
+	}
+	fmt.Fprintf(w, "database connections: %d workers hold %d (%d in use) of the %d they may open (--db-max-conns each)", d.Workers, d.Open, d.InUse, d.Max)
+	if d.ServerMax > 0 {
+		fmt.Fprintf(w, "; the server has %d open of max_connections %d (%d reserved)", d.ServerOpen, d.ServerMax, d.ServerReserved)
+	}
+	fmt.Fprintln(w)
+	if d.ServerMax > 0 {
+		others := max(d.ServerOpen-d.Open, 0)
+		if room := d.ServerMax - d.ServerReserved - others; d.Max > room {
+			fmt.Fprintf(w, "  the workers may open %d, more than the %d the server has for them (max_connections %d, %d reserved, %d others'): "+
+				"at their peak the server refuses them (too many clients); lower --db-max-conns or run fewer workers\n", d.Max, room, d.ServerMax, d.ServerReserved, others)
+		}
+	}
+	if d.Acquires > 0 && d.Waited > 0 {
+		fmt.Fprintf(w, "  the rows waited for a connection in %.1f%% of %d asks (%.1f ms each on average): a busy pool; if the server has room, a higher --db-max-conns may help\n",
+			100*float64(d.Waited)/float64(d.Acquires), d.Acquires, float64(d.WaitedMS)/float64(d.Waited))
 	}
 }
 

@@ -81,7 +81,7 @@ func runPlan(args []string, cfg config.Config, stdout io.Writer, stderr *os.File
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
 
-	pool, err := dbpool.Open(ctx, cfg.DatabaseURL, 4)
+	pool, err := dbpool.Open(ctx, cfg.DatabaseURL, 4, "bui splitter plan")
 	if err != nil {
 		cli.PrintError(stderr, "splitter", err)
 		return cli.ExitError

@@ -12,6 +12,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/breaker"
 	"github.com/massgov/bulk-user-import/shared/cognito"
 	"github.com/massgov/bulk-user-import/shared/config"
+	"github.com/massgov/bulk-user-import/shared/dbpool"
 	"github.com/massgov/bulk-user-import/shared/fineos"
 	"github.com/massgov/bulk-user-import/shared/fleet"
 	"github.com/massgov/bulk-user-import/shared/metrics"
@@ -79,7 +80,7 @@ func checkDependencies(ctx context.Context, cog *cognito.Client, fc *fineos.Clie
 // heartbeat, which publishes what is paused), and returns them with a
 // function that stops both.
 func startBreakers(ctx context.Context, pool *pgxpool.Pool, id string, store *pfml.Store, cog *cognito.Client, fc *fineos.Client,
-	probeMax time.Duration, m *metrics.Worker, log *slog.Logger) (*breaker.Set, func()) {
+	probeMax time.Duration, m *metrics.Worker, log *slog.Logger, conns func() dbpool.Usage) (*breaker.Set, func()) {
 	fineosProbe := func(context.Context) error {
 		return errors.New("FINEOS is not configured on this worker")
 	}
@@ -92,6 +93,7 @@ func startBreakers(ctx context.Context, pool *pgxpool.Pool, id string, store *pf
 		breaker.New(breaker.Fineos, fineosProbe, log),
 	)
 	reg := fleet.Register(pool, id, set.Paused, log)
+	reg.Conns = conns
 	for _, d := range []breaker.Dependency{breaker.Database, breaker.Cognito, breaker.Fineos} {
 		m.Breaker(string(d), false)
 		set.Get(d).ProbeMax = probeMax

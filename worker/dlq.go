@@ -152,7 +152,7 @@ func runDLQ(args []string, cfg config.Config, stdout io.Writer, stderr *os.File)
 }
 
 func dlqTool(ctx context.Context, cfg config.Config, hold time.Duration, log *slog.Logger) (*dlq.Tool, *lifecycle.Lifecycle, func(), error) {
-	pool, err := dbpool.Open(ctx, cfg.DatabaseURL, 4)
+	pool, err := dbpool.Open(ctx, cfg.DatabaseURL, 4, "bui worker dlq")
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -59,6 +59,7 @@ type flags struct {
 	maxReceiveCount  int
 	dbConnectTimeout time.Duration
 	dbMaxConns       int
+	conns            dbpool.WorkerConns // dbMaxConns, split
 	metricsAddr      string
 	emf              bool
 	maintain         maintain.Config
@@ -94,7 +95,7 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	envErr := f.pacing.define(fs, cfg)
 	fs.IntVar(&f.maxReceiveCount, "max-receive-count", 0, "attempts before a row fails (default: the queue's RedrivePolicy maxReceiveCount)")
 	fs.DurationVar(&f.dbConnectTimeout, "db-connect-timeout", time.Minute, "at start, how long to keep trying to reach the database")
-	fs.IntVar(&f.dbMaxConns, "db-max-conns", 0, "most database connections this worker opens (default: --concurrency + 4; with a fleet budget, one more listens for the fleet's changes); keep workers x this below the server's max_connections")
+	fs.IntVar(&f.dbMaxConns, "db-max-conns", dbpool.DefaultWorkerConns, fmt.Sprintf("most database connections this worker opens, whatever --concurrency: %d for the maintainer and the fleet's bookkeeping, 1 listening for the fleet's budget changes (with a budget), the rest for the rows; keep workers x this below the server's max_connections", dbpool.ControlConns))
 	fs.DurationVar(&f.maintain.Interval, "maintain-interval", maintain.DefaultInterval, "how often the elected maintainer completes jobs, writes result files, re-sends lost messages and applies retention")
 	fs.DurationVar(&f.maintain.Lease, "leader-lease", maintain.DefaultLease, "the maintainer leader's lease: a leader that died is replaced within it (plus a third)")
 	fs.DurationVar(&f.resultsLease, "results-lease", lifecycle.DefaultClaimLease, "a claim on a job's result files holds this long unrenewed (its writer renews it every third of it): a writer that died or stalled is taken over after it, and stops writing once it runs out")
@@ -120,8 +121,12 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	if f.maxReceiveCount < 0 {
 		errs = append(errs, fmt.Errorf("--max-receive-count %d: want 0 (the queue's) or more", f.maxReceiveCount))
 	}
-	if f.dbMaxConns < 0 || f.dbMaxConns > math.MaxInt32 {
-		errs = append(errs, fmt.Errorf("--db-max-conns %d: want 0 (--concurrency + 4) or more", f.dbMaxConns))
+	if f.dbMaxConns > math.MaxInt32/2 {
+		errs = append(errs, fmt.Errorf("--db-max-conns %d: too many", f.dbMaxConns))
+	} else {
+		var err error
+		f.conns, err = dbpool.SplitWorkerConns(f.dbMaxConns, f.pacing.budgeted(), "--db-max-conns")
+		errs = append(errs, err)
 	}
 	if f.emf && f.loop.SummaryInterval <= 0 {
 		errs = append(errs, errors.New("--emf needs a positive --summary-interval"))
@@ -186,18 +191,19 @@ func run(args []string, getenv func(string) string, stdout io.Writer, stderr *os
 // step below starts one part and says how to stop it; they stop in the
 // reverse order.
 func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, stdout io.Writer, getenv func(string) string) error {
-	pool, conns, err := openDatabase(ctx, cfg, f, log)
+	id := fleet.NewID()
+	db, err := openDatabase(ctx, cfg, f, id, log)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	defer db.close()
 	awsCfg, err := awsconf.Load(ctx, cfg.Region)
 	if err != nil {
 		return err
 	}
 	sqsClient := awsconf.SQS(awsCfg)
 	importQueue := queue.New(sqsClient, cfg.QueueURL)
-	st, err := startupChecks(ctx, pool, importQueue, queue.New(sqsClient, cfg.DLQURL), f, log)
+	st, err := startupChecks(ctx, db, importQueue, queue.New(sqsClient, cfg.DLQURL), f, log)
 	if err != nil {
 		return err
 	}
@@ -208,10 +214,11 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	defer deps.close()
 
 	m := &metrics.Worker{}
-	id := fleet.NewID()
-	breakers, stopBreakers := startBreakers(ctx, pool, id, st.pfml, deps.cognito, deps.fineos, f.probeMax, m, log)
+	bf := newBudgets(db.control, id, f, deps.limits, m, log)
+	breakers, stopBreakers := startBreakers(ctx, db.control, id, st.pfml, deps.cognito, deps.fineos, f.probeMax, m, log,
+		func() dbpool.Usage { return dbpool.UsageOf(f.conns, db.rows, db.control, bf.Listening()) })
 	defer stopBreakers()
-	defer startBudgets(ctx, pool, id, f, deps.limits, m, log)()
+	defer runBudgets(ctx, bf)()
 	stopObserving, err := startObserving(f, m, stdout, log)
 	if err != nil {
 		return err
@@ -221,14 +228,16 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	if cfg.ResultsBucket == "" {
 		log.Warn("no results bucket configured (RESULTS_BUCKET): result files of completed jobs are not written to S3")
 	}
-	lc := lifecycle.New(pool, &results.Publisher{Jobs: jobs.NewStore(pool), S3: awsconf.S3(awsCfg), Bucket: cfg.ResultsBucket}, log)
+	// The maintainer's transitions on the control pool, the rows' on theirs.
+	lc := lifecycle.New(db.control, &results.Publisher{Jobs: jobs.NewStore(db.control), S3: awsconf.S3(awsCfg), Bucket: cfg.ResultsBucket}, log)
 	lc.RetryBase = f.maintain.Interval
 	lc.ClaimLease = f.resultsLease
 	lc.EventLease = f.eventLease
 	lc.Events = completionEvents(awsCfg, f, log)
+	rows := lifecycle.New(db.rows, nil, log)
 	mc := f.maintain
 	mc.MaxReceiveCount, mc.DLQRetention = st.maxReceive, st.dlqRetention
-	defer startMaintainer(ctx, pool, id, mc, lc, importQueue, m, log)()
+	defer startMaintainer(ctx, db.control, id, mc, lc, importQueue, m, log)()
 
 	loop := f.loop
 	loop.MaxReceiveCount = st.maxReceive
@@ -239,11 +248,11 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 		Metrics:  m,
 		Breakers: breakers,
 		Handler: &consume.Handler{
-			Rows:     lc,
+			Rows:     rows,
 			Breakers: breakers,
 			Registrar: &register.Registrar{
 				PFML:    st.pfml,
-				Rows:    lc,
+				Rows:    rows,
 				Cognito: deps.cognito,
 				Fineos:  deps.fineosAPI(),
 				Log:     log,
@@ -262,7 +271,7 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 	for _, w := range f.pacing.warnings() {
 		log.Warn(w)
 	}
-	log.Info("worker started", "concurrency", loop.Concurrency, "db_max_conns", conns, "max_receive_count", st.maxReceive,
+	log.Info("worker started", "concurrency", loop.Concurrency, "db_max_conns", f.conns.Total(), "db_row_conns", f.conns.Rows, "max_receive_count", st.maxReceive,
 		"visibility_timeout", loop.VisibilityTimeout.String(), "message_timeout", loop.MessageTimeout.String(),
 		"limits", f.pacing.describe(), "fineos", cfg.Fineos.Enabled(),
 		"worker_id", id, "maintain_interval", mc.Interval.String(), "recover_after", mc.RecoverAfter.String(), "retention", retentionText(mc.Retention),
@@ -287,25 +296,37 @@ func completionEvents(awsCfg aws.Config, f flags, log *slog.Logger) events.Publi
 	return p
 }
 
+// databases are the worker's pools: a few connections for the rows
+// however many are in flight (each holds one only for its two short
+// transactions), and the control pool of the maintainer and the fleet's
+// bookkeeping, which the rows never starve (dbpool.WorkerConns).
+type databases struct {
+	rows, control *pgxpool.Pool
+}
+
+func (d databases) close() { d.rows.Close(); d.control.Close() }
+
 // openDatabase connects (waiting for a database that restarts) and warns
 // about what the server's settings mean for this worker.
-func openDatabase(ctx context.Context, cfg config.Config, f flags, log *slog.Logger) (*pgxpool.Pool, int, error) {
-	conns := f.dbMaxConns
-	if conns == 0 {
-		conns = f.loop.Concurrency + 4 // each message in flight, plus the maintainer
+func openDatabase(ctx context.Context, cfg config.Config, f flags, id string, log *slog.Logger) (databases, error) {
+	var db databases
+	var err error
+	// application_name tells the worker's sessions apart in pg_stat_activity.
+	if db.control, err = connect(ctx, cfg.DatabaseURL, f.conns.Control, "bui worker control "+id, f.dbConnectTimeout, log); err != nil {
+		return db, err
 	}
-	pool, err := connect(ctx, cfg.DatabaseURL, int32(conns), f.dbConnectTimeout, log)
-	if err != nil {
-		return nil, 0, err
+	if db.rows, err = connect(ctx, cfg.DatabaseURL, f.conns.Rows, "bui worker rows "+id, f.dbConnectTimeout, log); err != nil {
+		db.control.Close()
+		return db, err
 	}
-	dbpool.WarnParameterLogging(ctx, pool, log)
-	if h, err := dbpool.CheckHeadroom(ctx, pool); err != nil {
+	dbpool.WarnParameterLogging(ctx, db.control, log)
+	if h, err := dbpool.CheckHeadroom(ctx, db.control, db.rows); err != nil {
 		log.Warn("cannot read the database's connection limit", "err", err)
-	} else if !h.Fits(conns) {
+	} else if !h.Fits(f.conns.Total()) {
 		log.Warn("this worker may open more database connections than the server has free: lower --db-max-conns (workers x --db-max-conns must stay below max_connections)",
-			"db_max_conns", conns, "server_max_connections", h.MaxConnections, "server_connections_in_use", h.InUse, "server_reserved", h.Reserved)
+			"db_max_conns", f.conns.Total(), "server_max_connections", h.MaxConnections, "server_connections_in_use", h.InUse, "server_reserved", h.Reserved)
 	}
-	return pool, conns, nil
+	return db, nil
 }
 
 // started is what the start-up checks found.
@@ -319,16 +340,16 @@ type started struct {
 // the import queue's redrive policy, retried while their errors may pass
 // (a database restarting, a throttled call); wrong configuration stops at
 // once.
-func startupChecks(ctx context.Context, pool *pgxpool.Pool, importQueue, dlqQueue *queue.Queue, f flags, log *slog.Logger) (started, error) {
+func startupChecks(ctx context.Context, db databases, importQueue, dlqQueue *queue.Queue, f flags, log *slog.Logger) (started, error) {
 	st := started{maxReceive: f.maxReceiveCount}
 	err := retry.Do(ctx, retry.Policy{Initial: 500 * time.Millisecond, Max: 5 * time.Second, MaxElapsed: f.dbConnectTimeout, Margin: time.Millisecond},
 		startupTransient,
 		func() error {
-			if err := jobs.Migrate(ctx, pool); err != nil {
+			if err := jobs.Migrate(ctx, db.control); err != nil {
 				return err
 			}
 			var err error
-			if st.pfml, err = pfml.NewStore(ctx, pool); err != nil {
+			if st.pfml, err = pfml.NewStore(ctx, db.rows); err != nil {
 				return err
 			}
 			if f.maxReceiveCount == 0 {
@@ -401,17 +422,25 @@ func dependencies(ctx context.Context, awsCfg aws.Config, cfg config.Config, f f
 	return d, nil
 }
 
-// startBudgets shares the fleet budgets with the live workers from the
+// newBudgets is this worker's view of the fleet budgets (nil when no limit
+// has one).
+func newBudgets(pool *pgxpool.Pool, id string, f flags, limits []*budget.Limit, m *metrics.Worker, log *slog.Logger) *budget.Fleet {
+	m.Budgets = func() []budget.State { return budgetStates(limits) }
+	bf := budget.NewFleet(pool, id, f.pacing.sync, log, limits...)
+	if bf != nil {
+		m.BudgetSyncs = bf.Syncs
+	}
+	return bf
+}
+
+// runBudgets shares the fleet budgets with the live workers from the
 // first sync until the returned stop, called once the loop has drained
 // (rows in flight at a stop still need their tokens); then this worker's
 // share goes to the others.
-func startBudgets(ctx context.Context, pool *pgxpool.Pool, id string, f flags, limits []*budget.Limit, m *metrics.Worker, log *slog.Logger) func() {
-	m.Budgets = func() []budget.State { return budgetStates(limits) }
-	bf := budget.NewFleet(pool, id, f.pacing.sync, log, limits...)
+func runBudgets(ctx context.Context, bf *budget.Fleet) func() {
 	if bf == nil {
 		return func() {}
 	}
-	m.BudgetSyncs = bf.Syncs
 	fleetCtx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
 	fleetDone := make(chan struct{})
 	go func() { defer close(fleetDone); bf.Run(fleetCtx) }()
@@ -493,14 +522,14 @@ func budgetStates(limits []*budget.Limit) []budget.State {
 
 // connect opens the database, trying again for up to timeout: a worker
 // started while PostgreSQL restarts waits for it rather than exit.
-func connect(ctx context.Context, url string, conns int32, timeout time.Duration, log *slog.Logger) (*pgxpool.Pool, error) {
+func connect(ctx context.Context, url string, conns int32, app string, timeout time.Duration, log *slog.Logger) (*pgxpool.Pool, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var pool *pgxpool.Pool
 	err := retry.Do(ctx, retry.Policy{Initial: 500 * time.Millisecond, Max: 5 * time.Second, MaxElapsed: timeout, Margin: time.Millisecond},
 		func(err error) bool { return !retry.IsContextError(err) },
 		func() (err error) {
-			pool, err = dbpool.Open(ctx, url, conns)
+			pool, err = dbpool.Open(ctx, url, conns, app)
 			return err
 		},
 		func(err error, wait time.Duration) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/massgov/bulk-user-import/shared/config"
+	"github.com/massgov/bulk-user-import/shared/dbpool"
 	"github.com/massgov/bulk-user-import/shared/lifecycle"
 )
 
@@ -23,5 +24,29 @@ func TestTheResultsLeaseIsPositive(t *testing.T) {
 		if _, err := parseFlags([]string{"--results-lease", v}, config.Config{}, io.Discard); err == nil || !strings.Contains(err.Error(), "--results-lease "+v) {
 			t.Errorf("--results-lease %s: %v", v, err)
 		}
+	}
+}
+
+// A worker's connections do not grow with its concurrency: --db-max-conns
+// (8 by default) is all it opens, the listener of a budget included.
+func TestTheConnectionsDoNotGrowWithConcurrency(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		want dbpool.WorkerConns
+	}{
+		{[]string{"--concurrency", "4"}, dbpool.WorkerConns{Rows: 6, Control: 2}},
+		{[]string{"--concurrency", "256"}, dbpool.WorkerConns{Rows: 6, Control: 2}},
+		{[]string{"--concurrency", "256", "--cognito-create-budget", "40"}, dbpool.WorkerConns{Rows: 5, Control: 2, Listen: 1}},
+		{[]string{"--concurrency", "64", "--db-max-conns", "20"}, dbpool.WorkerConns{Rows: 18, Control: 2}},
+	} {
+		f, err := parseFlags(c.args, config.Config{}, io.Discard)
+		if err != nil || f.conns != c.want {
+			t.Errorf("%q: %+v, %v; want %+v", c.args, f.conns, err, c.want)
+		}
+	}
+	if _, err := parseFlags([]string{"--db-max-conns", "4", "--cognito-create-budget", "40"}, config.Config{}, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "--db-max-conns 4: want at least 5") {
+		t.Errorf("4 connections with a budget: %v", err)
 	}
 }

@@ -106,6 +106,17 @@ func (p *pacingFlags) describe() string {
 	return strings.Join(parts, "; ")
 }
 
+// budgeted reports whether a fleet budget is set (the worker then listens
+// for the fleet's changes on a connection of its own).
+func (p *pacingFlags) budgeted() bool {
+	for _, x := range p.all() {
+		if x.bud > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // flags are this worker's limits, by name (a kind without one is left
 // out).
 func (p *pacingFlags) flags() map[string]budget.Flags {

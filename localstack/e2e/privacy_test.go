@@ -234,7 +234,7 @@ func TestNoPersonalDataOutsideItsPlaces(t *testing.T) {
 func raiseConflictAndFailAStatement(t *testing.T, s *stacktest.Stack, employerID string) {
 	t.Helper()
 	ctx := context.Background()
-	pool, err := dbpool.Open(ctx, s.DatabaseURL, 2)
+	pool, err := dbpool.Open(ctx, s.DatabaseURL, 2, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,8 +60,11 @@ type Fleet struct {
 	joined  *time.Time  // the database's clock at the first successful sync
 	warming atomic.Bool // joined, but not every other worker has seen it yet
 	syncs   atomic.Int64
-	mu      sync.Mutex
-	failing bool
+	// listening: the connection of its own that listens for the fleet's
+	// changes is open.
+	listening atomic.Bool
+	mu        sync.Mutex
+	failing   bool
 }
 
 // NewFleet returns the fleet view of this worker (id) for the limits that
@@ -105,6 +108,10 @@ func (f *Fleet) Kick() {
 	default:
 	}
 }
+
+// Listening reports whether the connection that listens for the fleet's
+// changes is open (false for a nil Fleet: there is none).
+func (f *Fleet) Listening() bool { return f != nil && f.listening.Load() }
 
 // Syncs is the number of successful syncs (each one database round trip).
 func (f *Fleet) Syncs() int64 { return f.syncs.Load() }
@@ -180,6 +187,8 @@ func (f *Fleet) listen(ctx context.Context) {
 				defer cancel()
 				_ = conn.Close(cctx)
 			}()
+			f.listening.Store(true)
+			defer f.listening.Store(false)
 			if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
 				return err
 			}

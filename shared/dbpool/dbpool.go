@@ -13,14 +13,20 @@ import (
 )
 
 // Open connects to databaseURL with at most maxConns connections and checks
-// the connection. Errors name the host and database, never the password.
-func Open(ctx context.Context, databaseURL string, maxConns int32) (*pgxpool.Pool, error) {
+// the connection. app names the pool's sessions to the server
+// (application_name, seen in pg_stat_activity: "bui worker HOST/PID/ID
+// rows"; empty: the URL's). Errors name the host and database, never the
+// password.
+func Open(ctx context.Context, databaseURL string, maxConns int32, app string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("database URL: %w", redact(err, databaseURL))
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
+	}
+	if app != "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = AppName(app)
 	}
 	// The statements carry emails and FEINs as parameters: the server must
 	// not copy them into its log when a statement fails, whatever its
@@ -41,6 +47,27 @@ func Open(ctx context.Context, databaseURL string, maxConns int32) (*pgxpool.Poo
 	}
 	return pool, nil
 }
+
+// AppName is name as the server keeps an application_name: at most 63
+// bytes of printable ASCII (the server truncates longer names and turns
+// other bytes into "?"), cut so that its end, which tells two workers
+// apart, survives.
+func AppName(name string) string {
+	b := []byte(name)
+	for i, c := range b {
+		if c < 32 || c > 126 {
+			b[i] = '?'
+		}
+	}
+	if len(b) > maxAppName {
+		b = append(b[:maxAppName/2-1:maxAppName/2-1], append([]byte("~"), b[len(b)-(maxAppName-maxAppName/2):]...)...)
+	}
+	return string(b)
+}
+
+// maxAppName is the longest application_name the server keeps
+// (NAMEDATALEN - 1).
+const maxAppName = 63
 
 // redact keeps a parse error from echoing a password that the URL holds.
 func redact(err error, raw string) error {

@@ -31,7 +31,7 @@ func TestParameterLoggingIsReported(t *testing.T) {
 	}
 	check := func(want string) {
 		t.Helper()
-		pool, err := dbpool.Open(ctx, url, 2)
+		pool, err := dbpool.Open(ctx, url, 2, "")
 		if err != nil {
 			t.Fatal(err)
 		}

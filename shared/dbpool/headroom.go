@@ -20,8 +20,8 @@ func (h Headroom) Fits(conns int) bool {
 }
 
 // CheckHeadroom reads the server's connection limit and the connections
-// open now, not counting pool's own.
-func CheckHeadroom(ctx context.Context, pool *pgxpool.Pool) (Headroom, error) {
+// open now, not counting those of pool and others (one process's pools).
+func CheckHeadroom(ctx context.Context, pool *pgxpool.Pool, others ...*pgxpool.Pool) (Headroom, error) {
 	var h Headroom
 	err := pool.QueryRow(ctx, `SELECT current_setting('max_connections')::int,
 		current_setting('superuser_reserved_connections')::int + coalesce(current_setting('reserved_connections', true), '0')::int,
@@ -29,6 +29,9 @@ func CheckHeadroom(ctx context.Context, pool *pgxpool.Pool) (Headroom, error) {
 	if err != nil {
 		return h, fmt.Errorf("read max_connections: %w", err)
 	}
-	h.InUse = max(h.InUse-int(pool.Stat().TotalConns()), 0)
+	for _, p := range append([]*pgxpool.Pool{pool}, others...) {
+		h.InUse -= int(p.Stat().TotalConns())
+	}
+	h.InUse = max(h.InUse, 0)
 	return h, nil
 }

@@ -11,7 +11,7 @@ import (
 func TestCheckHeadroomCountsOthersConnections(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.NewDatabase(t)
-	pool, err := dbpool.Open(ctx, url, 4)
+	pool, err := dbpool.Open(ctx, url, 4, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +25,7 @@ func TestCheckHeadroomCountsOthersConnections(t *testing.T) {
 	}
 
 	// Another pool's connections count as in use; this pool's own do not.
-	other, err := dbpool.Open(ctx, url, 3)
+	other, err := dbpool.Open(ctx, url, 3, "")
 	if err != nil {
 		t.Fatal(err)
 	}

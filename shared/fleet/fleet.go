@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/massgov/bulk-user-import/shared/breaker"
+	"github.com/massgov/bulk-user-import/shared/dbpool"
 )
 
 // DefaultHeartbeat is how often a worker refreshes its row; a row older
@@ -46,6 +47,9 @@ type Worker struct {
 	StartedAt   time.Time                            `json:"started_at"`
 	HeartbeatAt time.Time                            `json:"heartbeat_at"`
 	Paused      map[breaker.Dependency]breaker.Fault `json:"paused,omitempty"`
+	// Its database connections at its last heartbeat (nil: a worker of a
+	// version that did not say).
+	Conns *dbpool.Usage `json:"db_conns,omitempty"`
 }
 
 // BeatSQL, a statement (or a CTE) with the worker's id as $1, records a
@@ -64,6 +68,9 @@ type Registration struct {
 	state func() map[breaker.Dependency]breaker.Fault
 	log   *slog.Logger
 	kick  chan struct{}
+	// Conns, if set, gives the worker's database connections at each
+	// heartbeat.
+	Conns func() dbpool.Usage
 }
 
 // Register returns this process's registration under id; state gives its
@@ -114,27 +121,50 @@ func (r *Registration) beat(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var conns *dbpool.Usage
+	if r.Conns != nil {
+		u := r.Conns()
+		conns = &u
+	}
 	// The rows of workers gone for a day (killed: they could not
 	// deregister) go with the beats of the living.
 	_, err = r.pool.Exec(ctx, `WITH gone AS (DELETE FROM bulk_import_worker WHERE heartbeat_at < now() - interval '1 day')
-		INSERT INTO bulk_import_worker (worker_id, paused) VALUES ($1, $2)
-		ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = greatest(bulk_import_worker.heartbeat_at, now()), paused = excluded.paused`, r.id, string(paused))
+		INSERT INTO bulk_import_worker (worker_id, paused, db_conns) VALUES ($1, $2, $3)
+		ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = greatest(bulk_import_worker.heartbeat_at, now()), paused = excluded.paused,
+			db_conns = excluded.db_conns`, r.id, string(paused), conns)
 	return err
 }
 
 // Live returns the workers heard from within LiveWithin, oldest first.
 func Live(ctx context.Context, pool *pgxpool.Pool) ([]Worker, error) {
-	rows, err := pool.Query(ctx, `SELECT worker_id, started_at, heartbeat_at, paused FROM bulk_import_worker
+	rows, err := pool.Query(ctx, `SELECT worker_id, started_at, heartbeat_at, paused, db_conns FROM bulk_import_worker
 		WHERE heartbeat_at > now() - $1 * interval '1 second' ORDER BY started_at, worker_id`, LiveWithin.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("read the live workers: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Worker, error) {
 		var w Worker
-		return w, r.Scan(&w.ID, &w.StartedAt, &w.HeartbeatAt, &w.Paused)
+		return w, r.Scan(&w.ID, &w.StartedAt, &w.HeartbeatAt, &w.Paused, &w.Conns)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read the live workers: %w", err)
 	}
 	return out, nil
+}
+
+// SumConns adds up the database connections of the workers that said, and
+// says how many did.
+func SumConns(ws []Worker) (sum dbpool.Usage, n int) {
+	for _, w := range ws {
+		if c := w.Conns; c != nil {
+			sum.Open += c.Open
+			sum.InUse += c.InUse
+			sum.Max += c.Max
+			sum.Acquires += c.Acquires
+			sum.Waited += c.Waited
+			sum.WaitedMS += c.WaitedMS
+			n++
+		}
+	}
+	return sum, n
 }
