@@ -25,31 +25,36 @@ import (
 )
 
 type options struct {
-	bin            string
-	out            string
-	serverURL      string
-	splitRows      []int
-	naiveRows      int
-	workerRows     int
-	workerCounts   []int
-	concurrencies  []int
-	baselineRows   int
-	cognitoLatency time.Duration
-	fineosLatency  time.Duration
-	budget         float64
-	budgetWorkers  []int
-	budgetSeconds  int
-	budgetWarmup   time.Duration
-	budgetJoin     bool
-	quota          float64
-	quotaBudget    float64
-	quotaWorkers   int
-	quotaSeconds   int
-	skipBudgets    bool
-	dbConns        int
-	skipSplitter   bool
-	skipWorkers    bool
-	skipGoBench    bool
+	bin              string
+	out              string
+	serverURL        string
+	splitRows        []int
+	naiveRows        int
+	workerRows       int
+	workerCounts     []int
+	concurrencies    []int
+	baselineRows     int
+	cognitoLatency   time.Duration
+	fineosLatency    time.Duration
+	budget           float64
+	budgetWorkers    []int
+	budgetSeconds    int
+	budgetWarmup     time.Duration
+	budgetJoin       bool
+	quota            float64
+	quotaBudget      float64
+	quotaWorkers     int
+	quotaSeconds     int
+	skipBudgets      bool
+	dbConns          int
+	connsRows        int
+	connsWorkers     int
+	connsConcurrency int
+	connsRepeats     int
+	skipConns        bool
+	skipSplitter     bool
+	skipWorkers      bool
+	skipGoBench      bool
 }
 
 func main() {
@@ -79,7 +84,12 @@ func main() {
 	flag.IntVar(&o.quotaWorkers, "quota-workers", 4, "worker processes in the quota run")
 	flag.IntVar(&o.quotaSeconds, "quota-seconds", 60, "measured seconds of the quota run, after 5 s")
 	flag.BoolVar(&o.skipBudgets, "skip-budgets", false, "skip the fleet budget measurements")
-	flag.IntVar(&o.dbConns, "db-conns", 80, "database connections of all workers of a run together (--db-max-conns of each is this / workers, at most --concurrency + 4)")
+	flag.IntVar(&o.dbConns, "db-conns", 0, "database connections of all workers of a run together (--db-max-conns of each is this / workers; 0: each its default)")
+	flag.IntVar(&o.connsRows, "conns-rows", 20000, "new rows per run of the connections comparison")
+	flag.IntVar(&o.connsWorkers, "conns-workers", 4, "worker processes in the connections comparison")
+	flag.IntVar(&o.connsConcurrency, "conns-concurrency", 64, "--concurrency of each worker in the connections comparison")
+	flag.IntVar(&o.connsRepeats, "conns-repeats", 2, "runs of each setting in the connections comparison (alternating)")
+	flag.BoolVar(&o.skipConns, "skip-conns", false, "skip the connections comparison")
 	flag.BoolVar(&o.skipSplitter, "skip-splitter", false, "skip the splitter measurements")
 	flag.BoolVar(&o.skipWorkers, "skip-workers", false, "skip the worker measurements")
 	flag.BoolVar(&o.skipGoBench, "skip-go-bench", false, "skip the Go benchmarks")
@@ -126,6 +136,11 @@ func run(ctx context.Context, o options) (string, error) {
 	if !o.skipWorkers {
 		if err := benchWorkers(ctx, e, o, r); err != nil {
 			return "", fmt.Errorf("workers: %w", err)
+		}
+	}
+	if !o.skipConns {
+		if err := benchConns(ctx, o, r); err != nil {
+			return "", fmt.Errorf("connections: %w", err)
 		}
 	}
 	if !o.skipBudgets {

@@ -18,6 +18,8 @@ type report struct {
 	budgets           []budgetRun
 	budgetJoin        *budgetRun
 	budgetQuota       *budgetRun
+	connsSettings     []connsSetting
+	conns             []connsRun
 	goBench           string
 }
 
@@ -39,8 +41,8 @@ func (r *report) markdown() string {
 	}
 
 	if len(r.workers) > 0 || r.baseline > 0 {
-		fmt.Fprintf(&b, "## 2. Workers, end to end\n\n%d new rows per run with force registration (Cognito AdminGetUser, AdminCreateUser, AdminSetUserPassword; PostgreSQL; FINEOS), %s latency added to every Cognito call and %s to every FINEOS call; no client-side rate limit; the workers of a run share at most %d database connections (`--db-max-conns` of each: that / workers, at most concurrency + 4; the server's `max_connections` is %d). Time runs from starting the workers until every row is final.",
-			o.workerRows, o.cognitoLatency, o.fineosLatency, o.dbConns, r.maxConnections)
+		fmt.Fprintf(&b, "## 2. Workers, end to end\n\n%d new rows per run with force registration (Cognito AdminGetUser, AdminCreateUser, AdminSetUserPassword; PostgreSQL; FINEOS), %s latency added to every Cognito call and %s to every FINEOS call; no client-side rate limit; %s (the server's `max_connections` is %d). Time runs from starting the workers until every row is final.",
+			o.workerRows, o.cognitoLatency, o.fineosLatency, connsText(o.dbConns), r.maxConnections)
 		if r.baseline > 0 {
 			fmt.Fprintf(&b, " The baseline is the original algorithm: one row after another, same steps, same latencies (%d rows).", o.baselineRows)
 		}
@@ -72,10 +74,21 @@ func (r *report) markdown() string {
 	if len(r.budgets) > 0 || r.budgetJoin != nil || r.budgetQuota != nil {
 		r.budgetSection(&b)
 	}
+	if len(r.conns) > 0 {
+		r.connsSection(&b)
+	}
 	if r.goBench != "" {
 		fmt.Fprintf(&b, "## Go benchmarks\n\n`go test -bench . ./shared/csvrows ./shared/message`:\n\n```\n%s\n```\n", r.goBench)
 	}
 	return b.String()
+}
+
+// connsText says how the workers of a run were given connections.
+func connsText(total int) string {
+	if total <= 0 {
+		return "each worker opens its default 8 database connections (`--db-max-conns`), whatever its concurrency"
+	}
+	return fmt.Sprintf("the workers of a run share at most %d database connections (`--db-max-conns` of each: that / workers)", total)
 }
 
 func (r *report) budgetSection(b *strings.Builder) {

@@ -18,6 +18,7 @@ import (
 	"github.com/massgov/bulk-user-import/localstack/fineosstub"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
 	"github.com/massgov/bulk-user-import/shared/cognito"
+	"github.com/massgov/bulk-user-import/shared/dbpool"
 	"github.com/massgov/bulk-user-import/shared/fineos"
 	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/logging"
@@ -113,13 +114,17 @@ func benchWorkers(ctx context.Context, e *env, o options, r *report) error {
 
 // dbConns is the --db-max-conns flag that keeps the workers of a run
 // within o.dbConns database connections together, as an operator sizes
-// them for a server's max_connections.
-func dbConns(o options, workers, concurrency int) []string {
+// them for a server's max_connections (none when o.dbConns is 0: each
+// worker opens its default, whatever its concurrency).
+func dbConns(o options, workers, _ int) []string {
 	if o.dbConns <= 0 {
 		return nil
 	}
-	return []string{"--db-max-conns", strconv.Itoa(max(1, min(concurrency+4, o.dbConns/workers)))}
+	return []string{"--db-max-conns", strconv.Itoa(max(minWorkerConns, o.dbConns/workers))}
 }
+
+// minWorkerConns is the least --db-max-conns a worker with a budget takes.
+const minWorkerConns = dbpool.MinRowConns + dbpool.ControlConns + 1
 
 // runWorkers records and sends the rows (splitter), then starts the
 // workers and measures until every row is final.

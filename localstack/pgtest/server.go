@@ -38,40 +38,59 @@ type Server struct {
 // test. Settings ("name=value") are passed to the server (-c).
 func StartServer(tb testing.TB, settings ...string) *Server {
 	tb.Helper()
-	bin, err := binDir()
+	s, err := Start(settings...)
 	if err != nil {
 		tb.Fatalf("pgtest: %v", err)
 	}
+	tb.Cleanup(s.Stop)
+	return s
+}
+
+// Start initialises and starts a server outside a test (a benchmark's);
+// Stop stops it and removes its files.
+func Start(settings ...string) (_ *Server, err error) {
+	bin, err := binDir()
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{bin: bin, settings: settings}
+	if s.dir, err = os.MkdirTemp("", "bui-pg-"); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(s.dir)
+		}
+	}()
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
-			tb.Fatalf("pgtest: running as root needs a postgres user to run the server: %v", err)
+			return nil, fmt.Errorf("running as root needs a postgres user to run the server: %w", err)
 		}
 		s.as = []string{"runuser", "-u", "postgres", "--"}
-		s.dir, err = os.MkdirTemp("", "bui-pg-")
-		if err != nil {
-			tb.Fatal(err)
-		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		if err := os.Chown(s.dir, uid, gid); err != nil {
-			tb.Fatalf("pgtest: %v", err)
+			return nil, err
 		}
-		tb.Cleanup(func() { os.RemoveAll(s.dir) })
-	} else {
-		s.dir = tb.TempDir()
 	}
 	if out, err := s.run("initdb", "-D", s.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"); err != nil {
-		tb.Fatalf("pgtest: initdb: %v\n%s", err, out)
+		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
 	}
-	s.port = freePort(tb)
+	if s.port, err = freePort(); err != nil {
+		return nil, err
+	}
 	s.URL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres", s.port)
 	if out, err := s.ctl("start"); err != nil {
-		tb.Fatalf("pgtest: start: %v\n%s", err, out)
+		return nil, fmt.Errorf("start: %v\n%s", err, out)
 	}
-	tb.Cleanup(func() { _, _ = s.run("pg_ctl", "-D", s.data(), "-m", "immediate", "-w", "stop") })
-	return s
+	return s, nil
+}
+
+// Stop stops the server at once and removes its files.
+func (s *Server) Stop() {
+	_, _ = s.run("pg_ctl", "-D", s.data(), "-m", "immediate", "-w", "stop")
+	os.RemoveAll(s.dir)
 }
 
 // Restart stops the server (closing every connection, as an operator's
@@ -159,12 +178,11 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-func freePort(tb testing.TB) int {
-	tb.Helper()
+func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		tb.Fatal(err)
+		return 0, err
 	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/massgov/bulk-user-import/localstack/pgtest"
+)
+
+// connsSetting is one side of the connections comparison: a server's
+// max_connections and the workers' --db-max-conns.
+type connsSetting struct {
+	label     string
+	serverMax int
+	args      []string
+}
+
+// connsRun is one measured run of a setting.
+type connsRun struct {
+	setting    int // index in report.connsSettings
+	rows       int
+	seconds    float64
+	peakWorker int // the most connections one worker held at once
+	peakFleet  int // the most the workers held together at once
+}
+
+func (c connsRun) rate() float64 { return float64(c.rows) / c.seconds }
+
+// benchConns compares the workers' throughput at high concurrency with a
+// fixed number of connections each (the default) on a server of 100
+// connections, against the same run where each message in flight may hold
+// a connection (--db-max-conns concurrency + 4, as workers did) on a
+// server that allows them all. Each setting has a private server; the
+// runs alternate so that drift of the machine's load affects both.
+func benchConns(ctx context.Context, o options, r *report) error {
+	unlimited := o.connsWorkers*(o.connsConcurrency+4) + 50
+	r.connsSettings = []connsSetting{
+		{fmt.Sprintf("one connection per message in flight (`--db-max-conns %d`), `max_connections` %d", o.connsConcurrency+4, unlimited),
+			unlimited, []string{"--db-max-conns", strconv.Itoa(o.connsConcurrency + 4)}},
+		{"the default `--db-max-conns` (8), `max_connections` 100", 100, nil},
+	}
+	envs := make([]*env, len(r.connsSettings))
+	for i, s := range r.connsSettings {
+		srv, err := pgtest.Start("max_connections=" + strconv.Itoa(s.serverMax))
+		if err != nil {
+			return fmt.Errorf("start a server: %w", err)
+		}
+		defer srv.Stop()
+		e, err := newEnv(ctx, srv.URL)
+		if err != nil {
+			return err
+		}
+		defer e.close()
+		if err := prepareRows(ctx, e, o); err != nil {
+			return err
+		}
+		envs[i] = e
+	}
+	dir, err := os.MkdirTemp("", "bui-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	fein := func(i int) string { return strconv.Itoa(firstFEIN + i%employers) }
+	for rep := range o.connsRepeats {
+		for i, s := range r.connsSettings {
+			e := envs[i]
+			res, err := e.resources(ctx, "conns")
+			if err != nil {
+				return err
+			}
+			job := fmt.Sprintf("conns%d-%d-%s", i, rep, suffix())
+			path, err := generate(dir, job, o.connsRows, fein)
+			if err != nil {
+				return err
+			}
+			log("connections: %d workers x --concurrency %d, %s, %d rows", o.connsWorkers, o.connsConcurrency, s.label, o.connsRows)
+			args := append([]string{"--concurrency", strconv.Itoa(o.connsConcurrency),
+				"--cognito-get-rate", "0", "--cognito-create-rate", "0", "--cognito-password-rate", "0", "--fineos-rate", "0"}, s.args...)
+			sampler := sampleConns(ctx, e)
+			wr, err := runWorkers(ctx, e, o, res, job, path, o.connsRows, o.connsWorkers, args)
+			perWorker, fleet := sampler()
+			if err != nil {
+				return err
+			}
+			r.conns = append(r.conns, connsRun{setting: i, rows: wr.rows, seconds: wr.seconds, peakWorker: perWorker, peakFleet: fleet})
+		}
+	}
+	return nil
+}
+
+// sampleConns samples the workers' sessions on e's server (named "bui
+// worker ROLE ID") every 20 ms until the returned stop, which gives the
+// most one worker and all of them held at once.
+func sampleConns(ctx context.Context, e *env) (stop func() (perWorker, fleet int)) {
+	ctx, cancel := context.WithCancel(ctx)
+	var mu sync.Mutex
+	peaks := map[string]int{}
+	fleetPeak := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			rows, err := e.pool.Query(ctx, `SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'bui worker %'`)
+			if err == nil {
+				now := map[string]int{}
+				total := 0
+				for rows.Next() {
+					var app string
+					if rows.Scan(&app) == nil {
+						f := strings.Fields(app)
+						now[f[len(f)-1]]++
+						total++
+					}
+				}
+				rows.Close()
+				mu.Lock()
+				for id, n := range now {
+					peaks[id] = max(peaks[id], n)
+				}
+				fleetPeak = max(fleetPeak, total)
+				mu.Unlock()
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() (int, int) {
+		cancel()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Max(append(slices.Collect(maps.Values(peaks)), 0)), fleetPeak
+	}
+}
+
+// connsSection reports the comparison: each run, and the throughput of
+// the fixed setting as a share of the unlimited one's (the mean of each).
+func (r *report) connsSection(b *strings.Builder) {
+	o := r.opts
+	fmt.Fprintf(b, "## 5. Database connections\n\n%d workers x `--concurrency %d`, %d new rows per run with force registration, the latencies of section 2, no client-side rate limit; each setting on a private PostgreSQL server of its own, the runs alternating. Peak connections are sampled from `pg_stat_activity` every 20 ms (the workers name their sessions `bui worker ROLE ID`).\n\n",
+		o.connsWorkers, o.connsConcurrency, o.connsRows)
+	fmt.Fprintf(b, "| setting | rows | seconds | rows/s | peak connections per worker | peak for the fleet |\n|---|---:|---:|---:|---:|---:|\n")
+	sum := make([]float64, len(r.connsSettings))
+	n := make([]int, len(r.connsSettings))
+	for _, c := range r.conns {
+		fmt.Fprintf(b, "| %s | %d | %.1f | %.1f | %d | %d |\n", r.connsSettings[c.setting].label, c.rows, c.seconds, c.rate(), c.peakWorker, c.peakFleet)
+		sum[c.setting] += c.rate()
+		n[c.setting]++
+	}
+	if len(n) == 2 && n[0] > 0 && n[1] > 0 {
+		fixed, unlimited := sum[1]/float64(n[1]), sum[0]/float64(n[0])
+		fmt.Fprintf(b, "\nWith the default, fixed connections the workers do %.1f rows/s against %.1f with one connection per message in flight: **%.0f%%** of its throughput (the target is at least 95%%).\n\n",
+			fixed, unlimited, 100*fixed/unlimited)
+	}
+}
