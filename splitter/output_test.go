@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/massgov/bulk-user-import/shared/budget"
+	"github.com/massgov/bulk-user-import/shared/dbpool"
 )
 
 func TestStatusShowsTheBudgetInForceAndTheWorkersThatDisagree(t *testing.T) {
@@ -48,5 +49,41 @@ func TestStatusSaysWhatHoldsABudgetBack(t *testing.T) {
 	}
 	if want := `"bound_by":{"limit":"cognito_password","by":"cap","rate":10,"allowed":40,"fix":"--cognito-password-budget 40 or more"}`; !strings.Contains(string(b), want) {
 		t.Errorf("--json lacks %s:\n%s", want, b)
+	}
+}
+
+func TestStatusSaysWhatTheWorkersHoldOfTheDatabase(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	printConns(&out, &dbState{Workers: 4, Usage: dbpool.Usage{Open: 29, InUse: 3, Max: 32, Acquires: 2000, Waited: 100, WaitedMS: 250},
+		ServerMax: 100, ServerReserved: 3, ServerOpen: 35})
+	for _, want := range []string{
+		"database connections: 4 workers hold 29 (3 in use) of the 32 they may open (--db-max-conns each); the server has 35 open of max_connections 100 (3 reserved)",
+		"the rows waited for a connection in 5.0% of 2000 asks (2.5 ms each on average)",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "refuses") {
+		t.Errorf("warns with room to spare:\n%s", out.String())
+	}
+
+	// Twenty workers of 8 on a server of 100, 10 of whose connections are
+	// others': the server would refuse them at their peak.
+	out.Reset()
+	printConns(&out, &dbState{Workers: 20, Usage: dbpool.Usage{Open: 40, Max: 160}, ServerMax: 100, ServerReserved: 3, ServerOpen: 50})
+	if want := "the workers may open 160, more than the 87 the server has for them (max_connections 100, 3 reserved, 10 others'): at their peak the server refuses them"; !strings.Contains(out.String(), want) {
+		t.Errorf("lacks %q:\n%s", want, out.String())
+	}
+	if strings.Contains(out.String(), "waited") {
+		t.Errorf("says the rows waited when none did:\n%s", out.String())
+	}
+
+	// No worker said (none runs, or older versions): nothing.
+	out.Reset()
+	printConns(&out, &dbState{ServerMax: 100})
+	if out.Len() != 0 {
+		t.Errorf("printed %q without workers", out.String())
 	}
 }
