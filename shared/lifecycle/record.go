@@ -138,17 +138,32 @@ func addRows(ctx context.Context, tx pgx.Tx, jobID, source string, header []stri
 		FROM bulk_import_staging`, jobID, base, idx); err != nil {
 		return 0, fmt.Errorf("insert rows: %w", err)
 	}
-	tag, err := tx.Exec(ctx, `UPDATE bulk_import_row r
-		SET state = 'duplicate', duplicate_of = d.first_row, finished_at = now(), updated_at = now()
-		FROM (SELECT row_no, min(row_no) OVER (PARTITION BY email, fein) AS first_row
-		      FROM bulk_import_row WHERE job_id = $1 AND state <> 'rejected') d
-		WHERE r.job_id = $1 AND r.source_idx = $2 AND r.row_no = d.row_no
-		  AND d.first_row <> r.row_no AND r.state = 'queued'`, jobID, idx)
+	// The rows were inserted by this transaction: the table's statistics
+	// do not know them (on a table never analyzed, as at the first import,
+	// the planner expects a row or two), and a nested loop over the window
+	// would recompute it for every row, quadratic: hours at 100,000 rows.
+	// A hash join is linear whatever the estimates.
+	if _, err := tx.Exec(ctx, `SET LOCAL enable_nestloop = off`); err != nil {
+		return 0, fmt.Errorf("find duplicates: %w", err)
+	}
+	tag, err := tx.Exec(ctx, duplicatesSQL, jobID, idx)
 	if err != nil {
+		return 0, fmt.Errorf("find duplicates: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `SET LOCAL enable_nestloop = on`); err != nil {
 		return 0, fmt.Errorf("find duplicates: %w", err)
 	}
 	return tag.RowsAffected(), nil
 }
+
+// duplicatesSQL marks the rows of source $2 of job $1 that repeat an
+// (email, fein) pair of an earlier row of the job as duplicates of it.
+const duplicatesSQL = `UPDATE bulk_import_row r
+	SET state = 'duplicate', duplicate_of = d.first_row, finished_at = now(), updated_at = now()
+	FROM (SELECT row_no, min(row_no) OVER (PARTITION BY email, fein) AS first_row
+	      FROM bulk_import_row WHERE job_id = $1 AND state <> 'rejected') d
+	WHERE r.job_id = $1 AND r.source_idx = $2 AND r.row_no = d.row_no
+	  AND d.first_row <> r.row_no AND r.state = 'queued'`
 
 // copySource feeds rows to COPY and counts them.
 type copySource struct {
