@@ -23,7 +23,9 @@ func TestAWorkerIsLiveWhileItBeatsAndGoneOnceItStops(t *testing.T) {
 	}
 	paused := map[breaker.Dependency]breaker.Fault{breaker.Fineos: {Code: "FINEOS_AUTH_FAILED"}}
 	reg := fleet.Register(pool, "w1", func() map[breaker.Dependency]breaker.Fault { return paused }, logging.Discard())
-	reg.Conns = func() dbpool.Usage { return dbpool.Usage{Open: 3, InUse: 1, Max: 8, Acquires: 100, Waited: 7, WaitedMS: 21} }
+	reg.Conns = func() dbpool.Usage {
+		return dbpool.Usage{Open: 3, InUse: 1, Max: 8, Acquires: 100, Waited: 7, WaitedMS: 21}
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); reg.Run(runCtx, time.Hour) }()
