@@ -421,7 +421,7 @@ func runStatus(args []string, cfg config.Config, stdout io.Writer, stderr *os.Fi
 // server's limit (left at 0 when it cannot be read: status goes on).
 func databaseState(ctx context.Context, pool *pgxpool.Pool, workers []fleet.Worker, log *slog.Logger) *dbState {
 	sum, n := fleet.SumConns(workers)
-	d := &dbState{Workers: n, Usage: sum}
+	d := &dbState{Workers: n, Unreported: len(workers) - n, Usage: sum}
 	if h, err := dbpool.CheckHeadroom(ctx, pool); err != nil {
 		log.Debug("cannot read the server's connection limit", "err", err)
 	} else {

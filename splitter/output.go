@@ -97,7 +97,8 @@ type fleetState struct {
 // dbState is what the live workers hold of the database's connections
 // (added up from their heartbeats) and what the server allows.
 type dbState struct {
-	Workers int `json:"workers"` // live workers that said (older versions do not)
+	Workers    int `json:"workers"`    // live workers that said
+	Unreported int `json:"unreported"` // live workers that did not (older versions): not counted
 	dbpool.Usage
 	// The server: max_connections, the connections reserved for
 	// superusers, and the client connections open now (this command's
@@ -216,7 +217,11 @@ func printFleet(w io.Writer, fl fleetState, now time.Time) {
 // their rows wait for one, and whether the server has room for what they
 // may open.
 func printConns(w io.Writer, d *dbState) {
-	if d == nil || d.Workers == 0 {
+	if d == nil || d.Workers+d.Unreported == 0 {
+		return
+	}
+	if d.Workers == 0 {
+		fmt.Fprintf(w, "database connections: the %d live workers (of an older version) do not say what they hold\n", d.Unreported)
 		return
 	}
 	fmt.Fprintf(w, "database connections: %d workers hold %d (%d in use) of the %d they may open (--db-max-conns each)", d.Workers, d.Open, d.InUse, d.Max)
@@ -224,6 +229,9 @@ func printConns(w io.Writer, d *dbState) {
 		fmt.Fprintf(w, "; the server has %d open of max_connections %d (%d reserved)", d.ServerOpen, d.ServerMax, d.ServerReserved)
 	}
 	fmt.Fprintln(w)
+	if d.Unreported > 0 {
+		fmt.Fprintf(w, "  %d more live workers (of an older version) do not say what they hold: not counted above\n", d.Unreported)
+	}
 	if d.ServerMax > 0 {
 		others := max(d.ServerOpen-d.Open, 0)
 		if room := d.ServerMax - d.ServerReserved - others; d.Max > room {
@@ -231,11 +239,21 @@ func printConns(w io.Writer, d *dbState) {
 				"at their peak the server refuses them (too many clients); lower --db-max-conns or run fewer workers\n", d.Max, room, d.ServerMax, d.ServerReserved, others)
 		}
 	}
-	if d.Acquires > 0 && d.Waited > 0 {
-		fmt.Fprintf(w, "  the rows waited for a connection in %.1f%% of %d asks (%.1f ms each on average): a busy pool; if the server has room, a higher --db-max-conns may help\n",
-			100*float64(d.Waited)/float64(d.Acquires), d.Acquires, float64(d.WaitedMS)/float64(d.Waited))
+	// Waiting is the design (many messages, few connections); a long
+	// wait per ask says the database, or the pool, is what paces the rows.
+	if perAsk := float64(d.WaitedMS) / float64(max(d.Acquires, 1)); d.Acquires >= minAsks && perAsk >= longWaitMS {
+		fmt.Fprintf(w, "  the rows waited %.0f ms per connection ask on average since their workers started (%.0f%% of %d asks found none free): "+
+			"the database is what paces them; if its CPU and connections have room, a higher --db-max-conns may help\n",
+			perAsk, 100*float64(d.Waited)/float64(d.Acquires), d.Acquires)
 	}
 }
+
+// The rows' wait for a connection status speaks of: over this many asks,
+// this long on average.
+const (
+	minAsks    = 100
+	longWaitMS = 20.0
+)
 
 // joinRates lists rates: "20, 40".
 func joinRates(rates []float64) string {

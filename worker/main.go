@@ -121,8 +121,8 @@ func parseFlags(args []string, cfg config.Config, stderr io.Writer) (flags, erro
 	if f.maxReceiveCount < 0 {
 		errs = append(errs, fmt.Errorf("--max-receive-count %d: want 0 (the queue's) or more", f.maxReceiveCount))
 	}
-	if f.dbMaxConns > math.MaxInt32/2 {
-		errs = append(errs, fmt.Errorf("--db-max-conns %d: too many", f.dbMaxConns))
+	if f.dbMaxConns < 0 || f.dbMaxConns > math.MaxInt32/2 {
+		errs = append(errs, fmt.Errorf("--db-max-conns %d: want 0 (the default, %d) or more", f.dbMaxConns, dbpool.DefaultWorkerConns))
 	} else {
 		var err error
 		f.conns, err = dbpool.SplitWorkerConns(f.dbMaxConns, f.pacing.budgeted(), "--db-max-conns")
@@ -215,6 +215,9 @@ func work(ctx context.Context, cfg config.Config, f flags, log *slog.Logger, std
 
 	m := &metrics.Worker{}
 	bf := newBudgets(db.control, id, f, deps.limits, m, log)
+	if bf != nil {
+		bf.ListenName = dbpool.AppName("bui worker listen " + id)
+	}
 	breakers, stopBreakers := startBreakers(ctx, db.control, id, st.pfml, deps.cognito, deps.fineos, f.probeMax, m, log,
 		func() dbpool.Usage { return dbpool.UsageOf(f.conns, db.rows, db.control, bf.Listening()) })
 	defer stopBreakers()

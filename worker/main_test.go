@@ -35,18 +35,23 @@ func TestTheConnectionsDoNotGrowWithConcurrency(t *testing.T) {
 		args []string
 		want dbpool.WorkerConns
 	}{
-		{[]string{"--concurrency", "4"}, dbpool.WorkerConns{Rows: 6, Control: 2}},
-		{[]string{"--concurrency", "256"}, dbpool.WorkerConns{Rows: 6, Control: 2}},
-		{[]string{"--concurrency", "256", "--cognito-create-budget", "40"}, dbpool.WorkerConns{Rows: 5, Control: 2, Listen: 1}},
-		{[]string{"--concurrency", "64", "--db-max-conns", "20"}, dbpool.WorkerConns{Rows: 18, Control: 2}},
+		{[]string{"--concurrency", "4"}, dbpool.WorkerConns{Rows: 5, Control: 3}},
+		{[]string{"--concurrency", "256"}, dbpool.WorkerConns{Rows: 5, Control: 3}},
+		{[]string{"--concurrency", "256", "--cognito-create-budget", "40"}, dbpool.WorkerConns{Rows: 4, Control: 3, Listen: 1}},
+		{[]string{"--concurrency", "64", "--db-max-conns", "20"}, dbpool.WorkerConns{Rows: 17, Control: 3}},
+		{[]string{"--db-max-conns", "0"}, dbpool.WorkerConns{Rows: 5, Control: 3}}, // 0: the default, as before
 	} {
 		f, err := parseFlags(c.args, config.Config{}, io.Discard)
 		if err != nil || f.conns != c.want {
 			t.Errorf("%q: %+v, %v; want %+v", c.args, f.conns, err, c.want)
 		}
 	}
-	if _, err := parseFlags([]string{"--db-max-conns", "4", "--cognito-create-budget", "40"}, config.Config{}, io.Discard); err == nil ||
-		!strings.Contains(err.Error(), "--db-max-conns 4: want at least 5") {
-		t.Errorf("4 connections with a budget: %v", err)
+	if _, err := parseFlags([]string{"--db-max-conns", "5", "--cognito-create-budget", "40"}, config.Config{}, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "--db-max-conns 5: want at least 6") {
+		t.Errorf("5 connections with a budget: %v", err)
+	}
+	if _, err := parseFlags([]string{"--db-max-conns", "-1"}, config.Config{}, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "--db-max-conns -1: want 0 (the default, 8) or more") {
+		t.Errorf("-1 connections: %v", err)
 	}
 }

@@ -42,7 +42,7 @@ func TestHarnessRunsEndToEnd(t *testing.T) {
 	for _, want := range []string{"## 1. Splitter", "splitter, S3 (emulator)", "naive: one SendMessage per row", "## 2. Workers",
 		"baseline: original, sequential", "share at most 10 database connections", "| 2 x 4 |", "## 3. Cost per row", "## 4. Fleet budgets",
 		"### Sharing a budget of 10/s", "### Workers joining and leaving", "### Under an account quota below the budget", "cores",
-		"## 5. Database connections", "of its throughput"} {
+		"## 5. Database connections", "per repeat: "} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q:\n%s", want, report)
 		}

@@ -88,7 +88,7 @@ func main() {
 	flag.IntVar(&o.connsRows, "conns-rows", 20000, "new rows per run of the connections comparison")
 	flag.IntVar(&o.connsWorkers, "conns-workers", 4, "worker processes in the connections comparison")
 	flag.IntVar(&o.connsConcurrency, "conns-concurrency", 64, "--concurrency of each worker in the connections comparison")
-	flag.IntVar(&o.connsRepeats, "conns-repeats", 2, "runs of each setting in the connections comparison (alternating)")
+	flag.IntVar(&o.connsRepeats, "conns-repeats", 3, "runs of each setting in the connections comparison (alternating)")
 	flag.BoolVar(&o.skipConns, "skip-conns", false, "skip the connections comparison")
 	flag.BoolVar(&o.skipSplitter, "skip-splitter", false, "skip the splitter measurements")
 	flag.BoolVar(&o.skipWorkers, "skip-workers", false, "skip the worker measurements")

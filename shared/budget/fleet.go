@@ -63,8 +63,11 @@ type Fleet struct {
 	// listening: the connection of its own that listens for the fleet's
 	// changes is open.
 	listening atomic.Bool
-	mu        sync.Mutex
-	failing   bool
+	// ListenName, if set, is the listener's application_name (its
+	// connection is otherwise configured as the pool's).
+	ListenName string
+	mu         sync.Mutex
+	failing    bool
 }
 
 // NewFleet returns the fleet view of this worker (id) for the limits that
@@ -178,7 +181,11 @@ func (f *Fleet) listen(ctx context.Context) {
 	waits := reconnectRetry.BackOff()
 	for ctx.Err() == nil {
 		err := func() error {
-			conn, err := pgx.ConnectConfig(ctx, f.pool.Config().ConnConfig.Copy())
+			cfg := f.pool.Config().ConnConfig.Copy()
+			if f.ListenName != "" {
+				cfg.RuntimeParams["application_name"] = f.ListenName
+			}
+			conn, err := pgx.ConnectConfig(ctx, cfg)
 			if err != nil {
 				return err
 			}

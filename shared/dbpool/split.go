@@ -10,15 +10,18 @@ import (
 // and registration steps are two short pipelined transactions per row, so
 // a few connections serve many messages in flight (they wait for one,
 // briefly, rather than each holding its own); the maintainer, the fleet's
-// registry, budget syncs and breaker probes have a pool of their own, so
-// that rows never starve a heartbeat or a lease renewal.
+// registry and budget syncs have a pool of their own, so that rows never
+// starve a heartbeat or a lease renewal.
 const (
 	// DefaultWorkerConns is what a worker opens at most by default.
 	DefaultWorkerConns = 8
 	// ControlConns is the pool of the maintainer and the fleet's
-	// bookkeeping: one for a long statement (a result file's rows, a job's
-	// run lock), one for the beats and renewals meanwhile.
-	ControlConns = 2
+	// bookkeeping. The maintainer holds two at most at once (a job's run
+	// lock during a re-send and a statement under it; a result file's rows
+	// and its claim's renewal); the third is always there for the
+	// heartbeats, the leader's lease and the budget syncs, however slow the
+	// maintainer's statements are (waiting on a job's lock, say).
+	ControlConns = 3
 	// MinRowConns is the least the rows get.
 	MinRowConns = 2
 )
@@ -33,10 +36,13 @@ type WorkerConns struct {
 // Total is every connection the worker may open.
 func (c WorkerConns) Total() int { return int(c.Rows + c.Control + c.Listen) }
 
-// SplitWorkerConns splits total connections: the listener's (when listen),
-// the control pool's, and the rest for the rows. flag names the setting in
-// the error when total is too small.
+// SplitWorkerConns splits total connections (0: DefaultWorkerConns): the
+// listener's (when listen), the control pool's, and the rest for the rows.
+// flag names the setting in the error when total is too small.
 func SplitWorkerConns(total int, listen bool, flag string) (WorkerConns, error) {
+	if total == 0 {
+		total = DefaultWorkerConns
+	}
 	c := WorkerConns{Control: ControlConns}
 	if listen {
 		c.Listen = 1
@@ -59,8 +65,10 @@ type Usage struct {
 	InUse int `json:"in_use"` // of them, running a statement or transaction now
 	Max   int `json:"max"`    // the most the process may open
 	// Since the process started: the connections the rows asked for, how
-	// many of those asks waited for one (every connection busy) and how
-	// long they waited in all. Many waits say --db-max-conns is short.
+	// many of those asks found none free and waited for another to be
+	// released (a new connection being opened is not counted), and how
+	// long the asks that did not find one at once waited in all (opening
+	// included).
 	Acquires int64 `json:"acquires"`
 	Waited   int64 `json:"waited"`
 	WaitedMS int64 `json:"waited_ms"`
@@ -75,7 +83,7 @@ func UsageOf(c WorkerConns, rows, control *pgxpool.Pool, listening bool) Usage {
 		InUse:    int(r.AcquiredConns() + k.AcquiredConns()),
 		Max:      c.Total(),
 		Acquires: r.AcquireCount(),
-		Waited:   r.EmptyAcquireCount(),
+		Waited:   max(r.EmptyAcquireCount()-r.NewConnsCount(), 0),
 		WaitedMS: r.EmptyAcquireWaitTime().Milliseconds(),
 	}
 	if listening {

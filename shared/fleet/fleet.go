@@ -94,7 +94,11 @@ func (r *Registration) Run(ctx context.Context, interval time.Duration) {
 	defer t.Stop()
 	failing := false
 	for {
-		err := r.beat(ctx)
+		// A beat that cannot have a connection or is held up waits no
+		// longer than until the next one.
+		bctx, cancel := context.WithTimeout(ctx, interval)
+		err := r.beat(bctx)
+		cancel()
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:
 			r.log.Warn("could not register this worker's heartbeat (status may not list it)", "err", err)

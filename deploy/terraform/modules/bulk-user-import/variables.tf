@@ -228,12 +228,12 @@ variable "worker_concurrency" {
 }
 
 variable "worker_db_max_conns" {
-  description = "Every database connection one worker opens, whatever worker_concurrency (--db-max-conns): 2 for the maintainer and the fleet's bookkeeping, 1 listening for budget changes, the rest for the rows. Keep worker_max_count * this within the connections the PFML database has free; a row holds one only for two short transactions."
+  description = "Every database connection one worker opens, whatever worker_concurrency (--db-max-conns): 3 for the maintainer and the fleet's bookkeeping, 1 listening for budget changes, the rest for the rows. Keep worker_max_count * this within the connections the PFML database has free; a row holds one only for two short transactions."
   type        = number
   default     = 8
   validation {
-    condition     = var.worker_db_max_conns >= 5
-    error_message = "worker_db_max_conns must be at least 5 (2 for the rows, 2 for the maintainer and the fleet's bookkeeping, 1 listening for budget changes)."
+    condition     = var.worker_db_max_conns >= 6
+    error_message = "worker_db_max_conns must be at least 6 (2 for the rows, 3 for the maintainer and the fleet's bookkeeping, 1 listening for budget changes)."
   }
 }
 
