@@ -412,6 +412,9 @@ func startBudgets(ctx context.Context, pool *pgxpool.Pool, id string, f flags, l
 		return func() {}
 	}
 	m.BudgetSyncs = bf.Syncs
+	// Idle (nothing in flight, nothing received for two syncs): its share
+	// goes to the workers with work.
+	bf.Watch(m.LastReceive, m.InFlight.Load)
 	fleetCtx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
 	fleetDone := make(chan struct{})
 	go func() { defer close(fleetDone); bf.Run(fleetCtx) }()
