@@ -76,3 +76,16 @@ func TestStatusSaysHowManyWorkersAreIdle(t *testing.T) {
 		t.Errorf("--json lacks the idle workers: %s", b)
 	}
 }
+
+func TestStatusSaysWhenTheWorkersCapsHoldABudgetBelowItself(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	printFleet(&out, fleetState{Budgets: []budget.State{{Name: budget.CognitoCreate, Budget: 40, Rate: 40, Workers: 4,
+		BoundBy: &budget.Bound{Limit: budget.CognitoCreate, By: "cap", Rate: 20, Allowed: 40,
+			Fix: "a higher --cognito-create-rate, or none (with --cognito-create-budget, a worker is capped only when it is given)"}}}}, time.Now())
+	want := "  cognito_create: held to 20/s by the cognito_create cap of the live workers, below its budget of 40/s: " +
+		"set a higher --cognito-create-rate, or none (with --cognito-create-budget, a worker is capped only when it is given)\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("status lacks\n%s\nin\n%s", want, out.String())
+	}
+}
