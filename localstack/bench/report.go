@@ -102,7 +102,7 @@ func (r *report) budgetSection(b *strings.Builder) {
 		if len(x.idleSeen) > 0 {
 			idle = fmt.Sprintf("%d", x.idleSeen[len(x.idleSeen)-1])
 		}
-		fmt.Fprintf(b, "### One worker idle (budget %.0f/s)\n\n%d workers share the budget; %d of them receive from an empty queue of their own (same database): with nothing in flight and nothing received for two syncs, a worker is idle and its share goes to the workers with work. Target: at least 95%% of the budget used. Idle workers the fleet counted at the end: %s.\n\n| workers | seconds | fleet rate | share of the budget | slowest 5 s | fastest 5 s | syncs/s per worker |\n|---|---:|---:|---:|---:|---:|---:|\n",
+		fmt.Fprintf(b, "### One worker idle (budget %.0f/s)\n\n%d workers share the budget; the idle ones (%d) receive from an empty queue of their own (same database): with nothing in flight and nothing received for two syncs, a worker is idle and its share goes to the workers with work. Target: at least 95%% of the budget used. Idle workers the fleet counted at the end: %s.\n\n| workers | seconds | fleet rate | share of the budget | slowest 5 s | fastest 5 s | syncs/s per worker |\n|---|---:|---:|---:|---:|---:|---:|\n",
 			x.budget, x.workers+x.idleWorkers, x.idleWorkers, idle)
 		fmt.Fprintf(b, "| %s | %.0f | %.1f | %.1f%% | %.1f | %.1f | %.2f |\n\n", x.label, x.seconds, x.rate, 100*x.rate/x.budget, x.minWin, x.maxWin, x.syncsPerWorker)
 	}
