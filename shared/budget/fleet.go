@@ -160,8 +160,8 @@ const Channel = "bulk_import_budget"
 // Run syncs every interval, and at once (at most every tenth of an
 // interval) when a call is throttled or another worker joins or leaves,
 // until ctx ends; then it leaves the fleet, so that the others take its
-// share. While joining it syncs every tenth of an interval until every
-// other worker has seen it.
+// share. While joining, or becoming active again after it was idle, it
+// syncs every tenth of an interval until every other worker has seen it.
 func (f *Fleet) Run(ctx context.Context) {
 	defer f.leave(ctx)
 	lctx, stopListen := context.WithCancel(ctx)
