@@ -158,7 +158,8 @@ func (f *Fleet) Syncs() int64 { return f.syncs.Load() }
 const Channel = "bulk_import_budget"
 
 // Run syncs every interval, and at once (at most every tenth of an
-// interval) when a call is throttled or another worker joins or leaves,
+// interval) when a call is throttled, another worker joins or leaves, or
+// this one has work again after it was idle,
 // until ctx ends; then it leaves the fleet, so that the others take its
 // share. While joining, or becoming active again after it was idle, it
 // syncs every tenth of an interval until every other worker has seen it.
@@ -170,15 +171,36 @@ func (f *Fleet) Run(ctx context.Context) {
 	defer func() { stopListen(); <-listening }()
 	t := time.NewTimer(0)
 	defer t.Stop()
+	// A worker idle that has work again syncs at once, as a joiner does
+	// (once per change: a worker is idle for two syncs at least).
+	watch := time.NewTicker(max(f.interval/10, time.Millisecond))
+	defer watch.Stop()
+	armed := false // idle since the last sync that this watch made
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-f.kick:
+		case <-watch.C:
+			if f.lastReceived == nil {
+				watch.Stop()
+				continue
+			}
+			if !f.active() {
+				armed = true
+				continue
+			}
+			if !armed {
+				continue
+			}
 		}
+		armed = false
 		start := time.Now()
 		err := f.Sync(ctx)
+		if err == nil && !f.wasActive {
+			armed = true // said idle
+		}
 		f.mu.Lock()
 		switch {
 		case err != nil && !f.failing && ctx.Err() == nil:

@@ -213,3 +213,27 @@ func TestAWorkerBusyAgainNeverTakesTheFleetOverItsBudget(t *testing.T) {
 	}
 	t.Logf("%d observations, largest sum %.2f", obs.n, obs.max)
 }
+
+// An idle worker that has work again syncs at once, and the others lower
+// their shares at once (notified), not at their next periodic sync (here
+// ten seconds away).
+func TestAWorkerBusyAgainSyncsAtOnceAndTheOthersFollow(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	a := newMember(t, pool, "a", 30, 0, 10*time.Second)
+	a.busy()
+	a.run()
+	waitShares(t, 30, a)
+	waitListening(t, pool)
+	b := newMember(t, pool, "b", 30, 0, 10*time.Second)
+	work := b.busy()
+	work.Store(false)
+	b.run()
+	// b joined idle and no longer syncs fast as a joiner does.
+	eventually(t, func() bool { return b.fleet.Syncs() > 0 && !b.fleet.warming.Load() && readState(t, a).Idle == 1 },
+		func() string { return fmt.Sprintf("b joined idle: %+v", readState(t, a)) })
+	waitShares(t, 30, a)
+	waitShares(t, 0, b)
+	work.Store(true)
+	waitShares(t, 15, a, b)
+}
