@@ -373,7 +373,7 @@ WITH beat AS (` + fleet.BeatSQL + `
 	RETURNING name, budget, rate, calls, throttles, decreased_at
 )
 SELECT r.name, r.budget, r.rate, r.calls, r.throttles, r.decreased_at, 1 + coalesce(o.n, 0), coalesce(o.caps, '{}'),
-	coalesce(o.stale, 0), now(), coalesce(o.active, 0), coalesce(o.active_caps, '{}')
+	coalesce(o.stale, 0), coalesce(o.active, 0), coalesce(o.active_caps, '{}')
 FROM (SELECT * FROM upd UNION ALL SELECT * FROM ins) r LEFT JOIN others o USING (name)`
 
 // Sync reports this worker's counts and whether it has work, updates the
@@ -418,11 +418,10 @@ func (f *Fleet) Sync(ctx context.Context) error {
 		activeCaps []float64 // the other live workers' that have work
 		active     int       // other live workers that have work
 		stale      int       // other live workers that have not synced since this one joined or became active
-		at         time.Time // the database's clock
 	}
 	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (synced, error) {
 		var s synced
-		err := r.Scan(&s.st.Name, &s.st.Budget, &s.st.Rate, &s.st.Calls, &s.st.Throttled, &s.st.DecreasedAt, &s.st.Workers, &s.caps, &s.stale, &s.at,
+		err := r.Scan(&s.st.Name, &s.st.Budget, &s.st.Rate, &s.st.Calls, &s.st.Throttled, &s.st.DecreasedAt, &s.st.Workers, &s.caps, &s.stale,
 			&s.active, &s.activeCaps)
 		return s, err
 	})
@@ -511,8 +510,9 @@ func fairShare(rate float64, caps []float64) float64 {
 
 // Read returns the fleet's budgets in use (synced by a live worker within
 // the last within), for status: each with the live workers sharing it
-// (and how many of them are idle), their budgets when they differ, and what holds it below itself (a limit
-// of the requests each of its requests needs, over the live workers).
+// (and how many of them are idle), their budgets when they differ, and
+// what holds it below itself (a limit of the requests each of its requests
+// needs, or its own caps, over the live workers).
 func Read(ctx context.Context, pool *pgxpool.Pool, within time.Duration) ([]State, error) {
 	rows, err := pool.Query(ctx, `SELECT b.name, b.budget, b.rate, b.calls, b.throttles, b.decreased_at,
 			coalesce(s.n, 0), coalesce(s.idle, 0), coalesce(s.budgets, '{}'), coalesce(s.workers, '[]')

@@ -263,7 +263,8 @@ type State struct {
 	// smallest is in force.
 	WorkerBudgets []float64 `json:"worker_budgets,omitempty"`
 	// What holds the fleet below the budget, when a limit of the requests
-	// each of its requests needs does (status only): the lowest such.
+	// each of its requests needs does, or the live workers' own caps of it
+	// (status only): the lowest such.
 	BoundBy *Bound `json:"bound_by,omitempty"`
 }
 
