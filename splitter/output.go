@@ -189,11 +189,7 @@ func printFleet(w io.Writer, fl fleetState, now time.Time) {
 			if b.Rate < b.Budget && b.DecreasedAt != nil {
 				cur += fmt.Sprintf(" (lowered after throttling %s ago)", now.Sub(*b.DecreasedAt).Round(time.Second))
 			}
-			each := b.Rate
-			if b.Workers > 0 {
-				each = b.Rate / float64(b.Workers)
-			}
-			fmt.Fprintf(tw, "  %s\tbudget %g\t%s\t%d workers, %.2f each\t%d calls, %d throttled\n", b.Name, b.Budget, cur, b.Workers, each, b.Calls, b.Throttled)
+			fmt.Fprintf(tw, "  %s\tbudget %g\t%s\t%s\t%d calls, %d throttled\n", b.Name, b.Budget, cur, sharing(b), b.Calls, b.Throttled)
 		}
 		tw.Flush()
 		for _, b := range fl.Budgets {
@@ -254,6 +250,25 @@ const (
 	minAsks    = 100
 	longWaitMS = 20.0
 )
+
+// sharing says how the live workers share a budget: "4 workers, 10.00
+// each", or, when some are idle (they give their shares to the others),
+// "4 workers: 3 active, 13.33 each; 1 idle".
+func sharing(b budget.State) string {
+	active := b.Workers - b.Idle
+	switch {
+	case b.Workers == 0:
+		return fmt.Sprintf("0 workers, %.2f each", b.Rate)
+	case b.Idle == 0 || active == 0: // none idle, or all: an even split
+		s := fmt.Sprintf("%d workers, %.2f each", b.Workers, b.Rate/float64(b.Workers))
+		if b.Idle > 0 {
+			s += " (all idle)"
+		}
+		return s
+	default:
+		return fmt.Sprintf("%d workers: %d active, %.2f each; %d idle", b.Workers, active, b.Rate/float64(active), b.Idle)
+	}
+}
 
 // joinRates lists rates: "20, 40".
 func joinRates(rates []float64) string {

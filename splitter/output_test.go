@@ -95,3 +95,42 @@ func TestStatusSaysWhatTheWorkersHoldOfTheDatabase(t *testing.T) {
 		t.Errorf("printed %q without workers", out.String())
 	}
 }
+
+func TestStatusSaysHowManyWorkersAreIdle(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	printFleet(&out, fleetState{Budgets: []budget.State{
+		{Name: budget.CognitoCreate, Budget: 40, Rate: 40, Workers: 4, Idle: 1},
+		{Name: budget.CognitoGet, Budget: 60, Rate: 60, Workers: 4, Idle: 4},
+		{Name: budget.CognitoPassword, Budget: 40, Rate: 40, Workers: 4},
+	}}, time.Now())
+	for _, want := range []string{
+		"4 workers: 3 active, 13.33 each; 1 idle",
+		"4 workers, 15.00 each (all idle)",
+		"4 workers, 10.00 each ",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+	b, err := json.Marshal(fleetState{Budgets: []budget.State{{Name: budget.CognitoCreate, Workers: 4, Idle: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"workers":4,"idle":1`) {
+		t.Errorf("--json lacks the idle workers: %s", b)
+	}
+}
+
+func TestStatusSaysWhenTheWorkersCapsHoldABudgetBelowItself(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	printFleet(&out, fleetState{Budgets: []budget.State{{Name: budget.CognitoCreate, Budget: 40, Rate: 40, Workers: 4,
+		BoundBy: &budget.Bound{Limit: budget.CognitoCreate, By: "cap", Rate: 20, Allowed: 40,
+			Fix: "a higher --cognito-create-rate, or none (with --cognito-create-budget, a worker is capped only when it is given)"}}}}, time.Now())
+	want := "  cognito_create: held to 20/s by the cognito_create cap of the live workers, below its budget of 40/s: " +
+		"set a higher --cognito-create-rate, or none (with --cognito-create-budget, a worker is capped only when it is given)\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("status lacks\n%s\nin\n%s", want, out.String())
+	}
+}

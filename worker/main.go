@@ -432,6 +432,9 @@ func newBudgets(pool *pgxpool.Pool, id string, f flags, limits []*budget.Limit, 
 	bf := budget.NewFleet(pool, id, f.pacing.sync, log, limits...)
 	if bf != nil {
 		m.BudgetSyncs = bf.Syncs
+		// Idle (nothing in flight, nothing received for two syncs): its
+		// share goes to the workers with work.
+		bf.Watch(m.LastReceive, m.InFlight.Load)
 	}
 	return bf
 }

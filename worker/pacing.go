@@ -131,15 +131,20 @@ func (p *pacingFlags) flags() map[string]budget.Flags {
 
 // warnings say, at start, when a limit of the requests another needs
 // holds that other below its own limits in this worker: "cognito_password
-// limits cognito_create: held to 10/s by ...". A per-worker cap is this
-// worker's; the fleet's caps add up, so the warning says how many workers
-// with these flags lift it.
+// limits cognito_create: held to 10/s by ..."; or when the per-worker cap
+// of a kind holds it below its own budget: "cognito_create: held to 5/s by
+// the cognito_create cap of this worker, below its budget of 40/s ...". A
+// per-worker cap is this worker's; the fleet's caps add up, so the warning
+// says how many workers with these flags lift it.
 func (p *pacingFlags) warnings() []string {
 	mine := p.flags()
 	var out []string
 	for _, x := range p.all() {
 		for _, b := range budget.Bounds(x.name, []map[string]budget.Flags{mine}) {
 			w := fmt.Sprintf("%s limits %s: %s", b.Limit, x.name, b.Text(x.name, "this worker"))
+			if b.Limit == x.name {
+				w = fmt.Sprintf("%s: %s", x.name, b.Text(x.name, "this worker"))
+			}
 			if n := budget.WorkersToLift(x.name, mine, b.Limit); b.By == "cap" && n > 0 {
 				w += fmt.Sprintf(" (or run %d or more workers with these flags: their caps add up)", n)
 			}

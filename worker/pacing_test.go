@@ -25,8 +25,18 @@ func TestTheStartSaysWhichLimitHoldsCreatesBack(t *testing.T) {
 		{[]string{"--cognito-create-budget", "40", "--cognito-password-budget", "30", "--cognito-get-budget", "40"}, nil, []string{
 			"cognito_password limits cognito_create: held to 30/s by the cognito_password budget, below the 40/s its own limits allow (each AdminCreateUser needs an AdminSetUserPassword): set --cognito-password-budget 40 or more",
 		}},
-		// A create cap of this worker below the budget: the needs follow it.
-		{[]string{"--cognito-create-budget", "40", "--cognito-create-rate", "10"}, nil, nil},
+		// A create cap of this worker below the budget: it binds (the needs
+		// follow it), and eight workers lift it, or four.
+		{[]string{"--cognito-create-budget", "40", "--cognito-create-rate", "5"}, nil, []string{
+			"cognito_create: held to 5/s by the cognito_create cap of this worker, below its budget of 40/s: set a higher --cognito-create-rate, or none (with --cognito-create-budget, a worker is capped only when it is given) (or run 8 or more workers with these flags: their caps add up)",
+		}},
+		{[]string{"--cognito-create-budget", "40", "--cognito-create-rate", "10"}, nil, []string{
+			"cognito_create: held to 10/s by the cognito_create cap of this worker, below its budget of 40/s: set a higher --cognito-create-rate, or none (with --cognito-create-budget, a worker is capped only when it is given) (or run 4 or more workers with these flags: their caps add up)",
+		}},
+		{[]string{"--cognito-create-budget", "40", "--cognito-create-rate", "40"}, nil, []string{
+			"cognito_password limits cognito_create: held to 10/s by the cognito_password cap of this worker, below the 40/s its own limits allow (each AdminCreateUser needs an AdminSetUserPassword): set --cognito-password-budget 40 or more (or run 4 or more workers with these flags: their caps add up)",
+			"cognito_get limits cognito_create: held to 20/s by the cognito_get cap of this worker, below the 40/s its own limits allow (each AdminCreateUser needs an AdminGetUser): set --cognito-get-budget 40 or more (or run 2 or more workers with these flags: their caps add up)",
+		}},
 		{[]string{"--cognito-create-rate", "15"}, nil, []string{
 			"cognito_password limits cognito_create: held to 10/s by the cognito_password cap of this worker, below the 15/s its own limits allow (each AdminCreateUser needs an AdminSetUserPassword): set --cognito-password-rate 15 or more",
 		}},

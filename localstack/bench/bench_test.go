@@ -33,7 +33,7 @@ func TestHarnessRunsEndToEnd(t *testing.T) {
 		splitRows: []int{300}, naiveRows: 50, workerRows: 60, workerCounts: []int{1, 2}, concurrencies: []int{4},
 		baselineRows: 3, cognitoLatency: 5 * time.Millisecond, fineosLatency: 10 * time.Millisecond,
 		dbConns: 10, skipGoBench: true, connsRows: 60, connsWorkers: 2, connsConcurrency: 4, connsRepeats: 1,
-		budget: 10, budgetWorkers: []int{1, 2}, budgetSeconds: 2, budgetWarmup: time.Second, budgetJoin: true, quota: 4, quotaBudget: 8, quotaWorkers: 2, quotaSeconds: 3,
+		budget: 10, budgetWorkers: []int{1, 2}, budgetSeconds: 2, budgetWarmup: time.Second, budgetJoin: true, budgetIdle: true, idleWorkers: 2, budgetQuota: true, quota: 4, quotaBudget: 8, quotaWorkers: 2, quotaSeconds: 3,
 	}
 	report, err := run(context.Background(), o)
 	if err != nil {
@@ -41,7 +41,7 @@ func TestHarnessRunsEndToEnd(t *testing.T) {
 	}
 	for _, want := range []string{"## 1. Splitter", "splitter, S3 (emulator)", "naive: one SendMessage per row", "## 2. Workers",
 		"baseline: original, sequential", "share at most 10 database connections", "| 2 x 4 |", "## 3. Cost per row", "## 4. Fleet budgets",
-		"### Sharing a budget of 10/s", "### Workers joining and leaving", "### Under an account quota below the budget", "cores",
+		"### Sharing a budget of 10/s", "### Workers joining and leaving", "### One worker idle", "| 1 busy + 1 idle |", "### Under an account quota below the budget", "cores",
 		"## 5. Database connections", "per repeat: "} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q:\n%s", want, report)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/massgov/bulk-user-import/localstack/faultproxy"
 	"github.com/massgov/bulk-user-import/localstack/proctest"
+	"github.com/massgov/bulk-user-import/shared/budget"
 )
 
 // budgetRun is one measured run of workers sharing an AdminCreateUser
@@ -38,6 +40,10 @@ type budgetRun struct {
 	syncsPerWorker float64
 	// The fleet's rate (bulk_import_budget) every second of the run.
 	fleetRates []float64
+	// Workers started on an empty queue of their own (same database), and
+	// how many live workers the fleet counted idle each second.
+	idleWorkers int
+	idleSeen    []int
 }
 
 type phase struct {
@@ -169,9 +175,12 @@ type fleetRun struct {
 	marks   [][2]time.Duration
 }
 
-func (f *fleetRun) start(n int) error {
+func (f *fleetRun) start(n int) error { return f.startWith(f.env, n) }
+
+// startWith starts n workers with this environment.
+func (f *fleetRun) startWith(env []string, n int) error {
 	for range n {
-		w, err := startBudgetWorker(f.ctx, f.o, f.env, f.args)
+		w, err := startBudgetWorker(f.ctx, f.o, env, f.args)
 		if err != nil {
 			return err
 		}
@@ -219,8 +228,9 @@ func (f *fleetRun) phase(label string, d time.Duration) {
 
 // benchBudgets measures the fleet budgets: the fleet's AdminCreateUser
 // rate for a budget with 1, 2, 4 and 8 workers; while workers join and
-// leave; and under an account quota below the budget (AIMD), with its
-// throttled share and the coordination's cost.
+// leave; with one worker of four idle (its share goes to the others); and
+// under an account quota below the budget (AIMD), with its throttled
+// share and the coordination's cost.
 func benchBudgets(ctx context.Context, e *env, o options, r *report) error {
 	if err := prepareRows(ctx, e, o); err != nil {
 		return err
@@ -234,8 +244,10 @@ func benchBudgets(ctx context.Context, e *env, o options, r *report) error {
 	secs := time.Duration(o.budgetSeconds) * time.Second
 	warmup := o.budgetWarmup
 
-	run := func(label string, workers int, budget, quota float64, span time.Duration, script func(f *fleetRun) error) (budgetRun, error) {
-		br := budgetRun{label: label, workers: workers, budget: budget, quota: quota}
+	// run measures workers on the job's queue, and idle ones on an empty
+	// queue of their own.
+	run := func(label string, workers, idle int, budget, quota float64, span time.Duration, script func(f *fleetRun) error) (budgetRun, error) {
+		br := budgetRun{label: label, workers: workers, budget: budget, quota: quota, idleWorkers: idle}
 		res, err := e.resources(ctx, "budget")
 		if err != nil {
 			return br, err
@@ -264,8 +276,21 @@ func benchBudgets(ctx context.Context, e *env, o options, r *report) error {
 			f.smp.close()
 			return br, err
 		}
+		if idle > 0 {
+			empty, err := e.resources(ctx, "budget-idle")
+			if err != nil {
+				f.smp.close()
+				return br, err
+			}
+			idleEnv := append(slices.Clone(env), "IMPORT_QUEUE_URL="+empty.QueueURL, "IMPORT_DLQ_URL="+empty.DLQURL)
+			if err := f.startWith(idleEnv, idle); err != nil {
+				f.smp.close()
+				return br, err
+			}
+		}
 		rctx, stopRates := context.WithCancel(ctx)
 		ratesDone := make(chan []float64, 1)
+		var idleSeen []int // written by the goroutine until ratesDone
 		go func() {
 			var rates []float64
 			t := time.NewTicker(time.Second)
@@ -281,6 +306,9 @@ func benchBudgets(ctx context.Context, e *env, o options, r *report) error {
 				if e.pool.QueryRow(rctx, `SELECT rate FROM bulk_import_budget WHERE name = 'cognito_create'`).Scan(&r) == nil {
 					rates = append(rates, r)
 				}
+				if n, ok := idleCreators(rctx, e); ok {
+					idleSeen = append(idleSeen, n)
+				}
 			}
 		}()
 		time.Sleep(warmup)
@@ -291,6 +319,7 @@ func benchBudgets(ctx context.Context, e *env, o options, r *report) error {
 		}
 		stopRates()
 		br.fleetRates = <-ratesDone
+		br.idleSeen = idleSeen
 		f.stop(len(f.procs))
 		var syncs int64
 		var workerSeconds float64
@@ -329,13 +358,16 @@ func benchBudgets(ctx context.Context, e *env, o options, r *report) error {
 		}
 		log("budget: %s: %.1f/s (5 s windows %.1f-%.1f), %.2f%% throttled, %d failed, %.2f syncs/s per worker; fleet rate each second: %s",
 			label, br.rate, br.minWin, br.maxWin, 100*br.throttledShare, br.failed, br.syncsPerWorker, floats(br.fleetRates))
+		if idle > 0 {
+			log("budget: %s: idle workers counted each second: %v", label, br.idleSeen)
+		}
 		return br, nil
 	}
 
 	var br budgetRun
 	for _, n := range o.budgetWorkers {
 		log("budget: %d workers sharing %.0f AdminCreateUser/s", n, o.budget)
-		br, err = run(fmt.Sprintf("%d workers", n), n, o.budget, 0, secs, nil)
+		br, err = run(fmt.Sprintf("%d workers", n), n, 0, o.budget, 0, secs, nil)
 		if err != nil {
 			return err
 		}
@@ -344,7 +376,7 @@ func benchBudgets(ctx context.Context, e *env, o options, r *report) error {
 
 	if o.budgetJoin {
 		log("budget: workers joining and leaving")
-		br, err = run("2, then 4, then 1 workers", 2, o.budget, 0, 3*secs, func(f *fleetRun) error {
+		br, err = run("2, then 4, then 1 workers", 2, 0, o.budget, 0, 3*secs, func(f *fleetRun) error {
 			f.phase("2 workers", secs)
 			if err := f.start(2); err != nil {
 				return err
@@ -360,12 +392,24 @@ func benchBudgets(ctx context.Context, e *env, o options, r *report) error {
 		r.budgetJoin = &br
 	}
 
-	log("budget: %d workers, budget %.0f/s, account quota %.0f/s", o.quotaWorkers, o.quotaBudget, o.quota)
-	qr, err := run(fmt.Sprintf("%d workers", o.quotaWorkers), o.quotaWorkers, o.quotaBudget, o.quota, time.Duration(o.quotaSeconds)*time.Second, nil)
-	if err != nil {
-		return err
+	if o.budgetIdle {
+		busy := o.idleWorkers - 1
+		log("budget: %d workers sharing %.0f AdminCreateUser/s, one of them idle (an empty queue)", o.idleWorkers, o.budget)
+		br, err = run(fmt.Sprintf("%d busy + 1 idle", busy), busy, 1, o.budget, 0, secs, nil)
+		if err != nil {
+			return err
+		}
+		r.budgetIdle = &br
 	}
-	r.budgetQuota = &qr
+
+	if o.budgetQuota {
+		log("budget: %d workers, budget %.0f/s, account quota %.0f/s", o.quotaWorkers, o.quotaBudget, o.quota)
+		qr, err := run(fmt.Sprintf("%d workers", o.quotaWorkers), o.quotaWorkers, 0, o.quotaBudget, o.quota, time.Duration(o.quotaSeconds)*time.Second, nil)
+		if err != nil {
+			return err
+		}
+		r.budgetQuota = &qr
+	}
 	return nil
 }
 
@@ -379,4 +423,19 @@ func floats(fs []float64) string {
 		fmt.Fprintf(&b, "%.1f", f)
 	}
 	return b.String()
+}
+
+// idleCreators is how many live workers the fleet counts idle for the
+// AdminCreateUser budget (as splitter status says).
+func idleCreators(ctx context.Context, e *env) (int, bool) {
+	st, err := budget.Read(ctx, e.pool, 10*time.Second)
+	if err != nil {
+		return 0, false
+	}
+	for _, b := range st {
+		if b.Name == budget.CognitoCreate {
+			return b.Idle, true
+		}
+	}
+	return 0, false
 }

@@ -5,7 +5,8 @@
 // processes and two concurrencies, against the original sequential
 // algorithm, the cost of a row in SQS requests, database round trips and
 // transactions, and CPU time, and the fleet budgets: how evenly workers
-// share one, and how the fleet settles under an account quota below it.
+// share one, how the busy workers take an idle one's share, and how the
+// fleet settles under an account quota below it.
 //
 // Usage: go run ./localstack/bench [flags]   (make bench builds bin/ first)
 package main
@@ -55,6 +56,10 @@ type options struct {
 	skipSplitter     bool
 	skipWorkers      bool
 	skipGoBench      bool
+	budgetsOnly      bool
+	budgetIdle       bool
+	idleWorkers      int
+	budgetQuota      bool
 }
 
 func main() {
@@ -90,11 +95,23 @@ func main() {
 	flag.IntVar(&o.connsConcurrency, "conns-concurrency", 64, "--concurrency of each worker in the connections comparison")
 	flag.IntVar(&o.connsRepeats, "conns-repeats", 3, "runs of each setting in the connections comparison (alternating)")
 	flag.BoolVar(&o.skipConns, "skip-conns", false, "skip the connections comparison")
+	flag.BoolVar(&o.budgetsOnly, "budgets-only", false, "measure the fleet budgets alone (as -skip-splitter -skip-workers -skip-go-bench); with -budget-workers= -budget-join=false -budget-quota=false, only the idle run")
+	flag.BoolVar(&o.budgetIdle, "budget-idle", true, "measure a budget shared by workers one of which is idle (an empty queue of its own)")
+	flag.IntVar(&o.idleWorkers, "idle-workers", 4, "workers in the idle run, the idle one included")
+	flag.BoolVar(&o.budgetQuota, "budget-quota", true, "measure the fleet under an account quota below its budget")
 	flag.BoolVar(&o.skipSplitter, "skip-splitter", false, "skip the splitter measurements")
 	flag.BoolVar(&o.skipWorkers, "skip-workers", false, "skip the worker measurements")
 	flag.BoolVar(&o.skipGoBench, "skip-go-bench", false, "skip the Go benchmarks")
 	flag.Parse()
 	o.splitRows, o.workerCounts, o.concurrencies, o.budgetWorkers = ints(splitRows), ints(workerCounts), ints(concurrencies), ints(budgetWorkers)
+	if o.budgetsOnly {
+		o.skipSplitter, o.skipWorkers, o.skipGoBench, o.skipBudgets = true, true, true, false
+		o.skipConns = true
+	}
+	if o.idleWorkers < 2 {
+		fmt.Fprintln(os.Stderr, "bench: -idle-workers: want 2 or more (one of them idle)")
+		os.Exit(2)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -17,6 +17,7 @@ type report struct {
 	baseline          float64
 	budgets           []budgetRun
 	budgetJoin        *budgetRun
+	budgetIdle        *budgetRun
 	budgetQuota       *budgetRun
 	connsSettings     []connsSetting
 	conns             []connsRun
@@ -71,7 +72,7 @@ func (r *report) markdown() string {
 		}
 		b.WriteString("\n")
 	}
-	if len(r.budgets) > 0 || r.budgetJoin != nil || r.budgetQuota != nil {
+	if len(r.budgets) > 0 || r.budgetJoin != nil || r.budgetIdle != nil || r.budgetQuota != nil {
 		r.budgetSection(&b)
 	}
 	if len(r.conns) > 0 {
@@ -108,6 +109,15 @@ func (r *report) budgetSection(b *strings.Builder) {
 			fmt.Fprintf(b, "| %s | %d | %.1f | %.0f%% |\n", p.label, p.workers, p.rate, 100*p.rate/j.budget)
 		}
 		b.WriteString("\n")
+	}
+	if x := r.budgetIdle; x != nil {
+		idle := "-"
+		if len(x.idleSeen) > 0 {
+			idle = fmt.Sprintf("%d", x.idleSeen[len(x.idleSeen)-1])
+		}
+		fmt.Fprintf(b, "### One worker idle (budget %.0f/s)\n\n%d workers share the budget; the idle ones (%d) receive from an empty queue of their own (same database): with nothing in flight and nothing received for two syncs, a worker is idle and its share goes to the workers with work. Target: at least 95%% of the budget used. Idle workers the fleet counted at the end: %s.\n\n| workers | seconds | fleet rate | share of the budget | slowest 5 s | fastest 5 s | syncs/s per worker |\n|---|---:|---:|---:|---:|---:|---:|\n",
+			x.budget, x.workers+x.idleWorkers, x.idleWorkers, idle)
+		fmt.Fprintf(b, "| %s | %.0f | %.1f | %.1f%% | %.1f | %.1f | %.2f |\n\n", x.label, x.seconds, x.rate, 100*x.rate/x.budget, x.minWin, x.maxWin, x.syncsPerWorker)
 	}
 	if q := r.budgetQuota; q != nil {
 		fmt.Fprintf(b, "### Under an account quota below the budget\n\nThe proxy in front of the emulator throttles AdminCreateUser over %.0f requests per second for every client together (a token bucket holding one second's worth), as an account quota does; the fleet's budget is %.0f/s, %d workers, %.0f s measured after %s. Throttled: the share of all AdminCreateUser attempts of the run (its start included) that the quota refused; the SDK retries them, and a row whose attempts all fail is retried later, so no row fails for it.\n\n| quota | budget | workers | accepted rate | share of the quota | slowest 5 s | fastest 5 s | throttled | rows failed | syncs/s per worker |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",

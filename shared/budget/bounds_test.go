@@ -1,9 +1,13 @@
 package budget
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/massgov/bulk-user-import/shared/logging"
 )
 
 // worker's flags: create, get and password, each {budget, cap}.
@@ -38,7 +42,20 @@ func TestBoundsSayWhichLimitHoldsCreatesBelowTheirOwn(t *testing.T) {
 		{"a password cap given beside its budget", times(1, flags(Flags{Budget: 40}, Flags{Budget: 60}, Flags{Budget: 40, Cap: 5})), []string{
 			"cognito_password cap 5/40: a higher --cognito-password-rate, or none (with --cognito-password-budget, a worker is capped only when it is given)",
 		}},
-		{"the create cap of one worker below its budget", times(1, defaults(Flags{Budget: 40, Cap: 5})), nil},
+		{"the create cap of one worker below its budget", times(1, defaults(Flags{Budget: 40, Cap: 5})), []string{
+			"cognito_create cap 5/40: a higher --cognito-create-rate, or none (with --cognito-create-budget, a worker is capped only when it is given)",
+		}},
+		{"four workers' create caps below their budget", times(4, defaults(Flags{Budget: 40, Cap: 5})), []string{
+			"cognito_create cap 20/40: a higher --cognito-create-rate, or none (with --cognito-create-budget, a worker is capped only when it is given)",
+		}},
+		{"eight workers' create caps make the budget", times(8, defaults(Flags{Budget: 40, Cap: 5})), nil},
+		{"the create caps and a lower password cap: the lowest first", times(1, defaults(Flags{Budget: 40, Cap: 20})), []string{
+			"cognito_password cap 10/20: --cognito-password-budget 20 or more",
+			"cognito_create cap 20/40: a higher --cognito-create-rate, or none (with --cognito-create-budget, a worker is capped only when it is given)",
+		}},
+		{"a capped worker beside an uncapped one", []map[string]Flags{
+			flags(Flags{Budget: 40, Cap: 5}, Flags{Budget: 40}, Flags{Budget: 40}), flags(Flags{Budget: 40}, Flags{Budget: 40}, Flags{Budget: 40}),
+		}, nil},
 		{"the defaults without budgets", times(3, defaults(Flags{Cap: 10})), nil},
 		{"caps alone: the password cap below the create cap", times(2, defaults(Flags{Cap: 20})), []string{
 			"cognito_password cap 20/40: --cognito-password-rate 20 or more",
@@ -72,6 +89,9 @@ func TestWorkersToLiftACap(t *testing.T) {
 	if n := WorkersToLift(CognitoCreate, one, CognitoGet); n != 2 {
 		t.Errorf("get caps of 20: %d workers, want 2", n)
 	}
+	if n := WorkersToLift(CognitoCreate, flags(Flags{Budget: 40, Cap: 5}, Flags{Budget: 40}, Flags{Budget: 40}), CognitoCreate); n != 8 {
+		t.Errorf("create caps of 5 under a create budget of 40: %d workers, want 8", n)
+	}
 	if n := WorkersToLift(CognitoCreate, flags(Flags{Budget: 40}, Flags{Cap: 20}, Flags{Budget: 10}), CognitoPassword); n != 0 {
 		t.Errorf("a password budget: %d workers, want none", n)
 	}
@@ -87,4 +107,47 @@ func TestABoundSaysItPlainly(t *testing.T) {
 	if got := b[0].Text(CognitoCreate, "this worker"); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
+}
+
+func TestACapBelowItsOwnBudgetSaysItPlainly(t *testing.T) {
+	t.Parallel()
+	b := Bounds(CognitoCreate, times(4, flags(Flags{Budget: 40, Cap: 5}, Flags{Budget: 40}, Flags{Budget: 40})))
+	if len(b) != 1 {
+		t.Fatalf("%v", b)
+	}
+	want := "held to 20/s by the cognito_create cap of the live workers, below its budget of 40/s: set a higher --cognito-create-rate, or none (with --cognito-create-budget, a worker is capped only when it is given)"
+	if got := b[0].Text(CognitoCreate, "the live workers"); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
+// Status names the live workers' own caps when they hold a budget below
+// itself: four workers capped at 5/s under a create budget of 40/s.
+func TestStatusSaysWhenTheWorkersCapsHoldABudgetBelowItself(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	ctx := context.Background()
+	for _, id := range []string{"a", "b", "c", "d"} {
+		create, get, password := New(CognitoCreate, 40, 5), New(CognitoGet, 60, 0), New(CognitoPassword, 40, 0)
+		t.Cleanup(func() { create.Close(); get.Close(); password.Close() })
+		if err := NewFleet(pool, id, time.Second, logging.Discard(), create, get, password).Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := Read(ctx, pool, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st {
+		if s.Name != CognitoCreate {
+			continue
+		}
+		want := Bound{Limit: CognitoCreate, By: "cap", Rate: 20, Allowed: 40,
+			Fix: "a higher --cognito-create-rate, or none (with --cognito-create-budget, a worker is capped only when it is given)"}
+		if s.BoundBy == nil || *s.BoundBy != want {
+			t.Fatalf("status: %+v, want %+v", s.BoundBy, want)
+		}
+		return
+	}
+	t.Fatalf("no create budget in %+v", st)
 }

@@ -57,8 +57,12 @@ type Fleet struct {
 	needs    []string // for each limit, this worker's limits of the requests it needs (JSON)
 	kick     chan struct{}
 
-	joined  *time.Time  // the database's clock at the first successful sync
-	warming atomic.Bool // joined, but not every other worker has seen it yet
+	// since is the database's clock just after this worker joined or last
+	// became active (nil until it is known): every other live worker that
+	// synced later counts it in its split. warming: joined or active again,
+	// but not every other live worker has synced since.
+	since   *time.Time
+	warming atomic.Bool
 	syncs   atomic.Int64
 	// listening: the connection of its own that listens for the fleet's
 	// changes is open.
@@ -68,6 +72,44 @@ type Fleet struct {
 	ListenName string
 	mu         sync.Mutex
 	failing    bool
+
+	// Whether this worker has work (Watch; without it, always).
+	started      time.Time
+	lastReceived func() time.Time
+	inFlight     func() int64
+	wasActive    bool // as the last successful sync said
+}
+
+// IdleAfter is how long a worker with no message in flight must have
+// received nothing to be idle: two syncs.
+func IdleAfter(interval time.Duration) time.Duration { return 2 * interval }
+
+// Watch tells the fleet whether this worker has work, before Run: it is
+// idle when it has no message in flight (inFlight) and has received
+// nothing (lastReceived; zero: never) for IdleAfter the interval, nor
+// since it started, and no request of it waits for a token. An idle
+// worker takes no share of a budget while another live worker has work;
+// when it has work again it takes its share as a joining worker does.
+func (f *Fleet) Watch(lastReceived func() time.Time, inFlight func() int64) {
+	f.lastReceived, f.inFlight = lastReceived, inFlight
+}
+
+// active says whether this worker has work now. A request waiting for a
+// token always has: a worker throttled to a small share stays active.
+func (f *Fleet) active() bool {
+	for _, l := range f.limits {
+		if l.waiting.Load() > 0 {
+			return true
+		}
+	}
+	if f.lastReceived == nil || f.inFlight == nil || f.inFlight() > 0 {
+		return true
+	}
+	last := f.lastReceived()
+	if last.Before(f.started) {
+		last = f.started
+	}
+	return time.Since(last) < IdleAfter(f.interval)
 }
 
 // NewFleet returns the fleet view of this worker (id) for the limits that
@@ -79,7 +121,7 @@ func NewFleet(pool *pgxpool.Pool, id string, interval time.Duration, log *slog.L
 	if interval <= 0 {
 		interval = DefaultInterval
 	}
-	f := &Fleet{pool: pool, id: id, interval: interval, log: log, kick: make(chan struct{}, 1)}
+	f := &Fleet{pool: pool, id: id, interval: interval, log: log, kick: make(chan struct{}, 1), started: time.Now()}
 	mine := map[string]Flags{}
 	for _, l := range limits {
 		if l != nil {
@@ -104,7 +146,8 @@ func NewFleet(pool *pgxpool.Pool, id string, interval time.Duration, log *slog.L
 	return f
 }
 
-// Kick asks for a sync now (a throttled request).
+// Kick asks for a sync now (a throttled request, or one that waits while
+// this worker's share is none).
 func (f *Fleet) Kick() {
 	select {
 	case f.kick <- struct{}{}:
@@ -120,14 +163,16 @@ func (f *Fleet) Listening() bool { return f != nil && f.listening.Load() }
 func (f *Fleet) Syncs() int64 { return f.syncs.Load() }
 
 // Channel is the PostgreSQL notification channel on which workers say
-// that they joined or left the fleet: the others sync at once.
+// that they joined or left the fleet, or became active or idle: the
+// others sync at once.
 const Channel = "bulk_import_budget"
 
 // Run syncs every interval, and at once (at most every tenth of an
-// interval) when a call is throttled or another worker joins or leaves,
+// interval) when a call is throttled, another worker joins or leaves, or
+// this one has work again after it was idle,
 // until ctx ends; then it leaves the fleet, so that the others take its
-// share. While joining it syncs every tenth of an interval until every
-// other worker has seen it.
+// share. While joining, or becoming active again after it was idle, it
+// syncs every tenth of an interval until every other worker has seen it.
 func (f *Fleet) Run(ctx context.Context) {
 	defer f.leave(ctx)
 	lctx, stopListen := context.WithCancel(ctx)
@@ -136,15 +181,36 @@ func (f *Fleet) Run(ctx context.Context) {
 	defer func() { stopListen(); <-listening }()
 	t := time.NewTimer(0)
 	defer t.Stop()
+	// A worker idle that has work again syncs at once, as a joiner does
+	// (once per change: a worker is idle for two syncs at least).
+	watch := time.NewTicker(max(f.interval/10, time.Millisecond))
+	defer watch.Stop()
+	armed := false // idle since the last sync that this watch made
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-f.kick:
+		case <-watch.C:
+			if f.lastReceived == nil {
+				watch.Stop()
+				continue
+			}
+			if !f.active() {
+				armed = true
+				continue
+			}
+			if !armed {
+				continue
+			}
 		}
+		armed = false
 		start := time.Now()
 		err := f.Sync(ctx)
+		if err == nil && !f.wasActive {
+			armed = true // said idle
+		}
 		f.mu.Lock()
 		switch {
 		case err != nil && !f.failing && ctx.Err() == nil:
@@ -222,11 +288,17 @@ func (f *Fleet) listen(ctx context.Context) {
 	}
 }
 
-// notify tells the other workers that this one joined or left.
-func (f *Fleet) notify(ctx context.Context) {
-	if _, err := f.pool.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, f.id); err != nil {
+// notify tells the other workers that this one joined or left, or became
+// active or idle. It returns the database's clock after its notification
+// was sent, so after the sync that preceded it was committed: a sync of
+// another worker that starts later sees that one's rows.
+func (f *Fleet) notify(ctx context.Context) (time.Time, error) {
+	var at time.Time
+	if err := f.pool.QueryRow(ctx, "SELECT now() FROM pg_notify($1, $2)", Channel, f.id).Scan(&at); err != nil {
 		f.log.Debug("could not notify the fleet", "err", err)
+		return at, err
 	}
+	return at, nil
 }
 
 func (f *Fleet) leave(ctx context.Context) {
@@ -239,7 +311,7 @@ func (f *Fleet) leave(ctx context.Context) {
 		f.log.Warn("could not leave the fleet's budgets (this worker's share expires in seconds)", "err", err)
 		return
 	}
-	f.notify(dctx)
+	_, _ = f.notify(dctx)
 }
 
 // syncSQL, in one round trip: records this worker's live membership,
@@ -259,21 +331,26 @@ func (f *Fleet) leave(ctx context.Context) {
 // attempts and $6 throttles since the last sync, $7 whole-window flags,
 // $8 liveness window (s), $9 increase share, $10 minimum increase, $11
 // cooldown (s), $12 Floor, $13 BelowAccepted, $14 MinShare, $15 this
-// worker's caps, $16 when this worker joined (the others not synced since
-// are stale), $17 this worker's limits of the requests each needs (JSON).
+// worker's caps, $16 when this worker joined or last became active (the
+// others not synced since are stale; NULL: every other), $17 this
+// worker's limits of the requests each needs (JSON), $18 whether this
+// worker has work (the other live workers that have are counted, with
+// their caps, apart).
 const syncSQL = `
 WITH beat AS (` + fleet.BeatSQL + `
 ), input AS (
 	SELECT * FROM unnest($2::text[], $3::float8[], $4::float8[], $5::int8[], $6::int8[], $7::bool[], $15::float8[], $17::text[])
 		AS t(name, own, accepted, calls, throttles, full_window, cap, needs)
 ), mine AS (
-	INSERT INTO bulk_import_budget_share (name, worker_id, accepted, cap, budget, needs)
-	SELECT name, $1, accepted, cap, own, needs::jsonb FROM input
+	INSERT INTO bulk_import_budget_share (name, worker_id, accepted, cap, budget, needs, active)
+	SELECT name, $1, accepted, cap, own, needs::jsonb, $18 FROM input
 	ON CONFLICT (name, worker_id) DO UPDATE SET seen_at = now(), accepted = excluded.accepted, cap = excluded.cap,
-		budget = excluded.budget, needs = excluded.needs
+		budget = excluded.budget, needs = excluded.needs, active = excluded.active
 ), others AS (
 	SELECT name, count(*) AS n, sum(accepted) AS accepted, array_agg(cap) AS caps,
 		min(budget) FILTER (WHERE budget > 0) AS budget, -- 0: a worker that does not say
+		count(*) FILTER (WHERE active) AS active, array_agg(cap) FILTER (WHERE active) AS active_caps,
+		-- Idle ones too: when every worker is idle, each holds a share.
 		count(*) FILTER (WHERE $16::timestamptz IS NULL OR seen_at < $16) AS stale
 	FROM bulk_import_budget_share s JOIN bulk_import_worker w USING (worker_id)
 	WHERE s.worker_id <> $1 AND w.heartbeat_at > now() - $8 * interval '1 second'
@@ -312,15 +389,24 @@ WITH beat AS (` + fleet.BeatSQL + `
 	RETURNING name, budget, rate, calls, throttles, decreased_at
 )
 SELECT r.name, r.budget, r.rate, r.calls, r.throttles, r.decreased_at, 1 + coalesce(o.n, 0), coalesce(o.caps, '{}'),
-	coalesce(o.stale, 0), now()
+	coalesce(o.stale, 0), coalesce(o.active, 0), coalesce(o.active_caps, '{}')
 FROM (SELECT * FROM upd UNION ALL SELECT * FROM ins) r LEFT JOIN others o USING (name)`
 
-// Sync reports this worker's counts, updates the fleet's rates and sets
-// each limit to its share: the fleet's rate divided by the live workers.
-// A worker that joins the fleet takes no share until every other live
-// worker has synced since it joined (and so lowered its own share); alone,
-// it starts at once.
+// Sync reports this worker's counts and whether it has work, updates the
+// fleet's rates and sets each limit to its share: the fleet's rate split
+// between the live workers that have work (fairShare); an idle worker
+// takes none, unless every live worker is idle (then they split it as if
+// none were). A worker that joins the fleet, or has work again after it
+// was idle, takes no share until every other live worker has synced since
+// (and so lowered its own share); alone, it starts at once. It notifies
+// the others then, so that they sync at once.
 func (f *Fleet) Sync(ctx context.Context) error {
+	active := f.active()
+	if active && !f.wasActive && f.since != nil {
+		// Active again: the others' shares may count this worker out.
+		f.since = nil
+		f.warming.Store(true)
+	}
 	n := len(f.limits)
 	names, budgets, accepted := make([]string, n), make([]float64, n), make([]float64, n)
 	calls, throttles, full, caps := make([]int64, n), make([]int64, n), make([]bool, n), make([]float64, n)
@@ -337,20 +423,22 @@ func (f *Fleet) Sync(ctx context.Context) error {
 	}
 	live := LiveWindow(f.interval)
 	rows, err := f.pool.Query(ctx, syncSQL, f.id, names, budgets, accepted, calls, throttles, full,
-		live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps, f.joined, f.needs)
+		live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps, f.since, f.needs, active)
 	if err != nil {
 		restore()
 		return fmt.Errorf("sync the fleet's budgets: %w", err)
 	}
 	type synced struct {
-		st    State
-		caps  []float64 // the other live workers'
-		stale int       // other live workers that have not synced since this one joined
-		at    time.Time // the database's clock
+		st         State
+		caps       []float64 // the other live workers'
+		activeCaps []float64 // the other live workers' that have work
+		active     int       // other live workers that have work
+		stale      int       // other live workers that have not synced since this one joined or became active
 	}
 	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (synced, error) {
 		var s synced
-		err := r.Scan(&s.st.Name, &s.st.Budget, &s.st.Rate, &s.st.Calls, &s.st.Throttled, &s.st.DecreasedAt, &s.st.Workers, &s.caps, &s.stale, &s.at)
+		err := r.Scan(&s.st.Name, &s.st.Budget, &s.st.Rate, &s.st.Calls, &s.st.Throttled, &s.st.DecreasedAt, &s.st.Workers, &s.caps, &s.stale,
+			&s.active, &s.activeCaps)
 		return s, err
 	})
 	if err != nil {
@@ -358,30 +446,47 @@ func (f *Fleet) Sync(ctx context.Context) error {
 		return fmt.Errorf("sync the fleet's budgets: %w", err)
 	}
 	f.syncs.Add(1)
-	if f.joined == nil && len(got) > 0 {
-		// Joined: the others lower their shares at their next sync, or at
-		// once on the notification; this worker takes its share when every
-		// other one has synced since.
-		at := got[0].at
-		f.joined = &at
-		f.warming.Store(true)
-		f.notify(ctx)
-	}
+	withheld := f.since == nil || f.warming.Load()
 	warming := false
 	for _, s := range got {
 		for _, l := range f.limits {
 			if l.name != s.st.Name {
 				continue
 			}
-			share := fairShare(s.st.Rate, append(s.caps, l.cap))
-			if f.warming.Load() && s.stale > 0 {
+			var share float64
+			switch {
+			case active:
+				share = fairShare(s.st.Rate, append(s.activeCaps, l.cap))
+				s.st.Idle = s.st.Workers - 1 - s.active
+			case s.active == 0: // every live worker idle: as if none were
+				share = fairShare(s.st.Rate, append(s.caps, l.cap))
+				s.st.Idle = s.st.Workers
+			default:
+				s.st.Idle = s.st.Workers - s.active
+			}
+			if withheld && s.stale > 0 {
 				share, warming = 0, true
 			}
 			l.setShare(share, s.st)
 			f.sayBudget(l, s.st.Budget)
 		}
 	}
+	switch {
+	case f.since == nil && len(got) > 0:
+		// Joined, or active again: the others count this worker at their
+		// next sync, or at once on the notification; it takes its share
+		// when every other one has synced since the notification (sent
+		// after this sync was committed). Until it is sent, it waits.
+		if at, err := f.notify(ctx); err == nil {
+			f.since = &at
+		} else {
+			warming = true
+		}
+	case !active && f.wasActive:
+		_, _ = f.notify(ctx) // idle: the others may take its share at once
+	}
 	f.warming.Store(warming)
+	f.wasActive = active
 	return nil
 }
 
@@ -420,14 +525,15 @@ func fairShare(rate float64, caps []float64) float64 {
 }
 
 // Read returns the fleet's budgets in use (synced by a live worker within
-// the last within), for status: each with the live workers sharing it,
-// their budgets when they differ, and what holds it below itself (a limit
-// of the requests each of its requests needs, over the live workers).
+// the last within), for status: each with the live workers sharing it
+// (and how many of them are idle), their budgets when they differ, and
+// what holds it below itself (a limit of the requests each of its requests
+// needs, or its own caps, over the live workers).
 func Read(ctx context.Context, pool *pgxpool.Pool, within time.Duration) ([]State, error) {
 	rows, err := pool.Query(ctx, `SELECT b.name, b.budget, b.rate, b.calls, b.throttles, b.decreased_at,
-			coalesce(s.n, 0), coalesce(s.budgets, '{}'), coalesce(s.workers, '[]')
+			coalesce(s.n, 0), coalesce(s.idle, 0), coalesce(s.budgets, '{}'), coalesce(s.workers, '[]')
 		FROM bulk_import_budget b LEFT JOIN LATERAL (
-			SELECT count(*) AS n, array_agg(DISTINCT s.budget ORDER BY s.budget) FILTER (WHERE s.budget > 0) AS budgets,
+			SELECT count(*) AS n, count(*) FILTER (WHERE NOT s.active) AS idle, array_agg(DISTINCT s.budget ORDER BY s.budget) FILTER (WHERE s.budget > 0) AS budgets,
 				-- Each live worker's limits of this budget and of the requests it needs (null: not said).
 				CASE WHEN bool_and(s.needs IS NOT NULL) THEN
 					jsonb_agg(s.needs || jsonb_build_object(b.name, jsonb_build_object('budget', s.budget, 'cap', s.cap))) END AS workers
@@ -440,7 +546,7 @@ func Read(ctx context.Context, pool *pgxpool.Pool, within time.Duration) ([]Stat
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (State, error) {
 		var st State
 		var workers []map[string]Flags // none when a live worker did not say
-		if err := r.Scan(&st.Name, &st.Budget, &st.Rate, &st.Calls, &st.Throttled, &st.DecreasedAt, &st.Workers, &st.WorkerBudgets, &workers); err != nil {
+		if err := r.Scan(&st.Name, &st.Budget, &st.Rate, &st.Calls, &st.Throttled, &st.DecreasedAt, &st.Workers, &st.Idle, &st.WorkerBudgets, &workers); err != nil {
 			return st, err
 		}
 		if len(st.WorkerBudgets) < 2 {

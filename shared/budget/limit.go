@@ -56,8 +56,9 @@ type Limit struct {
 	// Since the last sync (reported then), and since the start.
 	calls, throttles           atomic.Int64
 	callsTotal, throttledTotal atomic.Int64
-	kick                       func()  // asks the fleet for a sync now
-	warned                     float64 // the fleet's budget, when it is not this one's and was said (Sync's alone)
+	waiting                    atomic.Int64 // callers waiting for a token now
+	kick                       func()       // asks the fleet for a sync now
+	warned                     float64      // the fleet's budget, when it is not this one's and was said (Sync's alone)
 }
 
 // New returns the limit of one kind of request: budget is the fleet's
@@ -97,6 +98,12 @@ func (l *Limit) Close() {
 func (l *Limit) Wait(ctx context.Context) error {
 	if l == nil {
 		return nil
+	}
+	l.waiting.Add(1)
+	defer l.waiting.Add(-1)
+	if l.kick != nil && l.current() <= 0 {
+		// No share (idle, or joining): this worker has work, say so now.
+		l.kick()
 	}
 	select {
 	case <-l.tokens:
@@ -245,6 +252,7 @@ type State struct {
 	Budget    float64 `json:"budget"`          // requests per second for the fleet: the smallest of the live workers' budgets
 	Rate      float64 `json:"fleet_rate"`      // what the fleet may send now: the budget, or less after throttling
 	Workers   int     `json:"workers"`         // live workers sharing it
+	Idle      int     `json:"idle,omitempty"`  // of which idle (no work: no share while another has work)
 	Share     float64 `json:"share,omitempty"` // this worker's rate now (a worker's view only)
 	Cap       float64 `json:"cap,omitempty"`   // this worker's cap (a worker's view only)
 	Calls     int64   `json:"calls"`           // attempts (this worker's since its start, or the fleet's)
@@ -255,7 +263,8 @@ type State struct {
 	// smallest is in force.
 	WorkerBudgets []float64 `json:"worker_budgets,omitempty"`
 	// What holds the fleet below the budget, when a limit of the requests
-	// each of its requests needs does (status only): the lowest such.
+	// each of its requests needs does, or the live workers' own caps of it
+	// (status only): the lowest such.
 	BoundBy *Bound `json:"bound_by,omitempty"`
 }
 

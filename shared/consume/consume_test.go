@@ -25,6 +25,7 @@ import (
 	"github.com/massgov/bulk-user-import/shared/lifecycle"
 	"github.com/massgov/bulk-user-import/shared/logging"
 	"github.com/massgov/bulk-user-import/shared/message"
+	"github.com/massgov/bulk-user-import/shared/metrics"
 	"github.com/massgov/bulk-user-import/shared/queue"
 	"github.com/massgov/bulk-user-import/shared/register"
 	"github.com/massgov/bulk-user-import/shared/retry"
@@ -332,17 +333,23 @@ func TestShutdownReleasesUnfinishedMessagesAndLosesNothing(t *testing.T) {
 	f := setup(t, 3)
 	f.split(t, "job1", true, "fein,email\n123456789,a@b.co\n987654321,b@b.co\n")
 	f.stack.Fineos.SetLatency(5 * time.Second)
+	m := &metrics.Worker{}
 	w := &consume.Worker{
-		Queue: f.queue, Handler: f.handler, Log: logging.Discard(),
+		Queue: f.queue, Handler: f.handler, Log: logging.Discard(), Metrics: m,
 		Config: consume.Config{Concurrency: 4, WaitTime: time.Second, VisibilityTimeout: 30 * time.Second,
 			MessageTimeout: 20 * time.Second, ShutdownTimeout: 500 * time.Millisecond},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	began := time.Now()
 	go func() { done <- w.Run(ctx) }()
 	deadline := time.Now().Add(20 * time.Second)
 	for w.Stats().InFlight < 2 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
+	}
+	// The fleet budgets know the worker has work (it is not idle).
+	if last := m.LastReceive(); last.Before(began) || last.After(time.Now()) {
+		t.Fatalf("last received at %v, want since %v", last, began)
 	}
 	start := time.Now()
 	cancel()

@@ -291,6 +291,9 @@ func (w *Worker) receiveLoop(ctx, workCtx context.Context, handlers *sync.WaitGr
 			continue
 		}
 		errDelays.Reset()
+		if len(msgs) > 0 {
+			m.LastReceived.Store(time.Now().UnixNano())
+		}
 		for _, msg := range msgs {
 			w.leases.Hold(msg.ReceiptHandle, msg.ReceiptHandle)
 			m.Received.Add(1)
@@ -432,12 +435,12 @@ func (w *Worker) summarize(ctx context.Context) {
 }
 
 // budgetAttrs is the summary's view of the request limits: for each, the
-// fleet's budget and current rate, the live workers sharing it, this
-// worker's share (or cap), and its attempts and throttled attempts.
+// fleet's budget and current rate, the live workers sharing it (and how
+// many are idle), this worker's share (or cap), and its attempts and throttled attempts.
 func budgetAttrs(states []budget.State) slog.Attr {
 	var per []any
 	for _, st := range states {
-		per = append(per, slog.Group(st.Name, "budget", st.Budget, "fleet_rate", round2(st.Rate), "workers", st.Workers,
+		per = append(per, slog.Group(st.Name, "budget", st.Budget, "fleet_rate", round2(st.Rate), "workers", st.Workers, "idle", st.Idle,
 			"share", round2(st.Share), "calls", st.Calls, "throttled", st.Throttled))
 	}
 	return slog.Group("limits", per...)

@@ -33,6 +33,9 @@ type Worker struct {
 	Paused     atomic.Int64 // messages handed back untouched: a dependency's breaker was open
 	Heartbeats atomic.Int64 // visibility extensions
 	InFlight   atomic.Int64 // messages being handled now
+	// LastReceived is when a message was last received (Unix nanoseconds;
+	// 0: never): with InFlight, whether the worker is idle.
+	LastReceived atomic.Int64
 
 	// The maintainer's work, counted by the worker that was leader.
 	Leader         atomic.Int64 // 1 while this worker's maintainer is the leader
@@ -56,6 +59,14 @@ type Worker struct {
 	errors   map[string]int64 // failures (final or not) by error code
 	steps    map[string]*step
 	breakers map[string]bool // dependency -> its breaker is open
+}
+
+// LastReceive is when a message was last received (zero: never).
+func (m *Worker) LastReceive() time.Time {
+	if n := m.LastReceived.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // Breaker records whether the breaker of a dependency is open.
