@@ -182,12 +182,14 @@ func parseExports(out string) (map[string]string, error) {
 const (
 	// Seeded employers (not 123456789: moto's account id, in every queue
 	// URL, is 123456789012).
-	feinFirst    = "045678901" // seeded: Cape Cod Kayaks, FINEOS party 1003
+	feinFirst   = "045678901" // seeded: Cape Cod Kayaks, FINEOS party 1003
 	feinSecond  = "555666777" // seeded: Pioneer Valley Pediatrics, FINEOS party 1005
 	feinMissing = "246813579" // not in the database until the operator adds it
 )
 
-func email(kind string, i int) string { return fmt.Sprintf("motola-%s%02d@moto-probe.example", kind, i) }
+func email(kind string, i int) string {
+	return fmt.Sprintf("motola-%s%02d@moto-probe.example", kind, i)
+}
 
 // importFile is the 100-row file and what the splitter and the workers
 // must make of it.
