@@ -561,6 +561,39 @@ func checkRegistered(t *testing.T, s *stacktest.Stack, f importFile) {
 	if err != nil || len(out.Users) != 0 {
 		t.Fatalf("users under the capitalised email: %d %v", len(out.Users), err)
 	}
+	// Every PFML user row holds the sub of the Cognito user of its email;
+	// the user's Username is a UUID, as in AWS (kumo keeps the email), so
+	// the import works without ever reading it.
+	rows, err := s.Pool.Query(ctx, `SELECT email_address, coalesce(sub_id::text, '') FROM "user"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subs := map[string]string{}
+	for rows.Next() {
+		var e, sub string
+		if err := rows.Scan(&e, &sub); err != nil {
+			t.Fatal(err)
+		}
+		subs[e] = sub
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for e, sub := range subs {
+		u, err := api.AdminGetUser(ctx, &cip.AdminGetUserInput{UserPoolId: &s.Resources.UserPoolID, Username: aws.String(e)})
+		if err != nil {
+			t.Fatalf("cognito user of a PFML user: %v", err)
+		}
+		var got string
+		for _, a := range u.UserAttributes {
+			if aws.ToString(a.Name) == "sub" {
+				got = aws.ToString(a.Value)
+			}
+		}
+		if got == "" || got != sub || aws.ToString(u.Username) == e {
+			t.Fatalf("PFML user row has sub %q, its Cognito user %q (username %q)", sub, got, aws.ToString(u.Username))
+		}
+	}
 	var unlinked int
 	if err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM link_user_leave_administrator WHERE coalesce(fineos_web_id, '') = ''`).Scan(&unlinked); err != nil || unlinked != 0 {
 		t.Fatalf("%d links without a FINEOS web id (%v)", unlinked, err)
