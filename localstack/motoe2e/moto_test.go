@@ -10,6 +10,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -35,6 +36,7 @@ import (
 	"github.com/massgov/bulk-user-import/localstack/proctest"
 	"github.com/massgov/bulk-user-import/localstack/stacktest"
 	"github.com/massgov/bulk-user-import/shared/awsconf"
+	"github.com/massgov/bulk-user-import/shared/events"
 	"github.com/massgov/bulk-user-import/shared/results"
 )
 
@@ -275,7 +277,9 @@ func TestMotoEndToEnd(t *testing.T) {
 	// Everything the splitter and the workers printed, searched for
 	// personal data at the end (devstack, a development tool, is not).
 	var outputs []string
-	envv := proctest.Env(s.Env(), "LOG_FORMAT=json")
+	// The workers announce each completion on the SNS topic bootstrap made;
+	// moto delivers it to the subscribed queue.
+	envv := proctest.Env(s.Env(), "LOG_FORMAT=json", "COMPLETION_SNS_TOPIC_ARN="+s.Resources.CompletionTopicARN)
 	run := func(name string, args ...string) proctest.Result {
 		t.Helper()
 		r := proctest.Run(t, bin(name), envv, args...)
@@ -364,6 +368,7 @@ func TestMotoEndToEnd(t *testing.T) {
 			t.Fatalf("status %s: exit %d %s", job, r.Code, r.Stderr)
 		}
 	}
+	checkEvents(t, s, envv, f)
 
 	// 5. At rest: the workers stop cleanly, every row is final, the counts
 	// agree, both queues are empty, and nothing printed names anyone.
@@ -688,4 +693,66 @@ func leaks(out string, f importFile) []string {
 		}
 	}
 	return found
+}
+
+// checkEvents waits until both jobs' latest completion events are sent,
+// then reads the receiver queue: one event per completion (moto-1 twice:
+// the import and the replay; moto-2 once), their counts those of the
+// jobs, and no one named in them.
+func checkEvents(t *testing.T, s *stacktest.Stack, envv []string, f importFile) {
+	t.Helper()
+	want := map[string]map[string]any{}
+	for _, job := range []string{"moto-1", "moto-2"} {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			st := status(t, envv, job)
+			if st["event"] == "sent" {
+				want[st["event_id"].(string)] = st
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("job %s: completion event %v", job, st["event"])
+			}
+		}
+	}
+	if _, ok := want["moto-1/2"]; !ok || want["moto-2/1"] == nil {
+		t.Fatalf("latest events: %v", slices.Collect(maps.Keys(want)))
+	}
+	ctx := context.Background()
+	q := awsconf.SQS(s.AWS)
+	got := map[string]events.Event{}
+	for deadline := time.Now().Add(30 * time.Second); len(got) < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("completion events received: %v, want moto-1/1, moto-1/2 and moto-2/1", slices.Collect(maps.Keys(got)))
+		}
+		out, err := q.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: &s.Resources.CompletionQueueURL, MaxNumberOfMessages: 10, WaitTimeSeconds: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range out.Messages {
+			var e events.Event
+			if err := json.Unmarshal([]byte(aws.ToString(m.Body)), &e); err != nil {
+				t.Fatalf("not an event: %q: %v", aws.ToString(m.Body), err)
+			}
+			if _, dup := got[e.EventID]; dup {
+				t.Errorf("event %s received twice", e.EventID)
+			}
+			got[e.EventID] = e
+			if found := leaks(aws.ToString(m.Body), f); len(found) > 0 {
+				t.Errorf("event %s names %v", e.EventID, found)
+			}
+			if _, err := q.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &s.Resources.CompletionQueueURL, ReceiptHandle: m.ReceiptHandle}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if e := got["moto-1/1"]; e.Counts.Failed != int64(f.failed) || e.FailuresByCode["EMPLOYER_NOT_FOUND"] != int64(f.failed) {
+		t.Errorf("the first completion's event: %+v", e)
+	}
+	for id, st := range want {
+		e := got[id]
+		if e.Counts.Total != 100 || float64(e.Counts.Succeeded) != st["succeeded"] || e.Counts.Failed != 0 || e.Counts.Rejected != 4 ||
+			e.Counts.Duplicate != 3 || e.Results.State != "written" || len(e.Results.Files) != 2 {
+			t.Errorf("event %s: %+v; status %v", id, e, st)
+		}
+	}
 }
