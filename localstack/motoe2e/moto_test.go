@@ -348,17 +348,24 @@ func TestMotoEndToEnd(t *testing.T) {
 	before := counts(t, s)
 
 	// 4. Running the same job again reads nothing and sends nothing; the
-	// same file as a new job creates nothing new anywhere.
+	// same file as a new job (read from S3 this time) creates nothing new
+	// anywhere.
 	r = run("splitter", "--job", "moto-1", "--force-registration", file)
 	if r.Code != 0 || !strings.Contains(r.Stdout, "already recorded") || !strings.Contains(r.Stdout, "sent 0 messages") {
 		t.Fatalf("re-run of the job: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
-	r = run("splitter", "--force-registration", "--wait", "--poll-interval", "200ms", "--job", "moto-2", file)
+	// The second import reads the file from moto's S3, from the source bucket bootstrap made.
+	if _, err := awsconf.S3(s.AWS).PutObject(ctx, &s3.PutObjectInput{Bucket: &s.Resources.SourceBucket, Key: aws.String("incoming/admins.csv"),
+		Body: strings.NewReader(f.csv)}); err != nil {
+		t.Fatal(err)
+	}
+	r = run("splitter", "--force-registration", "--wait", "--poll-interval", "200ms", "--job", "moto-2", "s3://"+s.Resources.SourceBucket+"/incoming/admins.csv")
 	want = fmt.Sprintf("job moto-2 done: 100 rows: %d succeeded, 0 failed, 4 rejected, 3 duplicate, 0 cancelled", f.succeeded+f.failed)
 	if r.Code != 3 || !strings.Contains(r.Stdout, want) {
 		t.Fatalf("second import: exit %d, want 3 and %q\n%s\n%s", r.Code, want, r.Stdout, r.Stderr)
 	}
 	waitDone(t, envv, "moto-2")
+	checkResultFiles(t, s, f, "moto-2", f.succeeded+f.failed+f.duplicates, 4)
 	if after := counts(t, s); after != before {
 		t.Fatalf("the second import of the same file changed things:\nbefore %+v\nafter  %+v", before, after)
 	}
