@@ -384,6 +384,12 @@ func TestMotoEndToEnd(t *testing.T) {
 			t.Fatalf("worker %d did not stop cleanly: %v\n%s", i, err, w.Output())
 		}
 		outputs = append(outputs, "== worker\n"+w.Output())
+		// moto reports the pool's CaseSensitive=false as set (it does not
+		// apply it), so the worker's start-up check does not warn; and
+		// nothing went wrong enough to log an error.
+		if strings.Contains(w.Output(), "usernames are case-sensitive") || strings.Contains(w.Output(), `"level":"ERROR"`) {
+			t.Errorf("worker %d logged a warning about the pool or an error:\n%s", i, w.Output())
+		}
 	}
 	checkAtRest(t, s, f)
 	for _, out := range outputs {
