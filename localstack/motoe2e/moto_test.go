@@ -198,6 +198,7 @@ func email(kind string, i int) string {
 type importFile struct {
 	csv      string
 	rejected map[int]string // line -> code
+	failing  []int          // lines of the rows whose employer is missing
 	// Expected outcomes.
 	users, links, succeeded, failed, duplicates int
 	missing                                     []string // emails of the rows whose employer is missing
@@ -245,11 +246,14 @@ func buildImport() importFile {
 		if r.code != "" {
 			f.rejected[i+2] = r.code
 		}
+		if r.fein == feinMissing {
+			f.failing = append(f.failing, i+2)
+		}
 	}
 	f.csv = b.String()
 	f.users, f.links, f.duplicates = 78+10, 78+5+10, 3
 	f.succeeded, f.failed = 78+5, 10
-	if len(rows) != 100 || len(f.missing) != 10 || len(f.rejected) != 4 {
+	if len(rows) != 100 || len(f.missing) != 10 || len(f.failing) != 10 || len(f.rejected) != 4 {
 		panic(fmt.Sprintf("buildImport: %d rows, %d missing, %d rejected", len(rows), len(f.missing), len(f.rejected)))
 	}
 	return f
@@ -304,6 +308,11 @@ func TestMotoEndToEnd(t *testing.T) {
 	}
 	if n := strings.Count(r.Stdout, "EMPLOYER_NOT_FOUND"); n != f.failed {
 		t.Errorf("the summary lists %d EMPLOYER_NOT_FOUND rows, want %d:\n%s", n, f.failed, r.Stdout)
+	}
+	for _, line := range f.failing {
+		if !regexp.MustCompile(fmt.Sprintf(`admins\.csv:%d\s+failed\s+EMPLOYER_NOT_FOUND`, line)).MatchString(r.Stdout) {
+			t.Errorf("the summary does not name line %d as EMPLOYER_NOT_FOUND:\n%s", line, r.Stdout)
+		}
 	}
 	waitDone(t, envv, "moto-1")
 	checkResultFiles(t, s, f, "moto-1", f.succeeded+f.duplicates, f.failed+4)
@@ -551,6 +560,13 @@ func checkResultFiles(t *testing.T, s *stacktest.Stack, f importFile, job string
 	for line, code := range f.rejected {
 		if lines[line] != code {
 			t.Errorf("FAILED.csv: line %d has code %q, want %s", line, lines[line], code)
+		}
+	}
+	if failed > len(f.rejected) { // before the replay
+		for _, line := range f.failing {
+			if lines[line] != "EMPLOYER_NOT_FOUND" {
+				t.Errorf("FAILED.csv: line %d has code %q, want EMPLOYER_NOT_FOUND", line, lines[line])
+			}
 		}
 	}
 }
