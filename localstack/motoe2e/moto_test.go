@@ -75,6 +75,7 @@ func startMoto(t *testing.T) string {
 		out := &proctest.Buffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // a wrapper script's children die with it
+		dieWithParent(cmd.SysProcAttr)
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start moto_server: %v", err)
 		}
@@ -271,7 +272,12 @@ func TestMotoEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkBootstrap(t, s)
-	t.Logf("moto, bootstrap and database ready in %s", time.Since(started).Round(time.Millisecond))
+	last := started
+	stage := func(name string) {
+		t.Logf("%-40s %6.1fs", name, time.Since(last).Seconds())
+		last = time.Now()
+	}
+	stage("moto, bootstrap and database ready")
 
 	f := buildImport()
 	file := filepath.Join(t.TempDir(), "admins.csv")
@@ -317,12 +323,16 @@ func TestMotoEndToEnd(t *testing.T) {
 	waitDone(t, envv, "moto-1")
 	checkResultFiles(t, s, f, "moto-1", f.succeeded+f.duplicates, f.failed+4)
 
+	stage("first import done, files checked")
+
 	// 2. The dead-letter queue holds the failed rows, once each.
 	waitDLQ(t, envv, map[string]int{"EMPLOYER_NOT_FOUND": f.failed})
 	r = run("worker", "dlq", "list")
 	if r.Code != 0 || !strings.Contains(r.Stdout, "EMPLOYER_NOT_FOUND") {
 		t.Fatalf("dlq list: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 	}
+
+	stage("dead letters listed")
 
 	// 3. The operator adds the employer and replays.
 	r = run("devstack", "employer", "--fein", feinMissing, "--fineos-id", "1009", "--name", "Late Employer")
@@ -355,6 +365,7 @@ func TestMotoEndToEnd(t *testing.T) {
 	checkResultFiles(t, s, f, "moto-1", f.succeeded+f.failed+f.duplicates, 4)
 	checkRegistered(t, s, f)
 	before := counts(t, s)
+	stage("replayed, files rewritten, systems checked")
 
 	// 4. Running the same job again reads nothing and sends nothing; the
 	// same file as a new job (read from S3 this time) creates nothing new
@@ -384,7 +395,9 @@ func TestMotoEndToEnd(t *testing.T) {
 			t.Fatalf("status %s: exit %d %s", job, r.Code, r.Stderr)
 		}
 	}
+	stage("second import done, nothing new")
 	checkEvents(t, s, envv, f)
+	stage("completion events read")
 
 	// 5. At rest: the workers stop cleanly, every row is final, the counts
 	// agree, both queues are empty, and nothing printed names anyone.
@@ -407,6 +420,7 @@ func TestMotoEndToEnd(t *testing.T) {
 			t.Errorf("%s: personal data in clear: %v\n%s", label, found, out)
 		}
 	}
+	stage("workers stopped, checked at rest")
 	t.Logf("done in %s", time.Since(started).Round(time.Millisecond))
 }
 
