@@ -1,5 +1,5 @@
 // Package motoe2e runs the real devstack, splitter and worker binaries
-// against moto_server (SQS, S3 and Cognito in one process) instead of the
+// against moto_server (SQS, S3, Cognito and SNS in one process) instead of the
 // embedded kumo emulator: a second emulator, closer to what LocalStack
 // serves, so that the tool's AWS calls are not written to one emulator's
 // quirks. The test skips where moto_server is not installed.
@@ -208,9 +208,10 @@ type importFile struct {
 // buildImport writes 100 rows: 78 people at one of two employers, 5 of
 // them again at the other employer, 3 duplicates that differ only in case,
 // 10 rows whose employer is not in the database, 2 invalid emails and 2
-// invalid FEINs. The bad rows are spread through the file; the second
-// employers' rows come last (see the README: moto does not serialize two
-// creates of one user).
+// invalid FEINs. The bad rows are spread through the file; the rows of
+// people at a second employer come last, far from their first rows (moto's
+// AdminCreateUser is a check, then an insert, without a lock: see
+// localstack/README.md).
 func buildImport() importFile {
 	f := importFile{rejected: map[int]string{}}
 	type row struct{ fein, email, name, code string }
