@@ -262,6 +262,7 @@ func buildImport() importFile {
 }
 
 func TestMotoEndToEnd(t *testing.T) {
+	t.Parallel()
 	endpoint := startMoto(t)
 	started := time.Now()
 	s := stacktest.New(t, stacktest.Options{
