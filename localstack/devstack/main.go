@@ -94,6 +94,8 @@ func specFlags(fs *flag.FlagSet) *bootstrap.Spec {
 	fs.StringVar(&spec.SourceBucket, "source-bucket", spec.SourceBucket, "source bucket name (empty: none)")
 	fs.StringVar(&spec.UserPoolName, "user-pool", spec.UserPoolName, "user pool name (found or created)")
 	fs.StringVar(&spec.UserPoolID, "user-pool-id", "", "use this existing user pool")
+	fs.StringVar(&spec.CompletionTopic, "completion-topic", spec.CompletionTopic, "SNS topic for the completion events (empty: none)")
+	fs.StringVar(&spec.CompletionQueue, "completion-queue", spec.CompletionQueue, "queue subscribed to the completion topic, for the demo's receiver")
 	return &spec
 }
 

@@ -87,6 +87,12 @@ type Options struct {
 	// Postgres, if set, holds the test's database instead of the shared
 	// server (a test that reads the server's log starts its own).
 	Postgres *pgtest.Server
+	// Endpoint, if set, is an AWS endpoint to use instead of the embedded
+	// emulator (moto_server in the moto test).
+	Endpoint string
+	// Bootstrap, if set, creates the stack's AWS resources instead of
+	// bootstrap.Ensure (the moto test runs the devstack binary).
+	Bootstrap func(ctx context.Context, spec bootstrap.Spec) (bootstrap.Resources, error)
 }
 
 // New starts a stack for the test; everything is cleaned up at its end.
@@ -98,8 +104,11 @@ func New(tb testing.TB, opts Options) *Stack {
 	if opts.VisibilityTimeout == 0 {
 		opts.VisibilityTimeout = 30 * time.Second
 	}
-	e := Emulator(tb)
-	s := &Stack{EndpointURL: e.URL, AWS: AWSConfig(tb, e.URL)}
+	endpoint := opts.Endpoint
+	if endpoint == "" {
+		endpoint = Emulator(tb).URL
+	}
+	s := &Stack{EndpointURL: endpoint, AWS: AWSConfig(tb, endpoint)}
 
 	fo := fineosstub.DefaultOptions()
 	s.Fineos = fineosstub.New(fo)
@@ -127,11 +136,17 @@ func New(tb testing.TB, opts Options) *Stack {
 		CompletionTopic:   "completions-" + suffix,
 		CompletionQueue:   "completions-rx-" + suffix,
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	res, err := bootstrap.Ensure(ctx, bootstrap.Clients{
-		SQS: awsconf.SQS(s.AWS), S3: awsconf.S3(s.AWS), Cognito: awsconf.Cognito(s.AWS), SNS: awsconf.SNS(s.AWS),
-	}, s.Spec)
+	ensure := opts.Bootstrap
+	if ensure == nil {
+		ensure = func(ctx context.Context, spec bootstrap.Spec) (bootstrap.Resources, error) {
+			return bootstrap.Ensure(ctx, bootstrap.Clients{
+				SQS: awsconf.SQS(s.AWS), S3: awsconf.S3(s.AWS), Cognito: awsconf.Cognito(s.AWS), SNS: awsconf.SNS(s.AWS),
+			}, spec)
+		}
+	}
+	res, err := ensure(ctx, s.Spec)
 	if err != nil {
 		tb.Fatalf("stacktest: bootstrap: %v", err)
 	}
