@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/massgov/bulk-user-import/shared/fleet"
@@ -37,9 +38,12 @@ const (
 )
 
 // LiveWindow is how recently a worker must have beaten (in the fleet's
-// registry) for its shares to count: three syncs, and never less than two
-// of the registry's own heartbeats, since workers of versions whose syncs
-// did not beat (before the one registry) beat only through it.
+// registry) and synced its budgets for its shares to count: three syncs,
+// and never less than two of the registry's own heartbeats, since workers
+// of versions whose syncs did not beat (before the one registry) beat only
+// through it. A worker whose last successful sync started more than
+// LiveWindow less one interval ago holds no share: the others stop
+// counting it only later.
 func LiveWindow(interval time.Duration) time.Duration {
 	return max(3*interval, 2*fleet.DefaultHeartbeat)
 }
@@ -72,6 +76,30 @@ type Fleet struct {
 	ListenName string
 	mu         sync.Mutex
 	failing    bool
+
+	// live is LiveWindow(interval) (tests shorten it).
+	live time.Duration
+	// unsure: a sync failed after its statement may have been sent, so it
+	// may have committed what this worker never applied; its shares are 0
+	// and Run retries every tenth of an interval until a sync succeeds.
+	unsure bool
+	// idleUnsaid: a sync that said idle failed; the next one that
+	// succeeds idle notifies the others.
+	idleUnsaid bool
+	// hold guards holdUntil, when this worker's shares expire (zero: none
+	// held), and expire, the timer that drops them then.
+	hold      sync.Mutex
+	holdUntil time.Time
+	expire    *time.Timer
+	// warmingSince: when this worker last started to warm (Run's, for
+	// saying once that it lasts).
+	warmingSince time.Time
+	warnedWarm   bool
+
+	// Test hooks: beforeQuery and afterQuery run before the sync's
+	// statement is sent and after its rows are read; an error fails the
+	// sync there.
+	beforeQuery, afterQuery func() error
 
 	// Whether this worker has work (Watch; without it, always).
 	started      time.Time
@@ -121,7 +149,7 @@ func NewFleet(pool *pgxpool.Pool, id string, interval time.Duration, log *slog.L
 	if interval <= 0 {
 		interval = DefaultInterval
 	}
-	f := &Fleet{pool: pool, id: id, interval: interval, log: log, kick: make(chan struct{}, 1), started: time.Now()}
+	f := &Fleet{pool: pool, id: id, interval: interval, log: log, kick: make(chan struct{}, 1), started: time.Now(), live: LiveWindow(interval)}
 	mine := map[string]Flags{}
 	for _, l := range limits {
 		if l != nil {
@@ -213,14 +241,20 @@ func (f *Fleet) Run(ctx context.Context) {
 		}
 		f.mu.Lock()
 		switch {
+		case err != nil && !f.failing && ctx.Err() == nil && f.unsure:
+			f.log.Warn("could not sync the fleet's budgets, and the sync may have been recorded: this worker sends no budgeted request until a sync succeeds",
+				"err", err, "retry_every", (f.interval / 10).String())
+			f.failing = true
 		case err != nil && !f.failing && ctx.Err() == nil:
-			f.log.Warn("could not sync the fleet's budgets; keeping the last shares", "err", err)
+			f.log.Warn("could not sync the fleet's budgets; keeping the last shares until a sync succeeds, for at most the liveness window",
+				"err", err, "live_window", f.live.String())
 			f.failing = true
 		case err == nil && f.failing:
 			f.log.Info("fleet budgets synced again")
 			f.failing = false
 		}
 		f.mu.Unlock()
+		f.sayWarming()
 		// The next periodic sync; a kick waits for the minimum spacing.
 		select {
 		case <-ctx.Done():
@@ -228,7 +262,7 @@ func (f *Fleet) Run(ctx context.Context) {
 		case <-time.After(time.Until(start.Add(f.interval / 10))):
 		}
 		next := f.interval
-		if f.warming.Load() {
+		if f.warming.Load() || f.unsure {
 			next = f.interval / 10
 		}
 		t.Reset(time.Until(start.Add(next)))
@@ -301,10 +335,59 @@ func (f *Fleet) notify(ctx context.Context) (time.Time, error) {
 	return at, nil
 }
 
-func (f *Fleet) leave(ctx context.Context) {
+// sayWarming warns once when this worker has waited more than five
+// intervals for the others to sync since it joined or became active
+// again (it sends nothing meanwhile), and says when that ends.
+func (f *Fleet) sayWarming() {
+	switch warming := f.warming.Load(); {
+	case warming && f.warmingSince.IsZero():
+		f.warmingSince = time.Now()
+	case warming && !f.warnedWarm && time.Since(f.warmingSince) > 5*f.interval:
+		f.log.Warn("this worker has waited for the other live workers to sync before it takes its budget shares for more than five intervals (a live worker whose syncs fail holds it up to the liveness window)",
+			"waiting", time.Since(f.warmingSince).Round(time.Millisecond).String(), "live_window", f.live.String())
+		f.warnedWarm = true
+	case !warming && !f.warmingSince.IsZero():
+		if f.warnedWarm {
+			f.log.Info("this worker takes its budget shares again", "waited", time.Since(f.warmingSince).Round(time.Millisecond).String())
+		}
+		f.warmingSince, f.warnedWarm = time.Time{}, false
+	}
+}
+
+// dropShares sets every limit's share to 0 (none held until a sync sets
+// them again).
+func (f *Fleet) dropShares() {
+	f.hold.Lock()
+	defer f.hold.Unlock()
+	f.holdUntil = time.Time{}
 	for _, l := range f.limits {
 		l.setShare(0, l.State())
 	}
+}
+
+// expireShares drops the shares when the last successful sync is too old
+// for the others to count this worker much longer (its timer's).
+func (f *Fleet) expireShares() {
+	f.hold.Lock()
+	defer f.hold.Unlock()
+	if f.holdUntil.IsZero() || time.Now().Before(f.holdUntil) {
+		return // none held, or a later sync holds them longer
+	}
+	f.holdUntil = time.Time{}
+	for _, l := range f.limits {
+		l.setShare(0, l.State())
+	}
+	f.log.Warn("no fleet budget sync succeeded within the liveness window: this worker sends no budgeted request until one does",
+		"live_window", f.live.String())
+}
+
+func (f *Fleet) leave(ctx context.Context) {
+	f.dropShares()
+	f.hold.Lock()
+	if f.expire != nil {
+		f.expire.Stop()
+	}
+	f.hold.Unlock()
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if _, err := f.pool.Exec(dctx, `DELETE FROM bulk_import_budget_share WHERE worker_id = $1`, f.id); err != nil {
@@ -329,7 +412,7 @@ func (f *Fleet) leave(ctx context.Context) {
 //
 // $1 worker, $2 names, $3 this worker's budgets, $4 accepted rates, $5
 // attempts and $6 throttles since the last sync, $7 whole-window flags,
-// $8 liveness window (s), $9 increase share, $10 minimum increase, $11
+// $8 liveness window (s): a worker counts if it beat and synced within it, $9 increase share, $10 minimum increase, $11
 // cooldown (s), $12 Floor, $13 BelowAccepted, $14 MinShare, $15 this
 // worker's caps, $16 when this worker joined or last became active (the
 // others not synced since are stale; NULL: every other), $17 this
@@ -353,7 +436,10 @@ WITH beat AS (` + fleet.BeatSQL + `
 		-- Idle ones too: when every worker is idle, each holds a share.
 		count(*) FILTER (WHERE $16::timestamptz IS NULL OR seen_at < $16) AS stale
 	FROM bulk_import_budget_share s JOIN bulk_import_worker w USING (worker_id)
+	-- Live: beaten, and synced its budgets, within the window (a worker
+	-- whose syncs fail holds no share after it).
 	WHERE s.worker_id <> $1 AND w.heartbeat_at > now() - $8 * interval '1 second'
+		AND s.seen_at > now() - $8 * interval '1 second'
 	GROUP BY name
 ), i AS (
 	-- The budget in force: the smallest (least ignores the NULL of no others).
@@ -400,12 +486,25 @@ FROM (SELECT * FROM upd UNION ALL SELECT * FROM ins) r LEFT JOIN others o USING 
 // was idle, takes no share until every other live worker has synced since
 // (and so lowered its own share); alone, it starts at once. It notifies
 // the others then, so that they sync at once.
+//
+// A sync takes at most an interval. Whatever a sync may have recorded,
+// this worker never holds more than the others count it for: a worker
+// becoming idle gives its shares back before it says so; a sync that
+// fails after its statement may have been sent (it may have committed)
+// drops every share to 0 until a sync succeeds; and the shares of the
+// last successful sync expire before the others stop counting this
+// worker (LiveWindow).
 func (f *Fleet) Sync(ctx context.Context) error {
 	active := f.active()
 	if active && !f.wasActive && f.since != nil {
 		// Active again: the others' shares may count this worker out.
 		f.since = nil
 		f.warming.Store(true)
+	}
+	if !active && f.wasActive {
+		// Give the shares back before saying idle: once this sync commits
+		// the others may take them, whether or not its answer arrives.
+		f.dropShares()
 	}
 	n := len(f.limits)
 	names, budgets, accepted := make([]string, n), make([]float64, n), make([]float64, n)
@@ -421,13 +520,6 @@ func (f *Fleet) Sync(ctx context.Context) error {
 			l.throttles.Add(throttles[i])
 		}
 	}
-	live := LiveWindow(f.interval)
-	rows, err := f.pool.Query(ctx, syncSQL, f.id, names, budgets, accepted, calls, throttles, full,
-		live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps, f.since, f.needs, active)
-	if err != nil {
-		restore()
-		return fmt.Errorf("sync the fleet's budgets: %w", err)
-	}
 	type synced struct {
 		st         State
 		caps       []float64 // the other live workers'
@@ -435,19 +527,62 @@ func (f *Fleet) Sync(ctx context.Context) error {
 		active     int       // other live workers that have work
 		stale      int       // other live workers that have not synced since this one joined or became active
 	}
-	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (synced, error) {
-		var s synced
-		err := r.Scan(&s.st.Name, &s.st.Budget, &s.st.Rate, &s.st.Calls, &s.st.Throttled, &s.st.DecreasedAt, &s.st.Workers, &s.caps, &s.stale,
-			&s.active, &s.activeCaps)
-		return s, err
-	})
+	// Before the statement is sent: the others count this worker for
+	// LiveWindow after the database's clock at its start, which is later.
+	start := time.Now()
+	qctx, cancel := context.WithTimeout(ctx, f.interval)
+	defer cancel()
+	got, err := func() ([]synced, error) {
+		if f.beforeQuery != nil {
+			if err := f.beforeQuery(); err != nil {
+				return nil, err
+			}
+		}
+		rows, err := f.pool.Query(qctx, syncSQL, f.id, names, budgets, accepted, calls, throttles, full,
+			f.live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps, f.since, f.needs, active)
+		if err != nil {
+			return nil, err
+		}
+		got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (synced, error) {
+			var s synced
+			err := r.Scan(&s.st.Name, &s.st.Budget, &s.st.Rate, &s.st.Calls, &s.st.Throttled, &s.st.DecreasedAt, &s.st.Workers, &s.caps, &s.stale,
+				&s.active, &s.activeCaps)
+			return s, err
+		})
+		if err == nil && f.afterQuery != nil {
+			err = f.afterQuery()
+		}
+		return got, err
+	}()
 	if err != nil {
 		restore()
+		if !active && f.wasActive {
+			f.idleUnsaid = true
+		}
+		// It may have committed: as if it had (a worker idle that has work
+		// again warms up).
+		f.wasActive = active
+		if !pgconn.SafeToRetry(err) {
+			// Its answer is lost: the others may count this worker out or
+			// lower, so it holds nothing until a sync succeeds.
+			f.dropShares()
+			f.unsure = true
+		}
 		return fmt.Errorf("sync the fleet's budgets: %w", err)
 	}
 	f.syncs.Add(1)
+	f.unsure = false
 	withheld := f.since == nil || f.warming.Load()
 	warming := false
+	f.hold.Lock()
+	// Held until the others may stop counting this worker, less an
+	// interval of margin (for a late timer).
+	f.holdUntil = start.Add(f.live - f.interval)
+	if f.expire == nil {
+		f.expire = time.AfterFunc(time.Until(f.holdUntil), f.expireShares)
+	} else {
+		f.expire.Reset(time.Until(f.holdUntil))
+	}
 	for _, s := range got {
 		for _, l := range f.limits {
 			if l.name != s.st.Name {
@@ -471,19 +606,22 @@ func (f *Fleet) Sync(ctx context.Context) error {
 			f.sayBudget(l, s.st.Budget)
 		}
 	}
+	f.hold.Unlock()
 	switch {
 	case f.since == nil && len(got) > 0:
 		// Joined, or active again: the others count this worker at their
 		// next sync, or at once on the notification; it takes its share
 		// when every other one has synced since the notification (sent
 		// after this sync was committed). Until it is sent, it waits.
-		if at, err := f.notify(ctx); err == nil {
+		if at, err := f.notify(qctx); err == nil {
 			f.since = &at
 		} else {
 			warming = true
 		}
-	case !active && f.wasActive:
-		_, _ = f.notify(ctx) // idle: the others may take its share at once
+	case !active && (f.wasActive || f.idleUnsaid):
+		// Idle: the others may take its share at once.
+		_, err := f.notify(qctx)
+		f.idleUnsaid = err != nil
 	}
 	f.warming.Store(warming)
 	f.wasActive = active

@@ -56,9 +56,10 @@ type Limit struct {
 	// Since the last sync (reported then), and since the start.
 	calls, throttles           atomic.Int64
 	callsTotal, throttledTotal atomic.Int64
-	waiting                    atomic.Int64 // callers waiting for a token now
-	kick                       func()       // asks the fleet for a sync now
-	warned                     float64      // the fleet's budget, when it is not this one's and was said (Sync's alone)
+	waiting                    atomic.Int64  // callers waiting for a token now
+	kick                       func()        // asks the fleet for a sync now
+	warned                     float64       // the fleet's budget, when it is not this one's and was said (Sync's alone)
+	onShare                    func(float64) // a test's: sees each share as it applies (under mu)
 }
 
 // New returns the limit of one kind of request: budget is the fleet's
@@ -181,6 +182,9 @@ func (l *Limit) setShare(share float64, st State) {
 	}
 	changed := share != l.rate
 	l.rate = share
+	if l.onShare != nil {
+		l.onShare(share)
+	}
 	st.Share, st.Cap = share, l.cap
 	l.fleet = st
 	l.mu.Unlock()
