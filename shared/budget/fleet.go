@@ -529,16 +529,26 @@ func (f *Fleet) Sync(ctx context.Context) error {
 	}
 	// Before the statement is sent: the others count this worker for
 	// LiveWindow after the database's clock at its start, which is later.
+	// A connection, then the statement, each within an interval: a sync
+	// ends within two, well before the others stop counting this worker.
 	start := time.Now()
-	qctx, cancel := context.WithTimeout(ctx, f.interval)
-	defer cancel()
 	got, err := func() ([]synced, error) {
 		if f.beforeQuery != nil {
 			if err := f.beforeQuery(); err != nil {
 				return nil, err
 			}
 		}
-		rows, err := f.pool.Query(qctx, syncSQL, f.id, names, budgets, accepted, calls, throttles, full,
+		actx, cancel := context.WithTimeout(ctx, f.interval)
+		defer cancel()
+		// Waiting for a connection sends nothing.
+		conn, err := f.pool.Acquire(actx)
+		if err != nil {
+			return nil, notSentError{err}
+		}
+		defer conn.Release()
+		qctx, cancelQuery := context.WithTimeout(ctx, f.interval)
+		defer cancelQuery()
+		rows, err := conn.Query(qctx, syncSQL, f.id, names, budgets, accepted, calls, throttles, full,
 			f.live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps, f.since, f.needs, active)
 		if err != nil {
 			return nil, err
@@ -576,8 +586,11 @@ func (f *Fleet) Sync(ctx context.Context) error {
 	warming := false
 	f.hold.Lock()
 	// Held until the others may stop counting this worker, less an
-	// interval of margin (for a late timer).
+	// interval of margin (for a late timer); none if that has passed
+	// already (a sync takes two intervals at most, and the window is
+	// three at least: only a stalled process).
 	f.holdUntil = start.Add(f.live - f.interval)
+	expired := !time.Now().Before(f.holdUntil)
 	if f.expire == nil {
 		f.expire = time.AfterFunc(time.Until(f.holdUntil), f.expireShares)
 	} else {
@@ -602,31 +615,43 @@ func (f *Fleet) Sync(ctx context.Context) error {
 			if withheld && s.stale > 0 {
 				share, warming = 0, true
 			}
+			if expired {
+				share = 0
+			}
 			l.setShare(share, s.st)
 			f.sayBudget(l, s.st.Budget)
 		}
 	}
 	f.hold.Unlock()
+	nctx, cancel := context.WithTimeout(ctx, f.interval)
+	defer cancel()
 	switch {
 	case f.since == nil && len(got) > 0:
 		// Joined, or active again: the others count this worker at their
 		// next sync, or at once on the notification; it takes its share
 		// when every other one has synced since the notification (sent
 		// after this sync was committed). Until it is sent, it waits.
-		if at, err := f.notify(qctx); err == nil {
+		if at, err := f.notify(nctx); err == nil {
 			f.since = &at
 		} else {
 			warming = true
 		}
 	case !active && (f.wasActive || f.idleUnsaid):
 		// Idle: the others may take its share at once.
-		_, err := f.notify(qctx)
+		_, err := f.notify(nctx)
 		f.idleUnsaid = err != nil
 	}
 	f.warming.Store(warming)
 	f.wasActive = active
 	return nil
 }
+
+// notSentError is an error of a sync whose statement was not sent.
+type notSentError struct{ err error }
+
+func (e notSentError) Error() string     { return e.err.Error() }
+func (e notSentError) Unwrap() error     { return e.err }
+func (e notSentError) SafeToRetry() bool { return true }
 
 // sayBudget warns, once per change, when the budget in force is not this
 // worker's: the live workers' flags disagree, and the smallest applies.
