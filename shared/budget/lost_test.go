@@ -120,6 +120,17 @@ func TestALostAnswerOfAnIdleSyncNeverTakesTheFleetOverItsBudget(t *testing.T) {
 	waitShares(t, 0, a)
 	syncOK(t, b, a)
 	waitShares(t, 20, a, b)
+
+	// The answer of a's idle sync comes late: b syncs meanwhile.
+	workA.Store(false)
+	a.fleet.afterQuery = func() error {
+		a.fleet.afterQuery = nil
+		syncOK(t, b)
+		waitShares(t, 40, b)
+		return nil
+	}
+	syncOK(t, a)
+	waitShares(t, 0, a)
 	rec.check(t, 40)
 }
 
