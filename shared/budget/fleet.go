@@ -48,6 +48,11 @@ func LiveWindow(interval time.Duration) time.Duration {
 	return max(3*interval, 2*fleet.DefaultHeartbeat)
 }
 
+// SyncTimeout bounds a sync's wait for a connection, and then its
+// statement: an interval, at least a second (a sync's two waits end well
+// within LiveWindow, at least ten seconds).
+func SyncTimeout(interval time.Duration) time.Duration { return max(interval, time.Second) }
+
 // DefaultInterval is how often a worker syncs its budgets.
 const DefaultInterval = time.Second
 
@@ -83,6 +88,16 @@ type Fleet struct {
 	// may have committed what this worker never applied; its shares are 0
 	// and Run retries every tenth of an interval until a sync succeeds.
 	unsure bool
+	// applied: the database's clock at the sync whose answer this worker
+	// last applied (nil: none yet), said at each sync; reportSoon: the
+	// last sync lowered a share, so the next one is soon.
+	applied    *time.Time
+	reportSoon bool
+	// notified: another worker joined, left, or became active or idle
+	// since the last sync; the sync after the one that follows is soon,
+	// so that a worker waiting for this one to apply its share waits
+	// little.
+	notified atomic.Bool
 	// idleUnsaid: a sync that said idle failed; the next one that
 	// succeeds idle notifies the others.
 	idleUnsaid bool
@@ -235,6 +250,7 @@ func (f *Fleet) Run(ctx context.Context) {
 		}
 		armed = false
 		start := time.Now()
+		notified := f.notified.Swap(false)
 		err := f.Sync(ctx)
 		if err == nil && !f.wasActive {
 			armed = true // said idle
@@ -262,7 +278,7 @@ func (f *Fleet) Run(ctx context.Context) {
 		case <-time.After(time.Until(start.Add(f.interval / 10))):
 		}
 		next := f.interval
-		if f.warming.Load() || f.unsure {
+		if f.warming.Load() || f.unsure || f.reportSoon || notified && err == nil {
 			next = f.interval / 10
 		}
 		t.Reset(time.Until(start.Add(next)))
@@ -306,6 +322,7 @@ func (f *Fleet) listen(ctx context.Context) {
 					return err
 				}
 				if n.Payload != f.id {
+					f.notified.Store(true)
 					f.Kick()
 				}
 			}
@@ -418,23 +435,25 @@ func (f *Fleet) leave(ctx context.Context) {
 // others not synced since are stale; NULL: every other), $17 this
 // worker's limits of the requests each needs (JSON), $18 whether this
 // worker has work (the other live workers that have are counted, with
-// their caps, apart).
+// their caps, apart), $19 when the sync whose answer this worker last
+// applied ran (NULL: none yet).
 const syncSQL = `
 WITH beat AS (` + fleet.BeatSQL + `
 ), input AS (
 	SELECT * FROM unnest($2::text[], $3::float8[], $4::float8[], $5::int8[], $6::int8[], $7::bool[], $15::float8[], $17::text[])
 		AS t(name, own, accepted, calls, throttles, full_window, cap, needs)
 ), mine AS (
-	INSERT INTO bulk_import_budget_share (name, worker_id, accepted, cap, budget, needs, active)
-	SELECT name, $1, accepted, cap, own, needs::jsonb, $18 FROM input
+	INSERT INTO bulk_import_budget_share (name, worker_id, accepted, cap, budget, needs, active, applied_at)
+	SELECT name, $1, accepted, cap, own, needs::jsonb, $18, $19::timestamptz FROM input
 	ON CONFLICT (name, worker_id) DO UPDATE SET seen_at = now(), accepted = excluded.accepted, cap = excluded.cap,
-		budget = excluded.budget, needs = excluded.needs, active = excluded.active
+		budget = excluded.budget, needs = excluded.needs, active = excluded.active, applied_at = excluded.applied_at
 ), others AS (
 	SELECT name, count(*) AS n, sum(accepted) AS accepted, array_agg(cap) AS caps,
 		min(budget) FILTER (WHERE budget > 0) AS budget, -- 0: a worker that does not say
 		count(*) FILTER (WHERE active) AS active, array_agg(cap) FILTER (WHERE active) AS active_caps,
 		-- Idle ones too: when every worker is idle, each holds a share.
-		count(*) FILTER (WHERE $16::timestamptz IS NULL OR seen_at < $16) AS stale
+		-- Stale: has not applied a sync since (an earlier version's: synced).
+		count(*) FILTER (WHERE $16::timestamptz IS NULL OR coalesce(applied_at, seen_at) < $16) AS stale
 	FROM bulk_import_budget_share s JOIN bulk_import_worker w USING (worker_id)
 	-- Live: beaten, and synced its budgets, within the window (a worker
 	-- whose syncs fail holds no share after it).
@@ -475,7 +494,7 @@ WITH beat AS (` + fleet.BeatSQL + `
 	RETURNING name, budget, rate, calls, throttles, decreased_at
 )
 SELECT r.name, r.budget, r.rate, r.calls, r.throttles, r.decreased_at, 1 + coalesce(o.n, 0), coalesce(o.caps, '{}'),
-	coalesce(o.stale, 0), coalesce(o.active, 0), coalesce(o.active_caps, '{}')
+	coalesce(o.stale, 0), coalesce(o.active, 0), coalesce(o.active_caps, '{}'), now()
 FROM (SELECT * FROM upd UNION ALL SELECT * FROM ins) r LEFT JOIN others o USING (name)`
 
 // Sync reports this worker's counts and whether it has work, updates the
@@ -487,7 +506,8 @@ FROM (SELECT * FROM upd UNION ALL SELECT * FROM ins) r LEFT JOIN others o USING 
 // (and so lowered its own share); alone, it starts at once. It notifies
 // the others then, so that they sync at once.
 //
-// A sync takes at most an interval. Whatever a sync may have recorded,
+// A sync waits at most SyncTimeout for a connection, and as long for its
+// statement. Whatever a sync may have recorded,
 // this worker never holds more than the others count it for: a worker
 // becoming idle gives its shares back before it says so; a sync that
 // fails after its statement may have been sent (it may have committed)
@@ -525,12 +545,13 @@ func (f *Fleet) Sync(ctx context.Context) error {
 		caps       []float64 // the other live workers'
 		activeCaps []float64 // the other live workers' that have work
 		active     int       // other live workers that have work
-		stale      int       // other live workers that have not synced since this one joined or became active
+		stale      int       // other live workers that have not applied a sync since this one joined or became active
+		at         time.Time // the database's clock at this sync
 	}
 	// Before the statement is sent: the others count this worker for
 	// LiveWindow after the database's clock at its start, which is later.
-	// A connection, then the statement, each within an interval: a sync
-	// ends within two, well before the others stop counting this worker.
+	// A connection, then the statement, each within SyncTimeout: a sync
+	// ends well before the others stop counting this worker.
 	start := time.Now()
 	got, err := func() ([]synced, error) {
 		if f.beforeQuery != nil {
@@ -538,7 +559,7 @@ func (f *Fleet) Sync(ctx context.Context) error {
 				return nil, err
 			}
 		}
-		actx, cancel := context.WithTimeout(ctx, f.interval)
+		actx, cancel := context.WithTimeout(ctx, SyncTimeout(f.interval))
 		defer cancel()
 		// Waiting for a connection sends nothing.
 		conn, err := f.pool.Acquire(actx)
@@ -546,17 +567,17 @@ func (f *Fleet) Sync(ctx context.Context) error {
 			return nil, notSentError{err}
 		}
 		defer conn.Release()
-		qctx, cancelQuery := context.WithTimeout(ctx, f.interval)
+		qctx, cancelQuery := context.WithTimeout(ctx, SyncTimeout(f.interval))
 		defer cancelQuery()
 		rows, err := conn.Query(qctx, syncSQL, f.id, names, budgets, accepted, calls, throttles, full,
-			f.live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps, f.since, f.needs, active)
+			f.live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps, f.since, f.needs, active, f.applied)
 		if err != nil {
 			return nil, err
 		}
 		got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (synced, error) {
 			var s synced
 			err := r.Scan(&s.st.Name, &s.st.Budget, &s.st.Rate, &s.st.Calls, &s.st.Throttled, &s.st.DecreasedAt, &s.st.Workers, &s.caps, &s.stale,
-				&s.active, &s.activeCaps)
+				&s.active, &s.activeCaps, &s.at)
 			return s, err
 		})
 		if err == nil && f.afterQuery != nil {
@@ -583,12 +604,12 @@ func (f *Fleet) Sync(ctx context.Context) error {
 	f.syncs.Add(1)
 	f.unsure = false
 	withheld := f.since == nil || f.warming.Load()
-	warming := false
+	warming, lowered := false, false
 	f.hold.Lock()
 	// Held until the others may stop counting this worker, less an
 	// interval of margin (for a late timer); none if that has passed
-	// already (a sync takes two intervals at most, and the window is
-	// three at least: only a stalled process).
+	// already (only a stalled process: a sync's waits are bounded well
+	// within the window).
 	f.holdUntil = start.Add(f.live - f.interval)
 	expired := !time.Now().Before(f.holdUntil)
 	if f.expire == nil {
@@ -618,12 +639,24 @@ func (f *Fleet) Sync(ctx context.Context) error {
 			if expired {
 				share = 0
 			}
+			if l.cap > 0 {
+				share = min(share, l.cap)
+			}
+			if share < l.current() {
+				lowered = true
+			}
 			l.setShare(share, s.st)
 			f.sayBudget(l, s.st.Budget)
 		}
 	}
+	if len(got) > 0 && !expired {
+		// Applied: the next sync says so (soon, if it lowered a share: a
+		// worker that waits for it to lower its share waits for that).
+		f.applied = &got[0].at
+	}
+	f.reportSoon = lowered
 	f.hold.Unlock()
-	nctx, cancel := context.WithTimeout(ctx, f.interval)
+	nctx, cancel := context.WithTimeout(ctx, SyncTimeout(f.interval))
 	defer cancel()
 	switch {
 	case f.since == nil && len(got) > 0:

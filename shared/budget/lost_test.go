@@ -104,7 +104,7 @@ func TestALostAnswerOfAnIdleSyncNeverTakesTheFleetOverItsBudget(t *testing.T) {
 	workA := a.busy()
 	b.busy()
 	lose := loseAnswers(a)
-	syncOK(t, a, b, a, b)
+	syncOK(t, a, b, a, a, b) // b waits until a applied a share that counts it, and said so
 	waitShares(t, 20, a, b)
 
 	workA.Store(false)
@@ -118,7 +118,7 @@ func TestALostAnswerOfAnIdleSyncNeverTakesTheFleetOverItsBudget(t *testing.T) {
 	workA.Store(true)
 	syncOK(t, a) // busy again: a waits for b
 	waitShares(t, 0, a)
-	syncOK(t, b, a)
+	syncOK(t, b, b, a)
 	waitShares(t, 20, a, b)
 
 	// The answer of a's idle sync comes late: b syncs meanwhile.
@@ -147,7 +147,7 @@ func TestALostAnswerOfALoweringSyncNeverTakesTheFleetOverItsBudget(t *testing.T)
 	a.busy()
 	workB := b.busy()
 	lose := loseAnswers(a)
-	syncOK(t, a, b, a, b)
+	syncOK(t, a, b, a, a, b) // b waits until a applied a share that counts it, and said so
 	workB.Store(false)
 	syncOK(t, b, a)
 	waitShares(t, 40, a)
@@ -164,13 +164,31 @@ func TestALostAnswerOfALoweringSyncNeverTakesTheFleetOverItsBudget(t *testing.T)
 	if !a.fleet.unsure {
 		t.Fatal("a does not retry soon after a lost answer")
 	}
-	syncOK(t, b)
-	waitShares(t, 20, b)
-	syncOK(t, a)
+	syncOK(t, b) // a has not said that it applied a share that counts b
+	waitShares(t, 0, b)
+	syncOK(t, a, a, b)
 	waitShares(t, 20, a, b)
 	if a.fleet.unsure {
 		t.Fatal("a still unsure after a sync succeeded")
 	}
+
+	// Again, and the answer of a's lowering sync comes late: b syncs
+	// between its commit and its answer, and waits.
+	workB.Store(false)
+	syncOK(t, b, a)
+	waitShares(t, 40, a)
+	workB.Store(true)
+	syncOK(t, b)
+	a.fleet.afterQuery = func() error {
+		a.fleet.afterQuery = nil
+		syncOK(t, b)
+		return nil
+	}
+	syncOK(t, a)
+	waitShares(t, 20, a)
+	waitShares(t, 0, b)
+	syncOK(t, a, b)
+	waitShares(t, 20, a, b)
 	rec.check(t, 40)
 }
 
@@ -327,8 +345,7 @@ func TestAWorkerGoingIdleTellsTheOthers(t *testing.T) {
 	// takes its own.
 	syncOK(t, b)
 	waitShares(t, 15, a)
-	syncOK(t, b)
-	waitShares(t, 15, b)
+	eventually(t, func() bool { syncOK(t, b); return b.limit.State().Share == 15 }, func() string { return "b's share" })
 	work.Store(false)
 	syncOK(t, b)
 	waitShares(t, 0, b)
