@@ -28,7 +28,7 @@ func TestPrometheusText(t *testing.T) {
 	m.Breaker("cognito", false)
 	m.Paused.Add(2)
 	m.Budgets = func() []budget.State {
-		return []budget.State{{Name: budget.CognitoCreate, Budget: 40, Rate: 28.5, Workers: 4, Share: 7.125, Calls: 100, Throttled: 3}}
+		return []budget.State{{Name: budget.CognitoCreate, Budget: 40, Rate: 28.5, Workers: 4, Idle: 1, Share: 7.125, Calls: 100, Throttled: 3}}
 	}
 	m.BudgetSyncs = func() int64 { return 12 }
 	rec := httptest.NewRecorder()
@@ -53,6 +53,8 @@ func TestPrometheusText(t *testing.T) {
 		`bulk_import_budget_requests_per_second{budget="cognito_create"} 40` + "\n",
 		`bulk_import_budget_fleet_rate{budget="cognito_create"} 28.5` + "\n",
 		`bulk_import_budget_share{budget="cognito_create"} 7.125` + "\n",
+		`bulk_import_budget_workers{budget="cognito_create"} 4` + "\n",
+		`bulk_import_budget_idle_workers{budget="cognito_create"} 1` + "\n",
 		`bulk_import_budget_throttled_total{budget="cognito_create"} 3` + "\n",
 		"bulk_import_budget_syncs_total 12\n",
 	} {
