@@ -151,3 +151,42 @@ func TestStatusSaysWhenTheWorkersCapsHoldABudgetBelowItself(t *testing.T) {
 	}
 	t.Fatalf("no create budget in %+v", st)
 }
+
+// Only the workers with work share a budget, so only their caps add up:
+// four capped at 5/s, two of them idle, hold it to 10/s.
+func TestStatusCountsTheCapsOfTheBusyWorkersOnly(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	ctx := context.Background()
+	bound := func() *Bound {
+		t.Helper()
+		st, err := Read(ctx, pool, 10*time.Second)
+		if err != nil || len(st) != 1 {
+			t.Fatalf("read: %+v, %v", st, err)
+		}
+		return st[0].BoundBy
+	}
+	var fleets []*Fleet
+	for i, id := range []string{"a", "b", "c", "d"} {
+		l := New(CognitoCreate, 40, 5)
+		t.Cleanup(l.Close)
+		f := NewFleet(pool, id, time.Second, logging.Discard(), l)
+		f.started = time.Time{}
+		idle := i >= 2
+		f.Watch(func() time.Time { return time.Time{} }, func() int64 {
+			if idle {
+				return 0
+			}
+			return 1
+		})
+		fleets = append(fleets, f)
+	}
+	for _, f := range fleets {
+		if err := f.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b := bound(); b == nil || b.Rate != 10 {
+		t.Fatalf("two busy workers capped at 5/s: %+v, want held to 10/s", b)
+	}
+}

@@ -251,7 +251,10 @@ func (f *Fleet) Run(ctx context.Context) {
 		armed = false
 		start := time.Now()
 		notified := f.notified.Swap(false)
-		err := f.Sync(ctx)
+		// Not cancelled when ctx ends (it is bounded): a statement
+		// cancelled on its way may still run after leave's delete and
+		// count this worker again for the liveness window.
+		err := f.Sync(context.WithoutCancel(ctx))
 		if err == nil && !f.wasActive {
 			armed = true // said idle
 		}
@@ -724,15 +727,18 @@ func fairShare(rate float64, caps []float64) float64 {
 // the last within), for status: each with the live workers sharing it
 // (and how many of them are idle), their budgets when they differ, and
 // what holds it below itself (a limit of the requests each of its requests
-// needs, or its own caps, over the live workers).
+// needs, or its own caps, over the live workers that have work, or all of
+// them when every one is idle).
 func Read(ctx context.Context, pool *pgxpool.Pool, within time.Duration) ([]State, error) {
 	rows, err := pool.Query(ctx, `SELECT b.name, b.budget, b.rate, b.calls, b.throttles, b.decreased_at,
 			coalesce(s.n, 0), coalesce(s.idle, 0), coalesce(s.budgets, '{}'), coalesce(s.workers, '[]')
 		FROM bulk_import_budget b LEFT JOIN LATERAL (
 			SELECT count(*) AS n, count(*) FILTER (WHERE NOT s.active) AS idle, array_agg(DISTINCT s.budget ORDER BY s.budget) FILTER (WHERE s.budget > 0) AS budgets,
 				-- Each live worker's limits of this budget and of the requests it needs (null: not said).
-				CASE WHEN bool_and(s.needs IS NOT NULL) THEN
-					jsonb_agg(s.needs || jsonb_build_object(b.name, jsonb_build_object('budget', s.budget, 'cap', s.cap))) END AS workers
+				-- Only the busy ones share the rate, unless every one is idle.
+				CASE WHEN bool_and(s.needs IS NOT NULL) THEN coalesce(
+					jsonb_agg(s.needs || jsonb_build_object(b.name, jsonb_build_object('budget', s.budget, 'cap', s.cap))) FILTER (WHERE s.active),
+					jsonb_agg(s.needs || jsonb_build_object(b.name, jsonb_build_object('budget', s.budget, 'cap', s.cap)))) END AS workers
 			FROM bulk_import_budget_share s JOIN bulk_import_worker w USING (worker_id)
 			WHERE s.name = b.name AND w.heartbeat_at > now() - $1 * interval '1 second') s ON true
 		WHERE b.updated_at > now() - $1 * interval '1 second' ORDER BY b.name`, within.Seconds())

@@ -330,16 +330,17 @@ func TestARequestWaitingForNoShareAsksForASync(t *testing.T) {
 }
 
 // A worker that goes idle tells the others, which take its share at once,
-// not at their next periodic sync (here ten seconds away).
+// not at their next periodic sync (here twenty seconds away; a's syncs
+// on notifications are two seconds apart at least).
 func TestAWorkerGoingIdleTellsTheOthers(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t)
-	a := newMember(t, pool, "a", 30, 0, 10*time.Second)
+	a := newMember(t, pool, "a", 30, 0, 20*time.Second)
 	a.busy()
 	a.run()
 	waitShares(t, 30, a)
 	waitListening(t, pool)
-	b := newMember(t, pool, "b", 30, 0, 10*time.Second)
+	b := newMember(t, pool, "b", 30, 0, 20*time.Second)
 	work := b.busy()
 	// b joins (by hand): a lowers its share at b's notification, then b
 	// takes its own.
