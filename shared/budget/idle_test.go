@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,58 +109,6 @@ func TestWhenEveryWorkerIsIdleTheyKeepTheirShares(t *testing.T) {
 	}
 }
 
-// shares observes the members' shares: a snapshot is taken when two reads
-// in a row agree (then every share held those values at one moment).
-type shares struct {
-	ms   []*member
-	stop chan struct{}
-	done chan struct{}
-	mu   sync.Mutex
-	max  float64
-	at   []float64 // the snapshot of the largest sum
-	n    int       // snapshots
-}
-
-func observe(ms ...*member) *shares {
-	s := &shares{ms: ms, stop: make(chan struct{}), done: make(chan struct{})}
-	read := func() []float64 {
-		out := make([]float64, len(ms))
-		for i, m := range ms {
-			out[i] = m.limit.State().Share
-		}
-		return out
-	}
-	go func() {
-		defer close(s.done)
-		prev := read()
-		for {
-			select {
-			case <-s.stop:
-				return
-			default:
-			}
-			cur := read()
-			if slices.Equal(prev, cur) {
-				sum := 0.0
-				for _, v := range cur {
-					sum += v
-				}
-				s.mu.Lock()
-				s.n++
-				if sum > s.max {
-					s.max, s.at = sum, cur
-				}
-				s.mu.Unlock()
-			}
-			prev = cur
-			time.Sleep(200 * time.Microsecond)
-		}
-	}()
-	return s
-}
-
-func (s *shares) close() { close(s.stop); <-s.done }
-
 // A worker that has work again never takes the fleet over its budget: it
 // takes its share only once every other worker has lowered its own. Four
 // workers sync concurrently (each every 50 ms, and at once when notified);
@@ -171,14 +118,15 @@ func TestAWorkerBusyAgainNeverTakesTheFleetOverItsBudget(t *testing.T) {
 	pool := newPool(t)
 	var ms []*member
 	var work []*atomic.Bool
+	rec := newRecorder() // every share as it applies
 	for _, id := range []string{"a", "b", "c", "d"} {
 		m := newMember(t, pool, id, 40, 0, 50*time.Millisecond)
 		work = append(work, m.busy())
+		rec.watch(m)
 		m.run()
 		ms = append(ms, m)
 	}
 	waitShares(t, 10, ms...)
-	obs := observe(ms...)
 	others := func(i ...int) []*member {
 		return slices.DeleteFunc(slices.Clone(ms), func(m *member) bool {
 			return slices.ContainsFunc(i, func(j int) bool { return ms[j] == m })
@@ -202,16 +150,7 @@ func TestAWorkerBusyAgainNeverTakesTheFleetOverItsBudget(t *testing.T) {
 		work[j].Store(true)
 		waitShares(t, 10, ms...)
 	}
-	obs.close()
-	obs.mu.Lock()
-	defer obs.mu.Unlock()
-	if obs.max > 40+1e-9 {
-		t.Fatalf("the shares added up to %.2f (%v), over the budget of 40", obs.max, obs.at)
-	}
-	if obs.n < 100 {
-		t.Fatalf("only %d observations", obs.n)
-	}
-	t.Logf("%d observations, largest sum %.2f", obs.n, obs.max)
+	rec.check(t, 40)
 }
 
 // An idle worker that has work again syncs at once, and the others lower
