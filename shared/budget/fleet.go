@@ -432,7 +432,8 @@ func (f *Fleet) leave(ctx context.Context) {
 //
 // $1 worker, $2 names, $3 this worker's budgets, $4 accepted rates, $5
 // attempts and $6 throttles since the last sync, $7 whole-window flags,
-// $8 liveness window (s): a worker counts if it beat and synced within it, $9 increase share, $10 minimum increase, $11
+// $8 liveness window (s: a worker counts if it beat and synced within
+// it), $9 increase share, $10 minimum increase, $11
 // cooldown (s), $12 Floor, $13 BelowAccepted, $14 MinShare, $15 this
 // worker's caps, $16 when this worker joined or last became active (the
 // others not synced since are stale; NULL: every other), $17 this
