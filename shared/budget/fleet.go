@@ -436,7 +436,8 @@ func (f *Fleet) leave(ctx context.Context) {
 // it), $9 increase share, $10 minimum increase, $11
 // cooldown (s), $12 Floor, $13 BelowAccepted, $14 MinShare, $15 this
 // worker's caps, $16 when this worker joined or last became active (the
-// others not synced since are stale; NULL: every other), $17 this
+// others that have not applied a sync since are stale; NULL: every
+// other), $17 this
 // worker's limits of the requests each needs (JSON), $18 whether this
 // worker has work (the other live workers that have are counted, with
 // their caps, apart), $19 when the sync whose answer this worker last
