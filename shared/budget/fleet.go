@@ -51,7 +51,18 @@ func LiveWindow(interval time.Duration) time.Duration {
 // SyncTimeout bounds a sync's wait for a connection, and then its
 // statement: an interval, at least a second (a sync's two waits end well
 // within LiveWindow, at least ten seconds).
-func SyncTimeout(interval time.Duration) time.Duration { return max(interval, time.Second) }
+func SyncTimeout(interval time.Duration) time.Duration {
+	return min(max(interval, time.Second), maxSyncTimeout)
+}
+
+// maxSyncTimeout bounds a sync whatever the interval (a shorter one only
+// makes the hold's arithmetic safer), and stopGrace is what a sync in
+// flight when the worker stops gets before it is cancelled: the stop
+// sequence stays well within the ECS stop timeout.
+const (
+	maxSyncTimeout = 5 * time.Second
+	stopGrace      = time.Second
+)
 
 // DefaultInterval is how often a worker syncs its budgets.
 const DefaultInterval = time.Second
@@ -93,6 +104,8 @@ type Fleet struct {
 	// last sync lowered a share, so the next one is soon.
 	applied    *time.Time
 	reportSoon bool
+	// appliedStart: the process's clock at the start of that sync.
+	appliedStart time.Time
 	// notified: another worker joined, left, or became active or idle
 	// since the last sync; the sync after the one that follows is soon,
 	// so that a worker waiting for this one to apply its share waits
@@ -251,10 +264,16 @@ func (f *Fleet) Run(ctx context.Context) {
 		armed = false
 		start := time.Now()
 		notified := f.notified.Swap(false)
-		// Not cancelled when ctx ends (it is bounded): a statement
-		// cancelled on its way may still run after leave's delete and
-		// count this worker again for the liveness window.
-		err := f.Sync(context.WithoutCancel(ctx))
+		// Not cancelled at once when ctx ends: a statement cancelled on
+		// its way may still run after leave's delete and count this
+		// worker again for the liveness window (the others then wait for
+		// it, never over the budget). It gets stopGrace, so that a stop
+		// during a database brownout stays within the stop timeout.
+		sctx, cancelSync := context.WithCancel(context.WithoutCancel(ctx))
+		stopSync := context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cancelSync) })
+		err := f.Sync(sctx)
+		stopSync()
+		cancelSync()
 		if err == nil && !f.wasActive {
 			armed = true // said idle
 		}
@@ -372,6 +391,15 @@ func (f *Fleet) sayWarming() {
 		}
 		f.warmingSince, f.warnedWarm = time.Time{}, false
 	}
+}
+
+func (f *Fleet) holdsNothing() bool {
+	for _, l := range f.limits {
+		if l.current() > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // dropShares sets every limit's share to 0 (none held until a sync sets
@@ -521,6 +549,12 @@ FROM (SELECT * FROM upd UNION ALL SELECT * FROM ins) r LEFT JOIN others o USING 
 // worker (LiveWindow).
 func (f *Fleet) Sync(ctx context.Context) error {
 	active := f.active()
+	if f.since != nil && !f.appliedStart.IsZero() && time.Since(f.appliedStart) >= f.live-f.interval {
+		// No sync applied for nearly the liveness window: the others may have
+		// stopped counting this worker and taken its share. It rejoins.
+		f.since = nil
+		f.warming.Store(true)
+	}
 	if active && !f.wasActive && f.since != nil {
 		// Active again: the others' shares may count this worker out.
 		f.since = nil
@@ -558,6 +592,12 @@ func (f *Fleet) Sync(ctx context.Context) error {
 	// A connection, then the statement, each within SyncTimeout: a sync
 	// ends well before the others stop counting this worker.
 	start := time.Now()
+	// Holding nothing, whatever this worker applies next is
+	// this sync's answer: its seen_at stands in.
+	appliedArg := f.applied
+	if f.holdsNothing() {
+		appliedArg = nil
+	}
 	got, err := func() ([]synced, error) {
 		if f.beforeQuery != nil {
 			if err := f.beforeQuery(); err != nil {
@@ -575,7 +615,7 @@ func (f *Fleet) Sync(ctx context.Context) error {
 		qctx, cancelQuery := context.WithTimeout(ctx, SyncTimeout(f.interval))
 		defer cancelQuery()
 		rows, err := conn.Query(qctx, syncSQL, f.id, names, budgets, accepted, calls, throttles, full,
-			f.live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps, f.since, f.needs, active, f.applied)
+			f.live.Seconds(), Increase, MinIncrease, Cooldown.Seconds(), Floor, BelowAccepted, MinShare, caps, f.since, f.needs, active, appliedArg)
 		if err != nil {
 			return nil, err
 		}
@@ -658,6 +698,7 @@ func (f *Fleet) Sync(ctx context.Context) error {
 		// Applied: the next sync says so (soon, if it lowered a share: a
 		// worker that waits for it to lower its share waits for that).
 		f.applied = &got[0].at
+		f.appliedStart = start
 	}
 	f.reportSoon = lowered
 	f.hold.Unlock()

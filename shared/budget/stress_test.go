@@ -66,7 +66,18 @@ func TestStressTheSharesNeverExceedTheBudget(t *testing.T) {
 		rec.watch(m)
 		work := m.busy()
 		work.Store(rand.IntN(2) == 0)
+		m.fleet.live = 5 * interval // outages below cross the liveness window
+		var outUntil atomic.Int64
 		m.fleet.beforeQuery = func() error {
+			if time.Now().UnixNano() < outUntil.Load() {
+				notSentN.Add(1)
+				return notSent{}
+			}
+			if rand.IntN(100) < 3 { // an outage of 6 to 10 intervals
+				outUntil.Store(time.Now().Add(time.Duration(6+rand.IntN(5)) * interval).UnixNano())
+				notSentN.Add(1)
+				return notSent{}
+			}
 			if rand.IntN(100) < faults/2 {
 				notSentN.Add(1)
 				return notSent{}
