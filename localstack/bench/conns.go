@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/massgov/bulk-user-import/localstack/pgtest"
@@ -96,53 +95,14 @@ func benchConns(ctx context.Context, o options, r *report) error {
 	return nil
 }
 
-// sampleConns samples the workers' sessions on e's server (named "bui
-// worker ROLE ID") every 20 ms until the returned stop, which gives the
-// most one worker and all of them held at once.
+// sampleConns samples the workers' sessions on e's server every 20 ms
+// until the returned stop, which gives the most one worker and all of
+// them held at once.
 func sampleConns(ctx context.Context, e *env) (stop func() (perWorker, fleet int)) {
-	ctx, cancel := context.WithCancel(ctx)
-	var mu sync.Mutex
-	peaks := map[string]int{}
-	fleetPeak := 0
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		for {
-			rows, err := e.pool.Query(ctx, `SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'bui worker %'`)
-			if err == nil {
-				now := map[string]int{}
-				total := 0
-				for rows.Next() {
-					var app string
-					if rows.Scan(&app) == nil {
-						f := strings.Fields(app)
-						now[f[len(f)-1]]++
-						total++
-					}
-				}
-				rows.Close()
-				mu.Lock()
-				for id, n := range now {
-					peaks[id] = max(peaks[id], n)
-				}
-				fleetPeak = max(fleetPeak, total)
-				mu.Unlock()
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	watch := pgtest.WatchWorkerSessions(ctx, e.pool, 20*time.Millisecond)
 	return func() (int, int) {
-		cancel()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Max(append(slices.Collect(maps.Values(peaks)), 0)), fleetPeak
+		peaks, fleet := watch()
+		return slices.Max(append(slices.Collect(maps.Values(peaks)), 0)), fleet
 	}
 }
 

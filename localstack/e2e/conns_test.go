@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,48 +29,17 @@ func TestFourWorkersAtConcurrency64FitASmallServer(t *testing.T) {
 
 	// Each worker's sessions, by application_name ("bui worker ROLE ID"),
 	// sampled until the job is done: the most each held at once.
-	ctx, stopSampling := context.WithCancel(context.Background())
-	var mu sync.Mutex
-	peak := map[string]int{}
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for ctx.Err() == nil {
-			rows, err := s.Pool.Query(ctx, `SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'bui worker %'`)
-			if err != nil {
-				time.Sleep(5 * time.Millisecond) // a sampling period
-				continue
-			}
-			now := map[string]int{}
-			for rows.Next() {
-				var app string
-				if rows.Scan(&app) == nil {
-					f := strings.Fields(app) // bui worker ROLE ID
-					now[f[len(f)-1]]++
-				}
-			}
-			rows.Close()
-			mu.Lock()
-			for id, n := range now {
-				peak[id] = max(peak[id], n)
-			}
-			mu.Unlock()
-			time.Sleep(5 * time.Millisecond) // a sampling period, not a wait for an outcome
-		}
-	}()
+	stopSampling := pgtest.WatchWorkerSessions(context.Background(), s.Pool, 5*time.Millisecond)
 
 	const rows = 1200
 	importJobs(t, envv, map[string]string{"conns": writeRows(t, "conns.csv", generatedRows("conns", rows)...)})
 	waitAllDone(t, s, []string{"conns"}, 3*time.Minute)
 	st := status(t, envv, "conns")
-	stopSampling()
-	<-sampled
+	peak, _ := stopSampling()
 
 	if st["succeeded"] != float64(rows) {
 		t.Errorf("succeeded %v of %d", st["succeeded"], rows)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	if len(peak) != 4 {
 		t.Errorf("sessions of %d workers seen, want 4: %v", len(peak), peak)
 	}

@@ -393,6 +393,7 @@ func (f *Fleet) sayWarming() {
 	}
 }
 
+// holdsNothing reports whether every share this worker holds is 0.
 func (f *Fleet) holdsNothing() bool {
 	for _, l := range f.limits {
 		if l.current() > 0 {
@@ -407,6 +408,11 @@ func (f *Fleet) holdsNothing() bool {
 func (f *Fleet) dropShares() {
 	f.hold.Lock()
 	defer f.hold.Unlock()
+	f.dropSharesLocked()
+}
+
+// dropSharesLocked is dropShares with f.hold held.
+func (f *Fleet) dropSharesLocked() {
 	f.holdUntil = time.Time{}
 	for _, l := range f.limits {
 		l.setShare(0, l.State())
@@ -421,10 +427,7 @@ func (f *Fleet) expireShares() {
 	if f.holdUntil.IsZero() || time.Now().Before(f.holdUntil) {
 		return // none held, or a later sync holds them longer
 	}
-	f.holdUntil = time.Time{}
-	for _, l := range f.limits {
-		l.setShare(0, l.State())
-	}
+	f.dropSharesLocked()
 	f.log.Warn("no fleet budget sync succeeded within the liveness window: this worker sends no budgeted request until one does",
 		"live_window", f.live.String())
 }
